@@ -1,0 +1,227 @@
+"""The ``stabletrain`` command line: ``train``, ``evaluate`` and ``demo``.
+
+Options can also come from a YAML file (``--config``); flags on the command
+line win over the file, and the resolved settings are saved beside the
+results. Problems with the input end the command with one line on stderr,
+``stabletrain: error: …``, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import __version__
+from .checks import StableTrainError
+
+__all__ = ["main", "build_parser"]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    """Training flags; every default is None so that YAML values are only overridden when given."""
+    g = parser.add_argument_group("data and model")
+    g.add_argument("--data", help="digits, photos, a folder of class sub-folders, or an .npz file (default digits)")
+    g.add_argument("--image-size", type=int, help="image side in pixels (default 32; .npz: as stored)")
+    g.add_argument("--split-seed", type=int, help="seed of the train/test split (default 0)")
+    g.add_argument("--model", help="architecture (default small_cnn)")
+    g.add_argument("--width", type=int, help="channels of the first stage of small_cnn (default 32)")
+    g = parser.add_argument_group("method")
+    g.add_argument("--method", help="plain, gaussian or stability (default stability)")
+    g.add_argument("--alpha", type=float, help="weight of the stability term")
+    g.add_argument("--sigma", type=float, help="noise std in [0, 1] pixel units (gaussian and stability)")
+    g.add_argument("--detach-clean", action="store_true", default=None,
+                   help="treat the clean prediction as a fixed target (paper's cross-entropy gradient)")
+    g.add_argument("--batching", choices=["auto", "separate", "concat"],
+                   help="run clean and noisy copies as two passes or one concatenated pass (default auto)")
+    g.add_argument("--bn-stats", choices=["clean", "both"],
+                   help="which pass updates batch-norm running statistics with separate passes (default clean)")
+    g = parser.add_argument_group("optimization")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--lr", type=float, help="AdamW learning rate, cosine-decayed per step")
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--seed", type=int, help="seed of initialization, shuffling and noise (default 0)")
+    g.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
+
+
+_TRAIN_KEYS = {"data": "data", "image_size": "image_size", "split_seed": "split_seed", "model": "model",
+               "width": "width", "method": "method", "alpha": "alpha", "sigma": "sigma",
+               "detach_clean": "detach_clean", "batching": "batching", "bn_stats": "bn_stats", "epochs": "epochs",
+               "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay", "seed": "seed",
+               "device": "device"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stabletrain",
+        description="Stability training (Zheng et al., CVPR 2016) and robustness evaluation.")
+    parser.add_argument("--version", action="version", version=f"stabletrain {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a classifier with plain, gaussian or stability training",
+                       description="Train a classifier; writes checkpoint.pt, history.{json,csv} and config.yaml.")
+    p.add_argument("--config", help="YAML file of options (flags override it)")
+    _add_train_options(p)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--init", help="checkpoint to start from (fine-tune an already-trained model)")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
+
+    p = sub.add_parser("evaluate", help="accuracy, KL and flip rate under distortions",
+                       description="Evaluate a checkpoint on clean data and under each distortion; "
+                                   "writes results.json, results.csv, plots/ and report.md.")
+    p.add_argument("checkpoint", help="checkpoint.pt, or the run folder that holds it")
+    p.add_argument("--distortions", default="paper",
+                   help="comma-separated specs such as jpeg-50,thumb-16,crop-10,gaussian-0.1, "
+                        "or 'paper' for the default sweep (default)")
+    p.add_argument("--data", help="evaluate on other data than the checkpoint's (same classes)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random distortions (default 0)")
+    p.add_argument("--batch-size", type=_positive_int, default=512)
+    p.add_argument("--out", help="output folder (default: <run folder>/evaluation)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("demo", help="the main job: plain vs gaussian vs stability on built-in data",
+                       description="Train plain, gaussian and stability with the same budget, evaluate them on "
+                                   "the paper's distortions, and write report.md, results.{json,csv} and plots.")
+    p.add_argument("--data", default="digits", help="digits (default), photos, a folder or an .npz file")
+    p.add_argument("--methods", default="plain,gaussian,stability")
+    p.add_argument("--epochs", type=_positive_int)
+    p.add_argument("--alpha", type=float)
+    p.add_argument("--sigma", type=float)
+    p.add_argument("--width", type=_positive_int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--distortions", help="comma-separated specs (default: the paper sweep for the image size)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quick", action="store_true", help="2 epochs, a narrow model and a reduced sweep (for tests)")
+    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("--overwrite", action="store_true", help="retrain models already in --out")
+    p.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def _log(quiet: bool):
+    if quiet:
+        return lambda line: None
+    from tqdm.auto import tqdm
+
+    return lambda line: tqdm.write(line, file=sys.stderr)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .files import read_yaml
+    from .training import TrainConfig, train
+
+    values: dict[str, Any] = {}
+    if args.config:
+        values.update(read_yaml(args.config))
+        values.pop("init", None)  # saved configs record it; it is a flag, not a setting
+    for attr, key in _TRAIN_KEYS.items():
+        value = getattr(args, attr)
+        if value is not None:
+            values[key] = value
+    config = TrainConfig.from_dict(values)
+    result = train(config, args.out, resume=args.resume, init=args.init, overwrite=args.overwrite,
+                   progress=not args.quiet, log=_log(args.quiet))
+    final = result.history[-1] if result.history else {}
+    print(f"trained {config.method} on {config.data}: test accuracy {100 * final.get('test_accuracy', float('nan')):.1f}% "
+          f"after {len(result.history)} epochs; checkpoint {result.checkpoint}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .data import load_data
+    from .distortions import paper_sweep, parse_distortions
+    from .evaluation import evaluate_distortions
+    from .reports import text_table, write_evaluation
+    from .training import load_model, resolve_device
+
+    distortions = None if args.distortions == "paper" else parse_distortions(args.distortions)
+    device = resolve_device(args.device)
+    model, checkpoint = load_model(args.checkpoint, device=device)
+    stored = checkpoint["config"]
+    data_source = args.data or stored["data"]
+    data = load_data(data_source, image_size=stored.get("image_size"), split_seed=stored.get("split_seed", 0),
+                     test_fraction=stored.get("test_fraction", 0.2))
+    expected = checkpoint["data"]
+    if data.num_classes != len(expected["classes"]) or data.channels != expected["channels"]:
+        raise StableTrainError(
+            f"data {data_source!r} has {data.num_classes} classes and {data.channels} channels; the model expects "
+            f"{len(expected['classes'])} classes and {expected['channels']} channels")
+    if distortions is None:
+        distortions = parse_distortions(paper_sweep(data.image_size[0]))
+    ckpt_path = Path(args.checkpoint)
+    run_dir = ckpt_path if ckpt_path.is_dir() else ckpt_path.parent
+    out = Path(args.out) if args.out else run_dir / "evaluation"
+    name = stored["method"]
+    rows = evaluate_distortions({name: model}, data.test, distortions, seed=args.seed,
+                                batch_size=args.batch_size, progress=not args.quiet)
+    settings = {"checkpoint": str(args.checkpoint), "method": name, "data": data_source,
+                "test images": len(data.test), "distortion seed": args.seed,
+                "distortions": ", ".join(d.spec for d in distortions)}
+    paths = write_evaluation(out, rows, title=f"Evaluation of {ckpt_path}", settings=settings)
+    print(text_table(rows))
+    print(f"\nwrote {paths['report']}, {paths['json']} and {paths['csv']}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import DemoConfig, run_demo
+
+    overrides = {k: getattr(args, k) for k in ("epochs", "alpha", "sigma", "width") if getattr(args, k) is not None}
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    distortions = tuple(s.strip() for s in args.distortions.split(",") if s.strip()) if args.distortions else None
+    config = DemoConfig(data=args.data, methods=methods, seed=args.seed, device=args.device, quick=args.quick,
+                        distortions=distortions, **overrides)
+    result = run_demo(config, args.out, overwrite=args.overwrite, progress=not args.quiet, log=_log(args.quiet))
+    print("accuracy (%) on the test set, clean and under each distortion\n")
+    print(result["table"])
+    if result["checks"]:
+        print("\nthe paper's claims on these numbers:")
+        for check in result["checks"]:
+            print(f"  [{'held' if check['held'] else 'NOT held'}] {check['claim']}: {check['detail']}")
+    print(f"\nwrote {result['paths']['report']}, {result['paths']['json']}, {result['paths']['csv']} "
+          f"and plots in {result['paths']['plots_dir']}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``stabletrain`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    commands = {"train": _cmd_train, "evaluate": _cmd_evaluate, "demo": _cmd_demo}
+    try:
+        return commands[args.command](args)
+    except StableTrainError as err:
+        print(f"stabletrain: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("stabletrain: interrupted; finished epochs are checkpointed, continue with --resume",
+              file=sys.stderr)
+        return 130
+    except (OSError, MemoryError) as err:
+        print(f"stabletrain: error: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    finally:
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,391 @@
+"""Image-classification data with no downloads.
+
+Sources, selected by :func:`load_data`:
+
+* ``digits`` — the 1,797 real 8×8 handwritten digits that scikit-learn
+  ships, resized to ``image_size`` (default 32) with bilinear interpolation.
+* ``photos`` — patches of the real photographs that scikit-image and
+  scikit-learn ship; the label is the source photograph. Each photograph is
+  resized so its shorter side is ``photo_side`` pixels and cut into a grid of
+  non-overlapping ``image_size`` tiles. Tiles, not random crops, are split
+  into train and test, so no test patch overlaps a training patch.
+* a folder with one sub-folder per class, holding image files;
+* an ``.npz`` file with arrays ``x`` (images) and ``y`` (integer labels),
+  and optionally ``x_test``/``y_test`` for a fixed test set and
+  ``class_names``.
+
+All images become ``N×C×H×W`` float32 tensors in [0, 1]. Splits are
+stratified and seeded by ``split_seed``, which is separate from the training
+seed, so every run of every method sees the same test set.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .checks import StableTrainError
+
+__all__ = ["ImageDataset", "DataSplit", "load_data", "load_digits", "load_photos", "load_image_folder",
+           "load_npz", "PHOTO_SOURCES", "stratified_split"]
+
+
+@dataclass
+class ImageDataset:
+    """Images ``x`` (``N×C×H×W`` float32 in [0, 1]) with integer labels ``y``."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.x.ndim != 4 or self.y.ndim != 1 or self.x.shape[0] != self.y.shape[0]:
+            raise StableTrainError(
+                f"images must be N×C×H×W with N labels, got {tuple(self.x.shape)} and {tuple(self.y.shape)}")
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def subset(self, index: torch.Tensor | np.ndarray) -> "ImageDataset":
+        idx = torch.as_tensor(index, dtype=torch.long)
+        return ImageDataset(self.x[idx], self.y[idx])
+
+
+@dataclass
+class DataSplit:
+    """A named train/test split with class names and provenance."""
+
+    name: str
+    train: ImageDataset
+    test: ImageDataset
+    classes: list[str]
+    info: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def channels(self) -> int:
+        return int(self.train.x.shape[1])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.train.x.shape[2]), int(self.train.x.shape[3])
+
+    def channel_stats(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std of the training images, for the model's normalization."""
+        x = self.train.x
+        mean = x.mean(dim=(0, 2, 3))
+        std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
+        return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "classes": list(self.classes),
+            "train_size": len(self.train),
+            "test_size": len(self.test),
+            "channels": self.channels,
+            "image_size": list(self.image_size),
+            **self.info,
+        }
+
+
+def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of a stratified random split: ``test_fraction`` of each class goes to test.
+
+    Every class with at least two examples keeps at least one in each part.
+
+    Example:
+        >>> train, test = stratified_split(np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1]), 0.25, seed=0)
+        >>> len(train), len(test)
+        (7, 3)
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise StableTrainError(f"test fraction must be in (0, 1), got {test_fraction!r}")
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for label in np.unique(labels):
+        idx = np.flatnonzero(labels == label)
+        idx = idx[rng.permutation(len(idx))]
+        n_test = int(round(len(idx) * test_fraction))
+        if len(idx) >= 2:
+            n_test = min(max(n_test, 1), len(idx) - 1)
+        test.append(idx[:n_test])
+        train.append(idx[n_test:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    if x.shape[-2:] == (size, size):
+        return x
+    antialias = size < max(x.shape[-2:])
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=antialias).clamp_(0.0, 1.0)
+
+
+def _check_size(image_size: int) -> int:
+    if not isinstance(image_size, (int, np.integer)) or image_size < 8:
+        raise StableTrainError(f"image size must be an integer of at least 8 pixels, got {image_size!r}")
+    return int(image_size)
+
+
+def _split(name: str, x: torch.Tensor, y: np.ndarray, classes: list[str], test_fraction: float,
+           split_seed: int, info: dict) -> DataSplit:
+    train_idx, test_idx = stratified_split(y, test_fraction, split_seed)
+    labels = torch.as_tensor(y, dtype=torch.long)
+    data = ImageDataset(x.contiguous(), labels)
+    info = {**info, "split_seed": split_seed, "test_fraction": test_fraction}
+    return DataSplit(name, data.subset(train_idx), data.subset(test_idx), classes, info)
+
+
+def load_digits(image_size: int = 32, split_seed: int = 0, test_fraction: float = 0.2) -> DataSplit:
+    """scikit-learn's 1,797 handwritten digits (8×8, 16 grey levels), resized to ``image_size``.
+
+    Example:
+        >>> split = load_digits(image_size=16)
+        >>> split.num_classes, split.image_size, len(split.train) + len(split.test)
+        (10, (16, 16), 1797)
+    """
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    size = _check_size(image_size)
+    bunch = sklearn_digits()
+    x = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    x = _resize(x, size)
+    return _split("digits", x, np.asarray(bunch.target), [str(c) for c in range(10)], test_fraction, split_seed,
+                  {"source": "sklearn.datasets.load_digits"})
+
+
+def _skimage(name: str) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        import skimage.data
+
+        return getattr(skimage.data, name)()
+    return load
+
+
+def _sklearn_sample(filename: str) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        from sklearn.datasets import load_sample_image
+
+        return load_sample_image(filename)
+    return load
+
+
+#: The real photographs behind ``photos``: all that scikit-image and
+#: scikit-learn ship inside their wheels (no ``pooch`` download). Synthetic
+#: images (checkerboard, blobs, logos, phantoms), the duplicate ``cat`` (=
+#: ``chelsea``) and images under 200 px are left out.
+PHOTO_SOURCES: dict[str, Callable[[], np.ndarray]] = {
+    **{name: _skimage(name) for name in (
+        "astronaut", "brick", "camera", "cell", "chelsea", "clock", "coffee", "coins", "grass", "gravel",
+        "hubble_deep_field", "immunohistochemistry", "moon", "page", "retina", "rocket", "text")},
+    "china": _sklearn_sample("china.jpg"),
+    "flower": _sklearn_sample("flower.jpg"),
+}
+
+
+def _photo_to_rgb(array: np.ndarray, shorter_side: int) -> np.ndarray:
+    image = Image.fromarray(array)
+    image = image.convert("RGB")
+    w, h = image.size
+    scale = shorter_side / min(w, h)
+    image = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
+    return np.asarray(image, dtype=np.float32) / 255.0
+
+
+def load_photos(image_size: int = 32, split_seed: int = 0, test_fraction: float = 0.2, photo_side: int = 256,
+                sources: list[str] | None = None) -> DataSplit:
+    """Non-overlapping ``image_size`` tiles of shipped photographs; the label is the photograph.
+
+    Args:
+        image_size: tile side in pixels.
+        photo_side: each photograph is first resized so its shorter side has
+            this many pixels, which sets how much of the scene a tile covers.
+        sources: a subset of :data:`PHOTO_SOURCES` (default: all).
+
+    Example:
+        >>> split = load_photos(image_size=32, photo_side=64, sources=["astronaut", "coffee"])
+        >>> split.classes, split.channels
+        (['astronaut', 'coffee'], 3)
+    """
+    size = _check_size(image_size)
+    if photo_side < size:
+        raise StableTrainError(f"photo side ({photo_side}) must be at least the tile size ({size})")
+    names = sorted(PHOTO_SOURCES) if sources is None else list(sources)
+    unknown = [n for n in names if n not in PHOTO_SOURCES]
+    if unknown:
+        raise StableTrainError(f"unknown photo source(s) {', '.join(unknown)}; known: {', '.join(sorted(PHOTO_SOURCES))}")
+    tiles, labels, counts = [], [], {}
+    for label, name in enumerate(names):
+        image = _photo_to_rgb(PHOTO_SOURCES[name](), photo_side)
+        rows, cols = image.shape[0] // size, image.shape[1] // size
+        grid = image[: rows * size, : cols * size].reshape(rows, size, cols, size, 3)
+        patches = grid.transpose(0, 2, 4, 1, 3).reshape(rows * cols, 3, size, size)
+        tiles.append(patches)
+        labels.append(np.full(len(patches), label))
+        counts[name] = len(patches)
+    x = torch.from_numpy(np.ascontiguousarray(np.concatenate(tiles)))
+    return _split("photos", x, np.concatenate(labels), names, test_fraction, split_seed,
+                  {"source": "scikit-image and scikit-learn sample photographs", "photo_side": photo_side,
+                   "tiles_per_photo": counts})
+
+
+_GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F", "P;L"}
+
+
+def load_image_folder(root: str | os.PathLike, image_size: int = 32, split_seed: int = 0,
+                      test_fraction: float = 0.2) -> DataSplit:
+    """A folder with one sub-folder per class. Every non-hidden file must be an image.
+
+    Images are resized so the shorter side is ``image_size`` and centre
+    cropped to a square. If every image is grayscale the data has one
+    channel, otherwise three.
+    """
+    size = _check_size(image_size)
+    path = Path(root)
+    if not path.exists():
+        raise StableTrainError(f"data folder not found: {path}")
+    if not path.is_dir():
+        raise StableTrainError(f"not a folder: {path}")
+    class_dirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(class_dirs) < 2:
+        raise StableTrainError(f"{path} needs at least two class sub-folders, found {len(class_dirs)}")
+    files: list[tuple[Path, int]] = []
+    for label, folder in enumerate(class_dirs):
+        members = sorted(f for f in folder.rglob("*") if f.is_file() and not f.name.startswith("."))
+        if not members:
+            raise StableTrainError(f"class folder {folder} holds no files")
+        files += [(f, label) for f in members]
+    images, gray = [], True
+    for file, _ in files:
+        try:
+            with Image.open(file) as image:
+                image.load()
+                gray = gray and image.mode in _GRAY_MODES
+                images.append(ImageOps.fit(image.convert("RGB"), (size, size), Image.Resampling.LANCZOS))
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+            raise StableTrainError(f"not a readable image file: {file} ({type(err).__name__})") from None
+    x = np.stack([np.asarray(im, dtype=np.float32) / 255.0 for im in images]).transpose(0, 3, 1, 2)
+    if gray:
+        x = x[:, :1]
+    labels = np.array([label for _, label in files])
+    return _split(path.name, torch.from_numpy(np.ascontiguousarray(x)), labels, [d.name for d in class_dirs],
+                  test_fraction, split_seed, {"source": str(path)})
+
+
+def _images_from_array(array: np.ndarray, key: str, file: Path) -> torch.Tensor:
+    if array.ndim == 3:
+        array = array[:, None]
+    elif array.ndim == 4:
+        if array.shape[-1] in (1, 3) and array.shape[1] not in (1, 3):
+            array = array.transpose(0, 3, 1, 2)
+    else:
+        raise StableTrainError(f"{file}: '{key}' must be N×H×W, N×H×W×C or N×C×H×W, got shape {array.shape}")
+    if array.dtype == np.uint8:
+        x = torch.from_numpy(np.ascontiguousarray(array)).float() / 255.0
+    elif np.issubdtype(array.dtype, np.floating):
+        x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+        if not bool(torch.isfinite(x).all()):
+            raise StableTrainError(f"{file}: '{key}' contains NaN or inf")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0.0 or hi > 1.0:
+            raise StableTrainError(f"{file}: '{key}' must be uint8 or float in [0, 1], got values in [{lo:.4g}, {hi:.4g}]")
+    else:
+        raise StableTrainError(f"{file}: '{key}' must be uint8 or floating point, got dtype {array.dtype}")
+    return x
+
+
+def _labels_from_array(array: np.ndarray, key: str, n: int, file: Path) -> np.ndarray:
+    if array.ndim != 1 or len(array) != n:
+        raise StableTrainError(f"{file}: '{key}' must be a vector of {n} labels, got shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.integer):
+        if np.issubdtype(array.dtype, np.floating) and np.all(np.isfinite(array)) and np.all(array == np.round(array)):
+            return array.astype(np.int64)
+        raise StableTrainError(f"{file}: '{key}' must hold integer class labels, got dtype {array.dtype}")
+    return array.astype(np.int64)
+
+
+def load_npz(file: str | os.PathLike, image_size: int | None = None, split_seed: int = 0,
+             test_fraction: float = 0.2) -> DataSplit:
+    """Images and labels from an ``.npz`` file (see the module docstring for its keys)."""
+    path = Path(file)
+    if not path.exists():
+        raise StableTrainError(f"data file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+        raise StableTrainError(f"cannot read {path} as an .npz file ({type(err).__name__}: {err})") from None
+    for key in ("x", "y"):
+        if key not in arrays:
+            raise StableTrainError(f"{path} has no array '{key}' (found: {', '.join(sorted(arrays)) or 'nothing'})")
+    x = _images_from_array(arrays["x"], "x", path)
+    y = _labels_from_array(arrays["y"], "y", len(x), path)
+    has_test = "x_test" in arrays or "y_test" in arrays
+    if has_test and not ("x_test" in arrays and "y_test" in arrays):
+        raise StableTrainError(f"{path} must hold both 'x_test' and 'y_test', or neither")
+    if has_test:
+        x_test = _images_from_array(arrays["x_test"], "x_test", path)
+        y_test = _labels_from_array(arrays["y_test"], "y_test", len(x_test), path)
+        if x_test.shape[1:] != x.shape[1:]:
+            raise StableTrainError(f"{path}: 'x_test' images {tuple(x_test.shape[1:])} differ from 'x' {tuple(x.shape[1:])}")
+    values = np.unique(np.concatenate([y, y_test]) if has_test else y)
+    if len(values) < 2:
+        raise StableTrainError(f"{path}: 'y' must hold at least two classes, found {len(values)}")
+    if "class_names" in arrays:
+        names = [str(n) for n in arrays["class_names"].tolist()]
+        if values.min() < 0 or values.max() >= len(names):
+            raise StableTrainError(f"{path}: labels must index 'class_names' ({len(names)} names), got {values.min()}..{values.max()}")
+        classes, remap = names, None
+    else:
+        classes = [str(v) for v in values]
+        remap = {int(v): i for i, v in enumerate(values)}
+    relabel = (lambda a: np.array([remap[int(v)] for v in a], dtype=np.int64)) if remap else (lambda a: a)
+    if image_size is not None:
+        size = _check_size(image_size)
+        x = _resize(x, size)
+        if has_test:
+            x_test = _resize(x_test, size)
+    info = {"source": str(path)}
+    if not has_test:
+        return _split(path.stem, x, relabel(y), classes, test_fraction, split_seed, info)
+    return DataSplit(path.stem, ImageDataset(x, torch.as_tensor(relabel(y))),
+                     ImageDataset(x_test, torch.as_tensor(relabel(y_test))), classes,
+                     {**info, "test_set": "x_test/y_test from the file"})
+
+
+def load_data(source: str, *, image_size: int | None = None, split_seed: int = 0,
+              test_fraction: float = 0.2) -> DataSplit:
+    """Load ``digits``, ``photos``, a class-per-folder directory, or an ``.npz`` file.
+
+    ``image_size`` defaults to 32 for the built-in sets and image folders,
+    and to the stored size for ``.npz`` files.
+
+    Example:
+        >>> split = load_data("digits")
+        >>> tuple(split.train.x.shape[1:]), split.num_classes
+        ((1, 32, 32), 10)
+    """
+    if source == "digits":
+        return load_digits(image_size or 32, split_seed, test_fraction)
+    if source == "photos":
+        return load_photos(image_size or 32, split_seed, test_fraction)
+    path = Path(source)
+    if path.suffix.lower() == ".npz":
+        return load_npz(path, image_size, split_seed, test_fraction)
+    if path.is_dir():
+        return load_image_folder(path, image_size or 32, split_seed, test_fraction)
+    if not path.exists():
+        raise StableTrainError(
+            f"data not found: {source!r} is neither a built-in data set (digits, photos) nor an existing folder or .npz file")
+    raise StableTrainError(f"unsupported data file {source!r}: give a folder of class sub-folders or an .npz file")

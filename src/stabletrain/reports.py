@@ -1,0 +1,194 @@
+"""Tables, plots and Markdown reports from evaluation rows.
+
+The rows are those of :func:`stabletrain.evaluation.evaluate_distortions`:
+one dict per (model, distortion) with ``accuracy``, ``mean_kl`` and
+``flip_rate``. Everything here is a pure function of those rows, so a report
+can be rebuilt from ``results.csv`` alone.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from .files import atomic_write_bytes, atomic_write_text
+
+__all__ = ["accuracy_table", "text_table", "plot_severity_curves", "markdown_report", "family_order"]
+
+
+def _models(rows: Sequence[Mapping]) -> list[str]:
+    return list(dict.fromkeys(r["model"] for r in rows))
+
+
+def _specs(rows: Sequence[Mapping]) -> list[str]:
+    return list(dict.fromkeys(r["distortion"] for r in rows))
+
+
+def _lookup(rows: Sequence[Mapping]) -> dict[tuple[str, str], Mapping]:
+    return {(r["model"], r["distortion"]): r for r in rows}
+
+
+def family_order(rows: Sequence[Mapping]) -> dict[str, list[Mapping]]:
+    """Distinct distortions of each family, from weakest to strongest (by ``stronger_when_larger``)."""
+    from .distortions import parse_distortion
+
+    families: dict[str, list[Mapping]] = {}
+    seen = set()
+    for row in rows:
+        if row["distortion"] == "clean" or row["distortion"] in seen:
+            continue
+        seen.add(row["distortion"])
+        families.setdefault(row["family"], []).append(row)
+    for family, items in families.items():
+        try:
+            larger_is_stronger = parse_distortion(items[0]["distortion"]).stronger_when_larger
+        except ValueError:
+            larger_is_stronger = True
+        items.sort(key=lambda r: float(r["param"]) * (1 if larger_is_stronger else -1))
+    return families
+
+
+def accuracy_table(rows: Sequence[Mapping], metric: str = "accuracy", percent: bool = True,
+                   bold_best: bool = True) -> str:
+    """A Markdown table: one line per distortion, one column per model.
+
+    With ``bold_best`` the best value of each line is bold (highest accuracy,
+    lowest KL or flip rate).
+    """
+    models, lookup = _models(rows), _lookup(rows)
+    higher_is_better = metric == "accuracy"
+    lines = ["| distortion | " + " | ".join(models) + " |", "|---|" + "---:|" * len(models)]
+    for spec in _specs(rows):
+        values = [lookup.get((m, spec), {}).get(metric) for m in models]
+        present = [v for v in values if v is not None]
+        best = (max(present) if higher_is_better else min(present)) if present else None
+        cells = []
+        for v in values:
+            if v is None:
+                cells.append("–")
+                continue
+            text = f"{100 * v:.1f}" if percent else f"{v:.4f}"
+            cells.append(f"**{text}**" if bold_best and len(present) > 1 and v == best else text)
+        lines.append(f"| {spec} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def text_table(rows: Sequence[Mapping], metric: str = "accuracy") -> str:
+    """A fixed-width plain-text table for the terminal (accuracy in percent)."""
+    models, lookup = _models(rows), _lookup(rows)
+    width = max(12, *(len(m) + 2 for m in models))
+    spec_width = max(12, *(len(s) + 2 for s in _specs(rows)))
+    header = "distortion".ljust(spec_width) + "".join(m.rjust(width) for m in models)
+    lines = [header, "-" * len(header)]
+    for spec in _specs(rows):
+        cells = []
+        for m in models:
+            v = lookup.get((m, spec), {}).get(metric)
+            cells.append(("–" if v is None else f"{100 * v:.1f}" if metric != "mean_kl" else f"{v:.4f}").rjust(width))
+        lines.append(spec.ljust(spec_width) + "".join(cells))
+    return "\n".join(lines)
+
+
+def plot_severity_curves(rows: Sequence[Mapping], out_dir: str | os.PathLike, metric: str = "accuracy",
+                         title_prefix: str = "") -> list[Path]:
+    """One PNG per distortion family: ``metric`` against the distortion parameter, a line per model.
+
+    The clean value is drawn as a dashed line of the model's colour. The
+    x-axis runs from the weakest to the strongest setting. Returns the paths
+    written (``<metric>_<family>.png``).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import io
+
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    models, lookup = _models(rows), _lookup(rows)
+    written = []
+    label = {"accuracy": "accuracy (%)", "flip_rate": "predictions flipped (%)", "mean_kl": "mean KL(clean ‖ distorted)"}
+    scale = 1.0 if metric == "mean_kl" else 100.0
+    for family, specs in family_order(rows).items():
+        fig, ax = plt.subplots(figsize=(5.2, 3.6), dpi=120)
+        positions = list(range(len(specs)))
+        for index, model in enumerate(models):
+            color = f"C{index}"
+            values = [lookup.get((model, s["distortion"]), {}).get(metric) for s in specs]
+            ax.plot(positions, [scale * v if v is not None else float("nan") for v in values], marker="o",
+                    color=color, label=model)
+            clean = lookup.get((model, "clean"), {}).get(metric)
+            if clean is not None and metric == "accuracy":
+                ax.axhline(scale * clean, color=color, linestyle="--", linewidth=0.8, alpha=0.6)
+        ax.set_xticks(positions)
+        ax.set_xticklabels([s["distortion"] for s in specs], rotation=30, ha="right")
+        ax.set_xlabel(f"{family}: weaker → stronger")
+        ax.set_ylabel(label.get(metric, metric))
+        ax.set_title(f"{title_prefix}{family}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+        plt.close(fig)
+        written.append(atomic_write_bytes(out / f"{metric}_{family}.png", buffer.getvalue()))
+    return written
+
+
+def markdown_report(title: str, rows: Sequence[Mapping], *, settings: Mapping | None = None,
+                    summary_lines: Sequence[str] = (), extra_tables: Mapping[str, str] | None = None,
+                    plots: Sequence[Path] = (), relative_to: str | os.PathLike | None = None) -> str:
+    """Assemble a Markdown report: settings, summary, accuracy/KL/flip tables and plots."""
+    parts = [f"# {title}", ""]
+    if settings:
+        parts += ["## Settings", "", "| option | value |", "|---|---|"]
+        parts += [f"| {k} | {v} |" for k, v in settings.items()]
+        parts.append("")
+    if summary_lines:
+        parts += ["## Summary", ""] + [f"- {line}" for line in summary_lines] + [""]
+    for heading, table in (extra_tables or {}).items():
+        parts += [f"## {heading}", "", table, ""]
+    parts += ["## Accuracy (%) under each distortion", "", "Best per line in bold.", "",
+              accuracy_table(rows, "accuracy"), ""]
+    parts += ["## Mean KL(P(y|x) ‖ P(y|x̃)) between clean and distorted predictions", "",
+              "Lower is more stable.", "", accuracy_table(rows, "mean_kl", percent=False), ""]
+    parts += ["## Predictions flipped by the distortion (%)", "", accuracy_table(rows, "flip_rate"), ""]
+    if plots:
+        base = Path(relative_to) if relative_to else None
+        parts += ["## Plots", ""]
+        for plot in plots:
+            shown = os.path.relpath(plot, base) if base else str(plot)
+            parts += [f"![{Path(plot).stem}]({shown})", ""]
+    return "\n".join(parts)
+
+
+def write_markdown(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_text(path, text)
+
+
+def write_evaluation(out_dir: str | os.PathLike, rows: Sequence[Mapping], *, title: str,
+                     settings: Mapping | None = None, summary_lines: Sequence[str] = (),
+                     extra_tables: Mapping[str, str] | None = None, extra_json: Mapping | None = None) -> dict[str, Path]:
+    """Write ``results.json``, ``results.csv``, ``plots/*.png`` and ``report.md`` into ``out_dir``.
+
+    Every file is written atomically; the JSON nests the rows by model (see
+    :func:`stabletrain.evaluation.results_by_model`) next to ``settings``.
+    """
+    from .evaluation import results_by_model
+    from .files import write_csv, write_json
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    columns = ["model", "distortion", "family", "param", "accuracy", "mean_kl", "flip_rate", "n"]
+    csv_path = write_csv(out / "results.csv", rows, columns + [k for k in rows[0] if k not in columns] if rows else columns)
+    json_path = write_json(out / "results.json", {"title": title, "settings": dict(settings or {}),
+                                                  "summary": list(summary_lines), **(extra_json or {}),
+                                                  "models": results_by_model(rows)})
+    plots = plot_severity_curves(rows, out / "plots", "accuracy")
+    plots += plot_severity_curves(rows, out / "plots", "flip_rate")
+    report = markdown_report(title, rows, settings=settings, summary_lines=summary_lines,
+                             extra_tables=extra_tables, plots=[p for p in plots if p.stem.startswith("accuracy")],
+                             relative_to=out)
+    report_path = write_markdown(out / "report.md", report)
+    return {"json": json_path, "csv": csv_path, "report": report_path, "plots_dir": out / "plots"}

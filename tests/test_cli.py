@@ -1,0 +1,121 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from stabletrain.cli import main
+
+TINY = ["--data", "digits", "--image-size", "16", "--width", "8", "--batch-size", "128", "--quiet"]
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_train_evaluate_end_to_end(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, _ = run(capsys, "train", *TINY, "--method", "stability", "--epochs", "2", "--alpha", "1",
+                          "--sigma", "0.1", "--seed", "3", "--out", str(out))
+    assert code == 0 and "test accuracy" in stdout
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["method"] == "stability" and saved["seed"] == 3 and saved["epochs"] == 2
+
+    code, stdout, _ = run(capsys, "evaluate", str(out / "checkpoint.pt"), "--distortions",
+                          "jpeg-10,jpeg-50,thumb-8,crop-10,gaussian-0.1", "--quiet")
+    assert code == 0 and "jpeg-10" in stdout
+    results = json.loads((out / "evaluation" / "results.json").read_text())
+    model = results["models"]["stability"]
+    assert 0.5 < model["clean_accuracy"] <= 1.0
+    assert set(model["distortions"]) == {"jpeg-10", "jpeg-50", "thumb-8", "crop-10", "gaussian-0.1"}
+    for entry in model["distortions"].values():
+        assert {"accuracy", "mean_kl", "flip_rate"} <= set(entry)
+    csv_lines = (out / "evaluation" / "results.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("model,distortion,family,param,accuracy,mean_kl,flip_rate")
+    assert len(csv_lines) == 1 + 6
+    report = (out / "evaluation" / "report.md").read_text()
+    assert "jpeg-10" in report and "plots/accuracy_jpeg.png" in report
+    assert (out / "evaluation" / "plots" / "accuracy_gaussian.png").stat().st_size > 1000
+
+
+def test_train_resume_and_config_file(tmp_path, capsys):
+    config = tmp_path / "cfg.yaml"
+    config.write_text("method: plain\nepochs: 1\nwidth: 8\nimage_size: 16\nbatch_size: 128\n")
+    out = tmp_path / "run"
+    assert run(capsys, "train", "--config", str(config), "--quiet", "--out", str(out))[0] == 0
+    code, _, err = run(capsys, "train", "--config", str(config), "--quiet", "--out", str(out))
+    assert code == 2 and "already holds a checkpoint" in err
+    code, stdout, _ = run(capsys, "train", "--config", str(out / "config.yaml"), "--epochs", "2", "--quiet",
+                          "--out", str(out), "--resume")
+    assert code == 0 and "after 2 epochs" in stdout
+
+
+def test_demo_quick_writes_the_report(tmp_path, capsys):
+    out = tmp_path / "demo"
+    code, stdout, _ = run(capsys, "demo", "--quick", "--quiet", "--out", str(out))
+    assert code == 0
+    assert "stability" in stdout and "gaussian-0.3" in stdout
+    for name in ("report.md", "results.json", "results.csv", "config.yaml", "plots/accuracy_jpeg.png",
+                 "plots/accuracy_thumb.png", "plots/accuracy_crop.png", "plots/accuracy_gaussian.png"):
+        assert (out / name).exists(), name
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["models"]) == {"plain", "gaussian", "stability"}
+    assert len(results["checks"]) == 5
+    report = (out / "report.md").read_text()
+    assert "Clean accuracy and training cost" in report and "within 1 point" in report
+    # A second run reuses the trained models.
+    before = (out / "models" / "plain" / "checkpoint.pt").stat().st_mtime_ns
+    assert run(capsys, "demo", "--quick", "--quiet", "--out", str(out))[0] == 0
+    assert (out / "models" / "plain" / "checkpoint.pt").stat().st_mtime_ns == before
+
+
+def _bad_folder(tmp_path):
+    root = tmp_path / "images"
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(root / "a" / "x.png")
+    (root / "b" / "y.jpg").write_text("not really a jpeg")
+    return root
+
+
+@pytest.mark.parametrize("case", ["spec", "sigma", "folder", "image", "npz", "method", "method-typo", "config"])
+def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, capsys, case):
+    out = tmp_path / "out"
+    args = {
+        "spec": ["demo", "--distortions", "jpeg-50,blur-3", "--out", str(out)],
+        "sigma": ["train", "--sigma", "-0.5", "--out", str(out)],
+        "folder": ["train", "--data", str(tmp_path / "no-such-folder"), "--out", str(out)],
+        "image": ["train", "--data", str(_bad_folder(tmp_path) if case == "image" else ""), "--out", str(out)],
+        "npz": ["train", "--data", str(tmp_path / "d.npz"), "--out", str(out)],
+        "method": ["train", "--method", "magic", "--out", str(out)],
+        "method-typo": ["demo", "--methods", "plain,stabilty", "--out", str(out)],
+        "config": ["train", "--config", str(tmp_path / "c.yaml"), "--out", str(out)],
+    }[case]
+    if case == "npz":
+        np.savez(tmp_path / "d.npz", x=np.zeros((4, 8, 8), dtype=np.uint8))
+    if case == "config":
+        (tmp_path / "c.yaml").write_text("epochs: [unclosed\n")
+    code, stdout, err = run(capsys, *args, "--quiet")
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2
+    assert len(lines) == 1 and lines[0].startswith("stabletrain: error: "), err
+    assert "Traceback" not in err
+    assert not out.exists()
+
+
+def test_evaluate_bad_checkpoint(tmp_path, capsys):
+    (tmp_path / "junk.pt").write_bytes(b"\x00" * 100)
+    code, _, err = run(capsys, "evaluate", str(tmp_path / "junk.pt"), "--quiet")
+    assert code == 2 and err.startswith("stabletrain: error: cannot read checkpoint")
+
+
+def test_console_script_entry_point_runs():
+    done = subprocess.run([sys.executable, "-m", "stabletrain", "evaluate", "missing.pt", "--quiet"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "stabletrain: error: checkpoint not found: missing.pt"

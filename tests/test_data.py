@@ -1,0 +1,115 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from stabletrain.checks import StableTrainError
+from stabletrain.data import PHOTO_SOURCES, load_data, load_digits, load_photos, stratified_split
+
+
+def test_digits_are_the_1797_real_digits(digits):
+    from sklearn.datasets import load_digits as sk
+
+    assert len(digits.train) + len(digits.test) == 1797
+    assert digits.num_classes == 10 and digits.channels == 1 and digits.image_size == (32, 32)
+    assert 0.0 <= float(digits.train.x.min()) and float(digits.train.x.max()) <= 1.0
+    # Downscaling back to 8×8 recovers the original 16-level images closely.
+    ref = torch.tensor(sk().images, dtype=torch.float32) / 16
+    train_idx, _ = stratified_split(sk().target, 0.2, 0)
+    small = torch.nn.functional.interpolate(digits.train.x[:50], size=(8, 8), mode="area")
+    assert float((small[:, 0] - ref[train_idx[:50]]).abs().mean()) < 0.08
+
+
+def test_digits_size_is_configurable():
+    split = load_digits(image_size=16)
+    assert split.image_size == (16, 16)
+
+
+def test_splits_are_seeded_reproducible_disjoint_and_stratified():
+    labels = np.repeat(np.arange(4), 25)
+    a = stratified_split(labels, 0.2, seed=1)
+    b = stratified_split(labels, 0.2, seed=1)
+    c = stratified_split(labels, 0.2, seed=2)
+    assert all(np.array_equal(u, v) for u, v in zip(a, b))
+    assert not np.array_equal(a[1], c[1])
+    train, test = a
+    assert not set(train) & set(test) and len(train) + len(test) == 100
+    assert np.bincount(labels[test]).tolist() == [5, 5, 5, 5]
+
+
+def test_photos_tiles_do_not_overlap_between_train_and_test():
+    split = load_photos(image_size=32, photo_side=64, sources=["astronaut", "brick", "coffee"])
+    assert split.classes == ["astronaut", "brick", "coffee"]
+    assert split.channels == 3
+    tiles = split.info["tiles_per_photo"]
+    assert tiles["astronaut"] == 4 and tiles["brick"] == 4 and tiles["coffee"] == 6  # 64×64 → 2×2, 64×96 → 2×3
+    assert len(split.train) + len(split.test) == sum(tiles.values())
+    # Non-overlapping grid tiles: no test tile shares a pixel block with a training tile.
+    train = {t.numpy().tobytes() for t in split.train.x}
+    assert not any(t.numpy().tobytes() in train for t in split.test.x)
+
+
+def test_photo_sources_all_load_offline():
+    for name, load in PHOTO_SOURCES.items():
+        image = load()
+        assert min(image.shape[:2]) >= 170, name
+
+
+def test_image_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    for cls in ("cats", "dogs"):
+        (tmp_path / cls).mkdir()
+        for i in range(5):
+            Image.fromarray(rng.integers(0, 255, (40, 50), dtype=np.uint8)).save(tmp_path / cls / f"{i}.png")
+    (tmp_path / "cats" / ".DS_Store").write_bytes(b"junk")
+    split = load_data(str(tmp_path), image_size=16)
+    assert split.classes == ["cats", "dogs"] and split.channels == 1
+    assert split.image_size == (16, 16) and len(split.train) + len(split.test) == 10
+    Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(tmp_path / "dogs" / "rgb.png")
+    assert load_data(str(tmp_path), image_size=16).channels == 3
+
+
+def test_image_folder_errors(tmp_path):
+    with pytest.raises(StableTrainError, match="data not found"):
+        load_data(str(tmp_path / "missing"))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    Image.new("L", (10, 10)).save(tmp_path / "a" / "ok.png")
+    (tmp_path / "b" / "notes.png").write_text("this is not an image")
+    with pytest.raises(StableTrainError, match="not a readable image file: .*notes.png"):
+        load_data(str(tmp_path))
+
+
+def test_npz_layouts_and_fixed_test_set(tmp_path):
+    x = np.random.default_rng(0).integers(0, 256, (20, 12, 12, 3), dtype=np.uint8)
+    y = np.repeat([3, 7], 10)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    split = load_data(str(tmp_path / "d.npz"))
+    assert split.channels == 3 and split.image_size == (12, 12) and split.classes == ["3", "7"]
+    assert set(split.train.y.tolist()) == {0, 1}
+    np.testing.assert_allclose(split.train.x[0].permute(1, 2, 0).numpy() * 255,
+                               x[np.flatnonzero(np.isin(np.arange(20), stratified_split(y, 0.2, 0)[0]))[0]], atol=1e-4)
+    np.savez(tmp_path / "t.npz", x=x[:, :, :, 0] / 255.0, y=y, x_test=x[:4, :, :, 0] / 255.0, y_test=y[:4])
+    fixed = load_data(str(tmp_path / "t.npz"), image_size=16)
+    assert len(fixed.test) == 4 and len(fixed.train) == 20 and fixed.image_size == (16, 16)
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"x": np.zeros((4, 8, 8))}, "no array 'y'"),
+    ({"y": np.zeros(4)}, "no array 'x'"),
+    ({"x": np.full((4, 8, 8), 2.0), "y": np.arange(4)}, r"\[0, 1\]"),
+    ({"x": np.full((4, 8, 8), np.nan), "y": np.arange(4)}, "NaN"),
+    ({"x": np.zeros((4, 8, 8)), "y": np.arange(3)}, "vector of 4 labels"),
+    ({"x": np.zeros((4, 8, 8)), "y": np.zeros(4)}, "at least two classes"),
+    ({"x": np.zeros((4, 8)), "y": np.arange(4)}, "N×H×W"),
+])
+def test_npz_errors(tmp_path, arrays, message):
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(StableTrainError, match=message):
+        load_data(str(tmp_path / "bad.npz"))
+
+
+def test_corrupt_npz(tmp_path):
+    (tmp_path / "c.npz").write_bytes(b"PK\x03\x04 definitely not a zip archive")
+    with pytest.raises(StableTrainError, match="cannot read"):
+        load_data(str(tmp_path / "c.npz"))

@@ -1,0 +1,75 @@
+import pytest
+import torch
+from torch import nn
+
+from stabletrain.data import ImageDataset
+from stabletrain.distortions import parse_distortions
+from stabletrain.evaluation import accuracy, eval_mode, evaluate_distortions, results_by_model
+from stabletrain.objectives import stability_kl
+
+
+class ConstantModel(nn.Module):
+    """Ignores its input: perfectly stable."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = nn.Parameter(torch.tensor(logits))
+
+    def forward(self, x):
+        return self.logits.expand(x.shape[0], -1)
+
+
+class MeanBrightness(nn.Module):
+    """Class 1 if the mean pixel is above 0.5: sensitive to noise near the threshold."""
+
+    def forward(self, x):
+        m = x.mean(dim=(1, 2, 3))
+        return torch.stack([0.5 - m, m - 0.5], dim=1) * 50
+
+
+def _data():
+    g = torch.Generator().manual_seed(0)
+    level = torch.linspace(0.3, 0.7, 40)
+    x = (level.view(-1, 1, 1, 1) + 0.0 * torch.rand(40, 1, 16, 16, generator=g)).clamp(0, 1)
+    return ImageDataset(x, (level > 0.5).long())
+
+
+def test_constant_model_is_perfectly_stable():
+    data = _data()
+    rows = evaluate_distortions({"const": ConstantModel([0.0, 1.0])}, data,
+                                parse_distortions("jpeg-10,gaussian-0.5,crop-20"), progress=False)
+    clean = rows[0]["accuracy"]
+    assert clean == pytest.approx(float((data.y == 1).float().mean()))
+    for row in rows[1:]:
+        assert row["accuracy"] == clean and row["flip_rate"] == 0 and row["mean_kl"] == pytest.approx(0, abs=1e-7)
+
+
+def test_metrics_match_a_direct_computation():
+    data, model = _data(), MeanBrightness()
+    rows = evaluate_distortions({"m": model}, data, parse_distortions("gaussian-0.3"), seed=5, progress=False)
+    from stabletrain.seeding import make_generator
+
+    noisy = parse_distortions("gaussian-0.3")[0](data.x, make_generator(5, "distortion", "gaussian-0.3"))
+    clean_logits, noisy_logits = model(data.x), model(noisy)
+    row = rows[1]
+    assert row["accuracy"] == pytest.approx(float((noisy_logits.argmax(1) == data.y).float().mean()))
+    assert row["flip_rate"] == pytest.approx(float((noisy_logits.argmax(1) != clean_logits.argmax(1)).float().mean()))
+    assert row["mean_kl"] == pytest.approx(float(stability_kl(clean_logits, noisy_logits)), rel=1e-5)
+    assert rows[0]["accuracy"] == 1.0 and accuracy(model, data) == 1.0
+    assert row["flip_rate"] > 0
+
+
+def test_every_model_sees_the_same_distorted_images():
+    data = _data()
+    rows = evaluate_distortions({"a": MeanBrightness(), "b": MeanBrightness()}, data,
+                                parse_distortions("crop-20,gaussian-0.2"), progress=False)
+    nested = results_by_model(rows)
+    assert nested["a"] == nested["b"]
+
+
+def test_eval_mode_restores_training_state():
+    model = nn.Sequential(nn.BatchNorm1d(3))
+    model.train()
+    with eval_mode(model):
+        assert not model.training
+    assert model.training

@@ -1,0 +1,240 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from stabletrain.checks import StableTrainError
+from stabletrain.objectives import (
+    GaussianAugmentation,
+    PlainObjective,
+    StabilityKLLoss,
+    StabilityObjective,
+    available_methods,
+    build_objective,
+    stability_kl,
+)
+
+
+def _softmax(z):
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_kl_matches_direct_computation_from_probabilities():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(7, 5)) * 3, rng.normal(size=(7, 5)) * 3
+    p, q = _softmax(a), _softmax(b)
+    expected = np.mean(np.sum(p * np.log(p / q), axis=1))
+    got = stability_kl(torch.tensor(a), torch.tensor(b))
+    assert float(got) == pytest.approx(expected, rel=1e-5)
+    per_example = stability_kl(torch.tensor(a), torch.tensor(b), reduction="none")
+    np.testing.assert_allclose(per_example.numpy(), np.sum(p * np.log(p / q), axis=1), rtol=1e-5)
+    assert float(stability_kl(torch.tensor(a), torch.tensor(b), reduction="sum")) == pytest.approx(7 * expected, rel=1e-5)
+
+
+def test_kl_zero_for_equal_outputs_and_positive_otherwise():
+    logits = torch.randn(16, 10, generator=torch.Generator().manual_seed(1)) * 4
+    assert float(stability_kl(logits, logits.clone())) == pytest.approx(0.0, abs=1e-7)
+    # Adding a constant to all logits leaves the distribution unchanged.
+    assert float(stability_kl(logits, logits + 3.0)) == pytest.approx(0.0, abs=1e-6)
+    other = logits + torch.randn(16, 10, generator=torch.Generator().manual_seed(2))
+    assert (stability_kl(logits, other, reduction="none") > 0).all()
+
+
+def test_kl_direction_is_clean_to_perturbed():
+    # p = (0.9, 0.1) clean, q = (0.5, 0.5) perturbed.
+    clean = torch.log(torch.tensor([[0.9, 0.1]]))
+    perturbed = torch.zeros(1, 2)
+    forward = 0.9 * np.log(0.9 / 0.5) + 0.1 * np.log(0.1 / 0.5)   # KL(p||q) = 0.3681
+    reverse = 0.5 * np.log(0.5 / 0.9) + 0.5 * np.log(0.5 / 0.1)   # KL(q||p) = 0.5108
+    assert float(stability_kl(clean, perturbed)) == pytest.approx(forward, rel=1e-6)
+    assert abs(float(stability_kl(clean, perturbed)) - reverse) > 0.1
+
+
+def test_kl_is_stable_for_saturated_logits():
+    clean = torch.tensor([[200.0, 0.0, -200.0]])
+    assert torch.isfinite(stability_kl(clean, torch.zeros(1, 3)))
+    assert float(stability_kl(clean, clean)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_detached_gradient_equals_papers_cross_entropy_gradient():
+    g = torch.Generator().manual_seed(3)
+    clean = torch.randn(5, 4, generator=g)
+    pert = torch.randn(5, 4, generator=g, requires_grad=True)
+    stability_kl(clean, pert, detach_clean=True).backward()
+    p = torch.softmax(clean, 1)
+    pert2 = pert.detach().clone().requires_grad_(True)
+    (-(p * torch.log_softmax(pert2, 1)).sum(1).mean()).backward()
+    torch.testing.assert_close(pert.grad, pert2.grad)
+
+
+class Recorder(nn.Module):
+    """A linear classifier that keeps every output so tests can inspect their gradients."""
+
+    def __init__(self, features=16, classes=3):
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = nn.Linear(features, classes)
+        self.outputs = []
+        self.inputs = []
+
+    def forward(self, x):
+        self.inputs.append(x.detach().clone())
+        out = self.linear(x.flatten(1))
+        out.retain_grad()
+        self.outputs.append(out)
+        return out
+
+
+def _batch():
+    g = torch.Generator().manual_seed(4)
+    return torch.rand(6, 1, 4, 4, generator=g), torch.tensor([0, 1, 2, 0, 1, 2])
+
+
+def _zero_task(output, target):
+    return output.sum() * 0.0
+
+
+def test_gradients_reach_both_branches_by_default():
+    x, y = _batch()
+    model = Recorder()
+    objective = StabilityObjective(_zero_task, alpha=1.0, sigma=0.2, batching="separate")
+    objective(model, x, y, generator=torch.Generator().manual_seed(0))["loss"].backward()
+    clean_out, pert_out = model.outputs
+    assert clean_out.grad.abs().sum() > 0
+    assert pert_out.grad.abs().sum() > 0
+    assert model.linear.weight.grad.abs().sum() > 0
+
+
+def test_detach_clean_blocks_the_clean_branch_only():
+    x, y = _batch()
+    model = Recorder()
+    objective = StabilityObjective(_zero_task, alpha=1.0, sigma=0.2, detach_clean=True, batching="separate")
+    objective(model, x, y, generator=torch.Generator().manual_seed(0))["loss"].backward()
+    clean_out, pert_out = model.outputs
+    assert clean_out.grad is None or clean_out.grad.abs().sum() == 0
+    assert pert_out.grad.abs().sum() > 0
+
+
+def test_parameter_gradient_matches_hand_written_objective():
+    """The objective's gradient equals that of CE(f(x)) + alpha*KL(f(x)||f(x')) written out by hand."""
+    x, y = _batch()
+    alpha, sigma = 0.7, 0.1
+    model = Recorder()
+    out = StabilityObjective(nn.CrossEntropyLoss(), alpha=alpha, sigma=sigma, batching="separate")(
+        model, x, y, generator=torch.Generator().manual_seed(9))
+    out["loss"].backward()
+    grad = model.linear.weight.grad.clone()
+
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(9))
+    x_pert = (x + sigma * noise).clamp(0, 1)
+    torch.testing.assert_close(model.inputs[1], x_pert)
+    model.zero_grad()
+    clean, pert = model.linear(x.flatten(1)), model.linear(x_pert.flatten(1))
+    p, log_p, log_q = torch.softmax(clean, 1), torch.log_softmax(clean, 1), torch.log_softmax(pert, 1)
+    manual = nn.functional.cross_entropy(clean, y) + alpha * (p * (log_p - log_q)).sum(1).mean()
+    manual.backward()
+    torch.testing.assert_close(grad, model.linear.weight.grad)
+    assert float(out["loss"].detach()) == pytest.approx(float(manual.detach()), rel=1e-6)
+
+
+@pytest.mark.parametrize("batching", ["separate", "concat"])
+def test_task_loss_sees_clean_inputs_only(batching):
+    x, y = _batch()
+    model = Recorder()
+    seen = []
+
+    def spy(output, target):
+        seen.append(output.detach().clone())
+        return nn.functional.cross_entropy(output, target)
+
+    out = StabilityObjective(spy, alpha=1.0, sigma=0.3, batching=batching)(model, x, y)
+    assert len(seen) == 1
+    torch.testing.assert_close(seen[0], model.linear(x.flatten(1)).detach())
+    torch.testing.assert_close(out["output"].detach(), seen[0])
+
+
+def test_separate_and_concat_batching_give_the_same_loss_without_batch_norm():
+    x, y = _batch()
+    losses = []
+    for batching in ("separate", "concat"):
+        out = StabilityObjective(alpha=1.0, sigma=0.2, batching=batching)(
+            Recorder(), x, y, generator=torch.Generator().manual_seed(5))
+        losses.append(float(out["loss"].detach()))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+
+
+def test_batch_norm_running_stats_come_from_clean_pass_only():
+    x, y = _batch()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.BatchNorm2d(1), nn.Flatten(), nn.Linear(16, 3))
+    reference = nn.BatchNorm2d(1)
+    reference.train()
+    reference(x)  # one clean pass
+    StabilityObjective(alpha=1.0, sigma=0.3, batching="separate", bn_stats="clean")(model, x, y)
+    torch.testing.assert_close(model[0].running_mean, reference.running_mean)
+    torch.testing.assert_close(model[0].running_var, reference.running_var)
+    assert model[0].track_running_stats
+    both = nn.Sequential(nn.BatchNorm2d(1), nn.Flatten(), nn.Linear(16, 3))
+    StabilityObjective(alpha=1.0, sigma=0.3, batching="separate", bn_stats="both")(both, x, y)
+    assert not torch.allclose(both[0].running_var, reference.running_var)
+
+
+def test_alpha_zero_reduces_to_plain():
+    x, y = _batch()
+    stab = StabilityObjective(alpha=0.0, sigma=0.2)(Recorder(), x, y)
+    plain = PlainObjective()(Recorder(), x, y)
+    assert float(stab["loss"].detach()) == pytest.approx(float(plain["loss"].detach()))
+
+
+def test_gaussian_augmentation_trains_on_perturbed_copies():
+    x, y = _batch()
+    model = Recorder()
+    seen = []
+
+    def spy(output, target):
+        seen.append(output.detach().clone())
+        return nn.functional.cross_entropy(output, target)
+
+    GaussianAugmentation(spy, sigma=0.2)(model, x, y, generator=torch.Generator().manual_seed(1))
+    noisy = (x + 0.2 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
+    torch.testing.assert_close(seen[0], model.linear(noisy.flatten(1)).detach())
+
+
+@pytest.mark.parametrize("bad, message", [
+    (torch.full((2, 1, 4, 4), float("nan")), "NaN"),
+    (torch.full((2, 1, 4, 4), 1.5), r"\[0, 1\]"),
+    (torch.full((2, 1, 4, 4), -0.1), r"\[0, 1\]"),
+    (torch.rand(2, 16), "B×C×H×W"),
+    (torch.randint(0, 255, (2, 1, 4, 4), dtype=torch.uint8), "floating point"),
+])
+def test_objective_rejects_bad_inputs(bad, message):
+    with pytest.raises(StableTrainError, match=message):
+        StabilityObjective()(Recorder(), bad, torch.zeros(2, dtype=torch.long))
+
+
+def test_loss_module_rejects_nan_logits_and_shape_mismatch():
+    with pytest.raises(StableTrainError, match="NaN"):
+        StabilityKLLoss()(torch.full((2, 3), float("nan")), torch.zeros(2, 3))
+    with pytest.raises(StableTrainError, match="same shape"):
+        StabilityKLLoss()(torch.zeros(2, 3), torch.zeros(2, 4))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"alpha": -1.0}, "alpha"),
+    ({"sigma": -0.1}, "sigma"),
+    ({"batching": "both"}, "batching"),
+    ({"bn_stats": "noisy"}, "bn_stats"),
+])
+def test_bad_hyperparameters_are_rejected(kwargs, message):
+    with pytest.raises(StableTrainError, match=message):
+        StabilityObjective(**kwargs)
+
+
+def test_build_objective_by_name():
+    assert available_methods() == ["gaussian", "plain", "stability"]
+    assert isinstance(build_objective("stability", alpha=2.0), StabilityObjective)
+    assert build_objective("gaussian", sigma=0.3).hyperparameters() == {"method": "gaussian", "sigma": 0.3}
+    with pytest.raises(StableTrainError, match="unknown method 'mixup'"):
+        build_objective("mixup")

@@ -1,0 +1,123 @@
+import pytest
+import torch
+from torch import nn
+
+from stabletrain.checks import StableTrainError
+from stabletrain.objectives import Objective, register_objective
+from stabletrain.training import TrainConfig, load_checkpoint, load_model, train
+
+
+def small(**overrides):
+    base = dict(data="digits", image_size=16, width=8, epochs=3, batch_size=128, method="stability",
+                alpha=1.0, sigma=0.1)
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_training_learns_and_writes_artifacts(tmp_path, digits):
+    result = train(small(epochs=2), tmp_path / "run", progress=False)
+    assert result.history[-1]["test_accuracy"] > 0.5
+    for name in ("checkpoint.pt", "history.json", "history.csv", "config.yaml"):
+        assert (tmp_path / "run" / name).exists()
+    checkpoint = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert checkpoint["complete"] and checkpoint["epoch"] == 2
+    assert set(result.history[-1]) >= {"loss", "task_loss", "stability_loss", "test_accuracy"}
+
+
+def test_resume_after_interruption_gives_identical_weights(tmp_path):
+    straight = train(small(), tmp_path / "straight", progress=False)
+
+    def stop_after_second_epoch(line):
+        if "epoch 2/3" in line:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(small(), tmp_path / "interrupted", progress=False, log=stop_after_second_epoch)
+    assert load_checkpoint(tmp_path / "interrupted" / "checkpoint.pt")["epoch"] == 2
+    resumed = train(small(), tmp_path / "interrupted", resume=True, progress=False)
+    assert resumed.resumed_from_epoch == 2
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history]
+
+
+def test_existing_run_is_never_overwritten_without_consent(tmp_path):
+    train(small(epochs=1, method="plain"), tmp_path / "run", progress=False)
+    before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    with pytest.raises(StableTrainError, match="already holds a checkpoint"):
+        train(small(epochs=1, method="plain"), tmp_path / "run", progress=False)
+    with pytest.raises(StableTrainError, match="differ from the stored run"):
+        train(small(epochs=1, method="plain", lr=0.1), tmp_path / "run", resume=True, progress=False)
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
+
+
+def test_init_fine_tunes_from_a_trained_model(tmp_path):
+    base = train(small(epochs=2, method="plain"), tmp_path / "base", progress=False)
+    tuned = train(small(epochs=1, method="stability", lr=1e-9), tmp_path / "tuned",
+                  init=tmp_path / "base" / "checkpoint.pt", progress=False)
+    for key, value in base.model.state_dict().items():
+        if "running" not in key and "num_batches" not in key:
+            torch.testing.assert_close(tuned.model.state_dict()[key], value, atol=1e-6, rtol=0)
+    assert tuned.history[-1]["test_accuracy"] >= base.history[-1]["test_accuracy"] - 0.05
+    with pytest.raises(StableTrainError, match="does not fit"):
+        train(small(epochs=1, width=16), tmp_path / "bad", init=tmp_path / "base" / "checkpoint.pt", progress=False)
+
+
+class NaNAtStep(Objective):
+    method = "nan-test"
+    calls = 0
+
+    def forward(self, model, x, y, generator=None):
+        NaNAtStep.calls += 1
+        out = model(x)
+        loss = nn.functional.cross_entropy(out, y)
+        if NaNAtStep.calls > 15:  # the second epoch of 12 steps
+            loss = loss * float("nan")
+        return {"loss": loss, "output": out, "task_loss": loss.detach()}
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path):
+    register_objective("nan-test", lambda **_: NaNAtStep())
+    NaNAtStep.calls = 0
+    with pytest.raises(StableTrainError, match=r"loss became nan at epoch 2, step 16"):
+        train(small(method="nan-test", epochs=3), tmp_path / "run", progress=False)
+    checkpoint = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert checkpoint["epoch"] == 1 and not checkpoint["complete"]
+    model, _ = load_model(tmp_path / "run")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_corrupt_and_foreign_checkpoints_get_clear_errors(tmp_path):
+    train(small(epochs=1, method="plain"), tmp_path / "run", progress=False)
+    data = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(StableTrainError, match="cannot read checkpoint"):
+        load_model(tmp_path / "truncated.pt")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
+    with pytest.raises(StableTrainError, match="not a stabletrain checkpoint"):
+        load_model(tmp_path / "foreign.pt")
+    with pytest.raises(StableTrainError, match="checkpoint not found"):
+        load_model(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"sigma": -0.1}, "sigma"),
+    ({"alpha": float("nan")}, "alpha"),
+    ({"epochs": 0}, "epochs"),
+    ({"batch_size": 1}, "batch_size"),
+    ({"method": "magic"}, "unknown method"),
+    ({"device": "tpu:7"}, "device"),
+])
+def test_bad_config_values(overrides, message, tmp_path):
+    with pytest.raises(StableTrainError, match=message):
+        train(small(**overrides), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_from_dict_rejects_unknown_keys():
+    with pytest.raises(StableTrainError, match="unknown config option"):
+        TrainConfig.from_dict({"epochz": 3})
