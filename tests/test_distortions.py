@@ -142,3 +142,11 @@ def test_sweeps_are_lists_of_specs():
     assert known_families() == ["crop", "gaussian", "jpeg", "thumb"]
     with pytest.raises(StableTrainError, match="no distortions"):
         parse_distortions(" , ")
+
+
+def test_thumb_downscale_matches_pillow_bilinear():
+    x = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    small = Image.fromarray(x[0, 0].numpy(), mode="F").resize((12, 12), Image.Resampling.BILINEAR)
+    down = torch.from_numpy(np.array(small)).view(1, 1, 12, 12)
+    expected = torch.nn.functional.interpolate(down, size=(32, 32), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(Thumbnail(12)(x), expected.clamp(0, 1), atol=1e-5, rtol=0)
