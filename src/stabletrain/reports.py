@@ -94,8 +94,8 @@ def plot_severity_curves(rows: Sequence[Mapping], out_dir: str | os.PathLike, me
                          title_prefix: str = "") -> list[Path]:
     """One PNG per distortion family: ``metric`` against the distortion parameter, a line per model.
 
-    The clean value is drawn as a dashed line of the model's colour. The
-    x-axis runs from the weakest to the strongest setting. Returns the paths
+    The x-axis starts at the clean input and runs from the weakest to the
+    strongest setting. Returns the paths
     written (``<metric>_<family>.png``).
     """
     import matplotlib
@@ -111,23 +111,20 @@ def plot_severity_curves(rows: Sequence[Mapping], out_dir: str | os.PathLike, me
     label = {"accuracy": "accuracy (%)", "flip_rate": "predictions flipped (%)", "mean_kl": "mean KL(clean ‖ distorted)"}
     scale = 1.0 if metric == "mean_kl" else 100.0
     for family, specs in family_order(rows).items():
-        fig, ax = plt.subplots(figsize=(5.2, 3.6), dpi=120)
-        positions = list(range(len(specs)))
+        fig, ax = plt.subplots(figsize=(5.6, 3.8), dpi=120)
+        names = ["clean"] + [s["distortion"] for s in specs]
+        positions = list(range(len(names)))
         for index, model in enumerate(models):
-            color = f"C{index}"
-            values = [lookup.get((model, s["distortion"]), {}).get(metric) for s in specs]
+            values = [lookup.get((model, name), {}).get(metric) for name in names]
             ax.plot(positions, [scale * v if v is not None else float("nan") for v in values], marker="o",
-                    color=color, label=model)
-            clean = lookup.get((model, "clean"), {}).get(metric)
-            if clean is not None and metric == "accuracy":
-                ax.axhline(scale * clean, color=color, linestyle="--", linewidth=0.8, alpha=0.6)
+                    color=f"C{index}", label=model)
         ax.set_xticks(positions)
-        ax.set_xticklabels([s["distortion"] for s in specs], rotation=30, ha="right")
+        ax.set_xticklabels(names, rotation=30, ha="right")
         ax.set_xlabel(f"{family}: weaker → stronger")
         ax.set_ylabel(label.get(metric, metric))
         ax.set_title(f"{title_prefix}{family}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="best")
         fig.tight_layout()
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png")
