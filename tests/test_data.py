@@ -41,7 +41,7 @@ def test_photos_tiles_do_not_overlap_between_train_and_test():
     split = load_photos(image_size=32, photo_side=64, sources=["astronaut", "brick", "coffee"])
     assert split.classes == ["astronaut", "brick", "coffee"]
     assert split.channels == 3
-    tiles = split.info["tiles_per_photo"]
+    tiles = split.info["tiles_per_source"]
     assert tiles["astronaut"] == 4 and tiles["brick"] == 4 and tiles["coffee"] == 6  # 64×64 → 2×2, 64×96 → 2×3
     assert len(split.train) + len(split.test) == sum(tiles.values())
     # Non-overlapping grid tiles: no test tile shares a pixel block with a training tile.

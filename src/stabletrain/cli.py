@@ -137,9 +137,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig.from_dict(values)
     result = train(config, args.out, resume=args.resume, init=args.init, overwrite=args.overwrite,
                    progress=not args.quiet, log=_log(args.quiet))
+    from .tasks import get_task
+
+    metric = get_task(config.task).metric
     final = result.history[-1] if result.history else {}
-    print(f"trained {config.method} on {config.data}: test accuracy {100 * final.get('test_accuracy', float('nan')):.1f}% "
-          f"after {len(result.history)} epochs; checkpoint {result.checkpoint}")
+    print(f"trained {config.method} on {config.data}: {metric.replace('_', ' ')} "
+          f"{100 * final.get(metric, float('nan')):.1f}% after {len(result.history)} epochs; "
+          f"checkpoint {result.checkpoint}")
     return 0
 
 

@@ -35,7 +35,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .checks import StableTrainError
 
 __all__ = ["ImageDataset", "DataSplit", "load_data", "load_digits", "load_photos", "load_image_folder",
-           "load_npz", "PHOTO_SOURCES", "stratified_split"]
+           "load_tiled_folder", "load_npz", "load_patches", "PHOTO_SOURCES", "stratified_split", "region_split",
+           "tile_image"]
 
 
 @dataclass
@@ -44,18 +45,22 @@ class ImageDataset:
 
     x: torch.Tensor
     y: torch.Tensor
+    #: For tiles cut from larger images: the (row, column) of each tile in its source's grid.
+    positions: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.x.ndim != 4 or self.y.ndim != 1 or self.x.shape[0] != self.y.shape[0]:
             raise StableTrainError(
                 f"images must be N×C×H×W with N labels, got {tuple(self.x.shape)} and {tuple(self.y.shape)}")
+        if self.positions is not None and tuple(self.positions.shape) != (len(self.y), 2):
+            raise StableTrainError(f"tile positions must be N×2, got {tuple(self.positions.shape)}")
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
     def subset(self, index: torch.Tensor | np.ndarray) -> "ImageDataset":
         idx = torch.as_tensor(index, dtype=torch.long)
-        return ImageDataset(self.x[idx], self.y[idx])
+        return ImageDataset(self.x[idx], self.y[idx], None if self.positions is None else self.positions[idx])
 
 
 @dataclass
@@ -124,6 +129,25 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tup
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
+def region_split(labels: np.ndarray, positions: np.ndarray, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Split tiles by region: the right-most ``test_fraction`` of each source's tile columns is the test set.
+
+    Test tiles then have test neighbours (for hard near-duplicate
+    negatives) and never touch a training tile except along one edge.
+    Deterministic: no seed is involved.
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise StableTrainError(f"test fraction must be in (0, 1), got {test_fraction!r}")
+    test = np.zeros(len(labels), dtype=bool)
+    for label in np.unique(labels):
+        members = labels == label
+        cols = positions[members, 1]
+        n_cols = int(cols.max()) + 1
+        n_test = min(max(int(round(n_cols * test_fraction)), 1), max(n_cols - 1, 1))
+        test[members] = cols >= n_cols - n_test
+    return np.flatnonzero(~test), np.flatnonzero(test)
+
+
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
     if x.shape[-2:] == (size, size):
         return x
@@ -139,10 +163,18 @@ def _check_size(image_size: int) -> int:
 
 
 def _split(name: str, x: torch.Tensor, y: np.ndarray, classes: list[str], test_fraction: float,
-           split_seed: int, info: dict) -> DataSplit:
-    train_idx, test_idx = stratified_split(y, test_fraction, split_seed)
+           split_seed: int, info: dict, positions: np.ndarray | None = None,
+           split: str = "random") -> DataSplit:
+    if split == "random":
+        train_idx, test_idx = stratified_split(y, test_fraction, split_seed)
+    elif split == "region" and positions is not None:
+        train_idx, test_idx = region_split(y, positions, test_fraction)
+    else:
+        raise StableTrainError(f"split must be 'random' or, for tiled images, 'region'; got {split!r}")
     labels = torch.as_tensor(y, dtype=torch.long)
-    data = ImageDataset(x.contiguous(), labels)
+    data = ImageDataset(x.contiguous(), labels,
+                        None if positions is None else torch.as_tensor(positions, dtype=torch.long))
+    info = {**info, "split": split}
     info = {**info, "split_seed": split_seed, "test_fraction": test_fraction}
     return DataSplit(name, data.subset(train_idx), data.subset(test_idx), classes, info)
 
@@ -194,17 +226,55 @@ PHOTO_SOURCES: dict[str, Callable[[], np.ndarray]] = {
 }
 
 
-def _photo_to_rgb(array: np.ndarray, shorter_side: int) -> np.ndarray:
-    image = Image.fromarray(array)
+def _photo_to_rgb(array: np.ndarray | Image.Image, shorter_side: int | None) -> np.ndarray:
+    image = array if isinstance(array, Image.Image) else Image.fromarray(array)
     image = image.convert("RGB")
-    w, h = image.size
-    scale = shorter_side / min(w, h)
-    image = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
+    if shorter_side is not None:
+        w, h = image.size
+        scale = shorter_side / min(w, h)
+        image = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
     return np.asarray(image, dtype=np.float32) / 255.0
 
 
+def tile_image(image: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cut an ``H×W×C`` image into non-overlapping ``size`` tiles on a grid.
+
+    Returns the tiles (``N×C×size×size``) and their ``(row, column)`` grid
+    positions; leftover pixels at the right and bottom edges are dropped.
+    """
+    rows, cols = image.shape[0] // size, image.shape[1] // size
+    if rows == 0 or cols == 0:
+        raise StableTrainError(f"patch size {size} is larger than the image ({image.shape[0]}×{image.shape[1]} px)")
+    channels = image.shape[2]
+    grid = image[: rows * size, : cols * size].reshape(rows, size, cols, size, channels)
+    tiles = grid.transpose(0, 2, 4, 1, 3).reshape(rows * cols, channels, size, size)
+    positions = np.stack(np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij"), -1).reshape(-1, 2)
+    return tiles, positions
+
+
+def _tiles_split(name: str, images: dict[str, Callable[[], np.ndarray | Image.Image]], size: int,
+                 photo_side: int | None, split_seed: int, test_fraction: float, split: str, info: dict) -> DataSplit:
+    if photo_side is not None and photo_side < size:
+        raise StableTrainError(f"photo side ({photo_side}) must be at least the tile size ({size})")
+    tiles, labels, positions, counts = [], [], [], {}
+    for label, (source, load) in enumerate(images.items()):
+        image = _photo_to_rgb(load(), photo_side)
+        try:
+            patches, grid = tile_image(image, size)
+        except StableTrainError as err:
+            raise StableTrainError(f"{source}: {err}") from None
+        tiles.append(patches)
+        positions.append(grid)
+        labels.append(np.full(len(patches), label))
+        counts[source] = len(patches)
+    x = torch.from_numpy(np.ascontiguousarray(np.concatenate(tiles)))
+    return _split(name, x, np.concatenate(labels), list(images), test_fraction, split_seed,
+                  {**info, "photo_side": photo_side, "tiles_per_source": counts},
+                  positions=np.concatenate(positions), split=split)
+
+
 def load_photos(image_size: int = 32, split_seed: int = 0, test_fraction: float = 0.2, photo_side: int = 256,
-                sources: list[str] | None = None) -> DataSplit:
+                sources: list[str] | None = None, split: str = "random") -> DataSplit:
     """Non-overlapping ``image_size`` tiles of shipped photographs; the label is the photograph.
 
     Args:
@@ -212,6 +282,8 @@ def load_photos(image_size: int = 32, split_seed: int = 0, test_fraction: float 
         photo_side: each photograph is first resized so its shorter side has
             this many pixels, which sets how much of the scene a tile covers.
         sources: a subset of :data:`PHOTO_SOURCES` (default: all).
+        split: ``'random'`` (stratified random tiles, the default) or
+            ``'region'`` (see :func:`region_split`).
 
     Example:
         >>> split = load_photos(image_size=32, photo_side=64, sources=["astronaut", "coffee"])
@@ -219,25 +291,44 @@ def load_photos(image_size: int = 32, split_seed: int = 0, test_fraction: float 
         (['astronaut', 'coffee'], 3)
     """
     size = _check_size(image_size)
-    if photo_side < size:
-        raise StableTrainError(f"photo side ({photo_side}) must be at least the tile size ({size})")
     names = sorted(PHOTO_SOURCES) if sources is None else list(sources)
     unknown = [n for n in names if n not in PHOTO_SOURCES]
     if unknown:
         raise StableTrainError(f"unknown photo source(s) {', '.join(unknown)}; known: {', '.join(sorted(PHOTO_SOURCES))}")
-    tiles, labels, counts = [], [], {}
-    for label, name in enumerate(names):
-        image = _photo_to_rgb(PHOTO_SOURCES[name](), photo_side)
-        rows, cols = image.shape[0] // size, image.shape[1] // size
-        grid = image[: rows * size, : cols * size].reshape(rows, size, cols, size, 3)
-        patches = grid.transpose(0, 2, 4, 1, 3).reshape(rows * cols, 3, size, size)
-        tiles.append(patches)
-        labels.append(np.full(len(patches), label))
-        counts[name] = len(patches)
-    x = torch.from_numpy(np.ascontiguousarray(np.concatenate(tiles)))
-    return _split("photos", x, np.concatenate(labels), names, test_fraction, split_seed,
-                  {"source": "scikit-image and scikit-learn sample photographs", "photo_side": photo_side,
-                   "tiles_per_photo": counts})
+    return _tiles_split("photos", {n: PHOTO_SOURCES[n] for n in names}, size, photo_side, split_seed,
+                        test_fraction, split, {"source": "scikit-image and scikit-learn sample photographs"})
+
+
+def _image_files(root: Path) -> list[Path]:
+    return sorted(f for f in root.rglob("*") if f.is_file() and not any(p.startswith(".") for p in f.relative_to(root).parts))
+
+
+def _open_image(file: Path) -> Image.Image:
+    try:
+        with Image.open(file) as image:
+            image.load()
+            return image.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise StableTrainError(f"not a readable image file: {file} ({type(err).__name__})") from None
+
+
+def load_tiled_folder(root: str | os.PathLike, image_size: int = 32, split_seed: int = 0, test_fraction: float = 0.2,
+                      photo_side: int | None = None, split: str = "region") -> DataSplit:
+    """Tiles of every image in a folder (searched recursively); each image is its own source and label.
+
+    The construction of ``photos`` applied to your own images, for the
+    near-duplicate benchmark and similarity training. With ``photo_side``
+    set, images are first resized so their shorter side has that many pixels.
+    """
+    size = _check_size(image_size)
+    path = Path(root)
+    if not path.is_dir():
+        raise StableTrainError(f"image folder not found: {path}")
+    files = _image_files(path)
+    if not files:
+        raise StableTrainError(f"image folder {path} holds no images")
+    sources = {str(f.relative_to(path)): (lambda f=f: _open_image(f)) for f in files}
+    return _tiles_split(path.name, sources, size, photo_side, split_seed, test_fraction, split, {"source": str(path)})
 
 
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F", "P;L"}
@@ -262,19 +353,15 @@ def load_image_folder(root: str | os.PathLike, image_size: int = 32, split_seed:
         raise StableTrainError(f"{path} needs at least two class sub-folders, found {len(class_dirs)}")
     files: list[tuple[Path, int]] = []
     for label, folder in enumerate(class_dirs):
-        members = sorted(f for f in folder.rglob("*") if f.is_file() and not f.name.startswith("."))
+        members = _image_files(folder)
         if not members:
             raise StableTrainError(f"class folder {folder} holds no files")
         files += [(f, label) for f in members]
     images, gray = [], True
     for file, _ in files:
-        try:
-            with Image.open(file) as image:
-                image.load()
-                gray = gray and image.mode in _GRAY_MODES
-                images.append(ImageOps.fit(image.convert("RGB"), (size, size), Image.Resampling.LANCZOS))
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-            raise StableTrainError(f"not a readable image file: {file} ({type(err).__name__})") from None
+        image = _open_image(file)
+        gray = gray and image.mode in _GRAY_MODES
+        images.append(ImageOps.fit(image.convert("RGB"), (size, size), Image.Resampling.LANCZOS))
     x = np.stack([np.asarray(im, dtype=np.float32) / 255.0 for im in images]).transpose(0, 3, 1, 2)
     if gray:
         x = x[:, :1]
@@ -389,3 +476,55 @@ def load_data(source: str, *, image_size: int | None = None, split_seed: int = 0
         raise StableTrainError(
             f"data not found: {source!r} is neither a built-in data set (digits, photos) nor an existing folder or .npz file")
     raise StableTrainError(f"unsupported data file {source!r}: give a folder of class sub-folders or an .npz file")
+
+
+def load_patches(source: str, *, image_size: int | None = None, split_seed: int = 0, test_fraction: float = 0.2,
+                 split: str = "region", photo_side: int | None = None) -> DataSplit:
+    """Tiles with source labels and grid positions, for similarity training and near-duplicate benchmarks.
+
+    ``source`` is ``photos`` or a folder of images (each image one source).
+
+    Example:
+        >>> split = load_patches("photos", image_size=32)
+        >>> split.train.positions.shape[1], split.info["split"]
+        (2, 'region')
+    """
+    if source == "photos":
+        return load_photos(image_size or 32, split_seed, test_fraction, photo_side or 256, split=split)
+    return load_tiled_folder(source, image_size or 32, split_seed, test_fraction, photo_side, split)
+
+
+def sample_triplets(labels: torch.Tensor, generator: torch.Generator, anchors: torch.Tensor | None = None) -> torch.Tensor:
+    """(query, positive, negative) index triplets: the positive shares the query's label, the negative does not.
+
+    One triplet per anchor (default: every index whose class has at least
+    two members), drawn uniformly and vectorized.
+
+    Example:
+        >>> t = sample_triplets(torch.tensor([0, 0, 1, 1, 1]), torch.Generator().manual_seed(0))
+        >>> t.shape, bool((t[:, 0] != t[:, 1]).all())
+        (torch.Size([5, 3]), True)
+    """
+    labels = torch.as_tensor(labels, dtype=torch.long).cpu()
+    n = len(labels)
+    order = torch.argsort(labels, stable=True)
+    sorted_labels = labels[order]
+    classes, counts = torch.unique_consecutive(sorted_labels, return_counts=True)
+    if len(classes) < 2:
+        raise StableTrainError("triplets need at least two classes (sources)")
+    starts = torch.cumsum(counts, 0) - counts
+    class_index = torch.searchsorted(classes, labels)
+    count, start = counts[class_index], starts[class_index]
+    if anchors is None:
+        anchors = torch.nonzero(count >= 2).flatten()
+        if len(anchors) == 0:
+            raise StableTrainError("triplets need a class (source) with at least two members")
+    anchors = torch.as_tensor(anchors, dtype=torch.long)
+    a_count, a_start = count[anchors], start[anchors]
+    rank = torch.empty(n, dtype=torch.long)
+    rank[order] = torch.arange(n) - starts.repeat_interleave(counts)
+    offset = 1 + (torch.rand(len(anchors), generator=generator) * (a_count - 1).clamp_min(1)).long()
+    positive = order[a_start + (rank[anchors] + offset) % a_count]
+    r = (torch.rand(len(anchors), generator=generator) * (n - a_count)).long()
+    negative = order[torch.where(r < a_start, r, r + a_count)]
+    return torch.stack([anchors, positive, negative], dim=1)

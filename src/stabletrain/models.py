@@ -14,7 +14,8 @@ from torch import nn
 
 from .checks import StableTrainError
 
-__all__ = ["Normalize", "NormalizedClassifier", "SmallCNN", "build_model", "register_model", "available_models"]
+__all__ = ["Normalize", "NormalizedClassifier", "SmallCNN", "Embedder", "small_embedder", "build_model", "register_model",
+           "available_models", "load_weights"]
 
 
 class Normalize(nn.Module):
@@ -115,7 +116,52 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x))
 
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {"small_cnn": SmallCNN}
+class Embedder(nn.Module):
+    """Image → feature vector, for near-duplicate detection and ranking.
+
+    The features are the backbone's penultimate layer (``backbone.features``
+    or, timm-style, ``backbone.forward_features``), optionally followed by a
+    linear projection and L2 normalization. Any classifier with such a
+    method serves as an embedder, which is how a trained classifier is
+    fine-tuned into a stable embedder.
+
+    Example:
+        >>> embedder = Embedder(SmallCNN(3, 10, width=8))
+        >>> features = embedder(torch.rand(2, 3, 32, 32))
+        >>> tuple(features.shape), bool(torch.allclose(features.norm(dim=1), torch.ones(2)))
+        ((2, 32), True)
+    """
+
+    def __init__(self, backbone: nn.Module, embedding_dim: int | None = None, l2_normalize: bool = True) -> None:
+        super().__init__()
+        extract = getattr(backbone, "features", None) or getattr(backbone, "forward_features", None)
+        if not callable(extract):
+            raise StableTrainError(
+                f"{type(backbone).__name__} has no features() or forward_features() method to embed with")
+        self.backbone = backbone
+        feature_dim = getattr(backbone, "feature_dim", None)
+        if embedding_dim is not None and feature_dim is None:
+            raise StableTrainError("a projection needs the backbone's feature_dim attribute")
+        self.projection = nn.Linear(feature_dim, embedding_dim) if embedding_dim else nn.Identity()
+        self.l2_normalize = l2_normalize
+        self.embedding_dim = embedding_dim or feature_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        extract = getattr(self.backbone, "features", None) or self.backbone.forward_features
+        features = self.projection(extract(x))
+        return nn.functional.normalize(features, dim=1) if self.l2_normalize else features
+
+
+def small_embedder(in_channels: int = 3, num_classes: int = 2, width: int = 32, mean: Sequence[float] | None = None,
+                   std: Sequence[float] | None = None, embedding_dim: int | None = None,
+                   l2_normalize: bool = True) -> Embedder:
+    """A :class:`SmallCNN` used as an :class:`Embedder`; ``num_classes`` only sizes the unused head,
+    so that a classifier checkpoint of the same shape loads into it."""
+    backbone = SmallCNN(in_channels, max(2, num_classes), width=width, mean=mean, std=std)
+    return Embedder(backbone, embedding_dim=embedding_dim, l2_normalize=l2_normalize)
+
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {"small_cnn": SmallCNN, "small_embedder": small_embedder}
 
 
 def register_model(name: str, factory: Callable[..., nn.Module]) -> None:
@@ -143,3 +189,12 @@ def build_model(name: str, **kwargs: object) -> nn.Module:
     if name not in _MODELS:
         raise StableTrainError(f"unknown model {name!r}; known models: {', '.join(available_models())}")
     return _MODELS[name](**kwargs)
+
+
+def load_weights(model: nn.Module, state: dict, source: str) -> None:
+    """``model.load_state_dict(state)`` with a one-line error naming ``source`` when it does not fit."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise StableTrainError(f"checkpoint {source} does not fit this model: {first}") from None

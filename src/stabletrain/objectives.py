@@ -33,6 +33,12 @@ from .perturbations import GaussianNoise
 __all__ = [
     "stability_kl",
     "StabilityKLLoss",
+    "feature_distance",
+    "embedding_stability",
+    "EmbeddingStabilityLoss",
+    "triplet_ranking_loss",
+    "TripletRankingLoss",
+    "TripletObjective",
     "Objective",
     "PlainObjective",
     "GaussianAugmentation",
@@ -351,36 +357,240 @@ class StabilityObjective(Objective):
         }
 
 
-_OBJECTIVES: dict[str, Callable[..., Objective]] = {}
+DISTANCES = ("squared_l2", "l2", "cosine")
 
 
-def register_objective(name: str, factory: Callable[..., Objective]) -> None:
+def feature_distance(a: torch.Tensor, b: torch.Tensor, distance: str = "l2") -> torch.Tensor:
+    """Row-wise distance between two ``B×D`` feature batches.
+
+    ``'squared_l2'`` is ``‖a − b‖²``, ``'l2'`` is ``‖a − b‖`` (with a zero
+    sub-gradient at ``a = b``), ``'cosine'`` is ``1 − cos(a, b)``.
+
+    Example:
+        >>> feature_distance(torch.tensor([[3.0, 0.0]]), torch.tensor([[0.0, 4.0]])).tolist()
+        [5.0]
+    """
+    if a.shape != b.shape or a.ndim != 2:
+        raise StableTrainError(f"features must be two B×D batches of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    if distance == "squared_l2":
+        return (a - b).pow(2).sum(dim=1)
+    if distance == "l2":
+        squared = (a - b).pow(2).sum(dim=1)
+        # sqrt has an infinite derivative at 0; where the copies coincide the gradient is set to 0.
+        safe = torch.where(squared > 0, squared, torch.ones_like(squared))
+        return torch.where(squared > 0, safe.sqrt(), torch.zeros_like(squared))
+    if distance == "cosine":
+        return 1.0 - F.cosine_similarity(a, b, dim=1, eps=1e-8)
+    raise StableTrainError(f"distance must be one of {', '.join(DISTANCES)}, got {distance!r}")
+
+
+def embedding_stability(clean_features: torch.Tensor, perturbed_features: torch.Tensor, *,
+                        distance: str = "squared_l2", detach_clean: bool = False,
+                        reduction: Reduction = "mean") -> torch.Tensor:
+    """The stability term for embeddings: the distance between ``f(x)`` and ``f(x')``.
+
+    The paper uses the L2 distance of the deep-ranking features; the
+    default here is its square, whose gradient is smooth at zero. Gradients
+    reach both branches unless ``detach_clean`` is set.
+
+    Example:
+        >>> f = torch.randn(4, 8)
+        >>> float(embedding_stability(f, f))
+        0.0
+    """
+    if detach_clean:
+        clean_features = clean_features.detach()
+    return _reduce(feature_distance(clean_features, perturbed_features, distance), reduction)
+
+
+class EmbeddingStabilityLoss(nn.Module):
+    """Module form of :func:`embedding_stability`.
+
+    Example:
+        >>> float(EmbeddingStabilityLoss("l2")(torch.zeros(2, 3), torch.ones(2, 3)))  # doctest: +ELLIPSIS
+        1.732...
+    """
+
+    def __init__(self, distance: str = "squared_l2", detach_clean: bool = False, reduction: Reduction = "mean",
+                 validate: bool = True) -> None:
+        super().__init__()
+        if distance not in DISTANCES:
+            raise StableTrainError(f"distance must be one of {', '.join(DISTANCES)}, got {distance!r}")
+        _reduce(torch.zeros(1), reduction)
+        self.distance, self.detach_clean, self.reduction, self.validate = distance, detach_clean, reduction, validate
+
+    def forward(self, clean_features: torch.Tensor, perturbed_features: torch.Tensor) -> torch.Tensor:
+        if self.validate:
+            check_finite(clean_features, "clean features")
+            check_finite(perturbed_features, "perturbed features")
+        return embedding_stability(clean_features, perturbed_features, distance=self.distance,
+                                   detach_clean=self.detach_clean, reduction=self.reduction)
+
+
+def triplet_ranking_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, *,
+                         margin: float = 0.2, distance: str = "l2", reduction: Reduction = "mean") -> torch.Tensor:
+    """The hinge loss of deep ranking (Wang et al., 2014): ``max(0, margin + d(q, p) − d(q, n))``.
+
+    Wang et al. use the squared Euclidean distance; ``distance='l2'`` (the
+    default here, as in ``torch.nn.TripletMarginLoss``) matches the distance
+    used for near-duplicate detection.
+
+    Example:
+        >>> q, p, n = torch.zeros(1, 2), torch.tensor([[0.0, 1.0]]), torch.tensor([[0.0, 3.0]])
+        >>> float(triplet_ranking_loss(q, p, n, margin=1.0)), float(triplet_ranking_loss(q, n, p, margin=1.0))
+        (0.0, 3.0)
+    """
+    if margin < 0:
+        raise StableTrainError(f"margin must be >= 0, got {margin!r}")
+    hinge = (margin + feature_distance(anchor, positive, distance) - feature_distance(anchor, negative, distance))
+    return _reduce(hinge.clamp_min(0.0), reduction)
+
+
+class TripletRankingLoss(nn.Module):
+    """Module form of :func:`triplet_ranking_loss`; takes a ``B×3×D`` batch of (query, positive, negative) features."""
+
+    def __init__(self, margin: float = 0.2, distance: str = "l2", reduction: Reduction = "mean") -> None:
+        super().__init__()
+        if margin < 0:
+            raise StableTrainError(f"margin must be >= 0, got {margin!r}")
+        if distance not in DISTANCES:
+            raise StableTrainError(f"distance must be one of {', '.join(DISTANCES)}, got {distance!r}")
+        self.margin, self.distance, self.reduction = float(margin), distance, reduction
+
+    def forward(self, triplet_features: torch.Tensor, target: object = None) -> torch.Tensor:
+        if triplet_features.ndim != 3 or triplet_features.shape[1] != 3:
+            raise StableTrainError(f"triplet features must be B×3×D, got {tuple(triplet_features.shape)}")
+        return triplet_ranking_loss(triplet_features[:, 0], triplet_features[:, 1], triplet_features[:, 2],
+                                    margin=self.margin, distance=self.distance, reduction=self.reduction)
+
+
+def _check_triplets(triplets: torch.Tensor) -> torch.Tensor:
+    if not isinstance(triplets, torch.Tensor) or triplets.ndim != 5 or triplets.shape[1] != 3:
+        shape = tuple(triplets.shape) if isinstance(triplets, torch.Tensor) else type(triplets).__name__
+        raise StableTrainError(f"triplet batches must be B×3×C×H×W (query, positive, negative), got {shape}")
+    return triplets.flatten(0, 1)
+
+
+class TripletObjective(Objective):
+    """Deep-ranking training on triplets with the same three methods as classification.
+
+    ``forward(model, triplets)`` takes a ``B×3×C×H×W`` batch of (query,
+    positive, negative) images and an embedding ``model``; ``'output'`` is the
+    ``B×3×D`` batch of features the task loss saw.
+
+    * ``method='plain'``: the triplet loss on clean images.
+    * ``method='gaussian'``: the triplet loss on noisy copies (augmentation).
+    * ``method='stability'``: the triplet loss on clean images plus
+      ``alpha`` times the feature distance between each of the 3B images
+      and its noisy copy.
+
+    Example:
+        >>> embedder = nn.Sequential(nn.Flatten(), nn.Linear(16, 4))
+        >>> objective = TripletObjective("stability", alpha=1.0, sigma=0.1)
+        >>> out = objective(embedder, torch.rand(2, 3, 1, 4, 4))
+        >>> tuple(out["output"].shape), sorted(out)
+        ((2, 3, 4), ['loss', 'output', 'stability_loss', 'task_loss'])
+    """
+
+    def __init__(self, method: str = "stability", task_loss: nn.Module | Callable | None = None, alpha: float = 1.0,
+                 sigma: float = 0.04, *, margin: float = 0.2, distance: str = "squared_l2",
+                 detach_clean: bool = False, batching: str = "auto", bn_stats: str = "clean", clamp: bool = True,
+                 validate: bool = True) -> None:
+        super().__init__(task_loss if task_loss is not None else TripletRankingLoss(margin), validate)
+        if method not in ("plain", "gaussian", "stability"):
+            raise StableTrainError(f"unknown method {method!r}; known methods: gaussian, plain, stability")
+        try:
+            alpha = float(alpha)
+        except (TypeError, ValueError):
+            raise StableTrainError(f"alpha must be a number, got {alpha!r}") from None
+        if not 0.0 <= alpha < float("inf"):
+            raise StableTrainError(f"alpha must be a finite number >= 0, got {alpha!r}")
+        resolve_batching(batching, "cpu")
+        if bn_stats not in ("clean", "both"):
+            raise StableTrainError(f"bn_stats must be 'clean' or 'both', got {bn_stats!r}")
+        self.method = method
+        self.alpha = alpha
+        self.margin = float(margin)
+        self.perturbation = GaussianNoise(sigma, clamp=clamp)
+        self.stability_loss = EmbeddingStabilityLoss(distance, detach_clean=detach_clean, validate=False)
+        self.batching, self.bn_stats = batching, bn_stats
+
+    def forward(self, model: nn.Module, triplets: torch.Tensor, target: object = None,
+                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        images = _check_triplets(triplets)
+        self._check(images)
+        batch = triplets.shape[0]
+        if self.method == "plain":
+            features = model(images)
+        elif self.method == "gaussian":
+            features = model(self.perturbation(images, generator))
+        else:
+            perturbed = self.perturbation(images, generator)
+            if resolve_batching(self.batching, images.device) == "concat":
+                both = model(torch.cat([images, perturbed]))
+                features, perturbed_features = both[: len(images)], both[len(images):]
+            else:
+                features = model(images)
+                freeze = bn_running_stats_frozen(model) if self.bn_stats == "clean" else contextlib.nullcontext()
+                with freeze:
+                    perturbed_features = model(perturbed)
+        output = features.view(batch, 3, -1)
+        task = self.task_loss(output, target)
+        result = {"loss": task, "output": output, "task_loss": task.detach()}
+        if self.method == "stability":
+            stability = self.stability_loss(features, perturbed_features)
+            result["loss"] = task + self.alpha * stability
+            result["stability_loss"] = stability.detach()
+        return result
+
+    def hyperparameters(self) -> dict:
+        params = {"method": self.method, "task": "similarity", "margin": self.margin}
+        if self.method != "plain":
+            params["sigma"] = self.perturbation.sigma
+        if self.method == "stability":
+            params.update(alpha=self.alpha, distance=self.stability_loss.distance,
+                          detach_clean=self.stability_loss.detach_clean, batching=self.batching,
+                          bn_stats=self.bn_stats)
+        return params
+
+
+_OBJECTIVES: dict[tuple[str, str], Callable[..., Objective]] = {}
+TASKS = ("classification", "similarity")
+
+
+def register_objective(name: str, factory: Callable[..., Objective], task: str = "classification") -> None:
     """Make a training method available by name to :func:`build_objective` and the CLI.
 
     The factory receives the keyword arguments given to ``build_objective``
     and should ignore those it does not use.
     """
-    _OBJECTIVES[name] = factory
+    _OBJECTIVES[(task, name)] = factory
 
 
-def available_methods() -> list[str]:
-    """The names accepted by :func:`build_objective`."""
-    return sorted(_OBJECTIVES)
+def available_methods(task: str = "classification") -> list[str]:
+    """The method names accepted by :func:`build_objective` for ``task``."""
+    return sorted(name for t, name in _OBJECTIVES if t == task)
 
 
-def build_objective(method: str, *, task_loss: nn.Module | None = None, alpha: float = 0.01, sigma: float = 0.04,
-                    detach_clean: bool = False, batching: str = "auto", bn_stats: str = "clean",
-                    **extra: object) -> Objective:
+def build_objective(method: str, *, task: str = "classification", task_loss: nn.Module | None = None,
+                    alpha: float = 0.01, sigma: float = 0.04, detach_clean: bool = False, batching: str = "auto",
+                    bn_stats: str = "clean", **extra: object) -> Objective:
     """Build a training objective by name: ``'plain'``, ``'gaussian'`` or ``'stability'``.
+
+    ``task='similarity'`` gives the triplet-ranking versions, which take
+    ``B×3×C×H×W`` triplet batches; ``extra`` may then set ``margin`` and
+    ``distance`` (of the stability term).
 
     Example:
         >>> build_objective("stability", alpha=0.1, sigma=0.05).hyperparameters()["alpha"]
         0.1
     """
-    if method not in _OBJECTIVES:
-        raise StableTrainError(f"unknown method {method!r}; known methods: {', '.join(available_methods())}")
-    return _OBJECTIVES[method](task_loss=task_loss, alpha=alpha, sigma=sigma, detach_clean=detach_clean,
-                               batching=batching, bn_stats=bn_stats, **extra)
+    if task not in TASKS:
+        raise StableTrainError(f"unknown task {task!r}; known tasks: {', '.join(TASKS)}")
+    if (task, method) not in _OBJECTIVES:
+        raise StableTrainError(f"unknown method {method!r}; known methods: {', '.join(available_methods(task))}")
+    return _OBJECTIVES[(task, method)](task_loss=task_loss, alpha=alpha, sigma=sigma, detach_clean=detach_clean,
+                                       batching=batching, bn_stats=bn_stats, **extra)
 
 
 register_objective("plain", lambda task_loss=None, **_: PlainObjective(task_loss))
@@ -391,3 +601,15 @@ register_objective(
     StabilityObjective(task_loss, alpha=alpha, sigma=sigma, detach_clean=detach_clean, batching=batching,
                        bn_stats=bn_stats),
 )
+
+
+def _triplet_factory(method: str) -> Callable[..., Objective]:
+    def factory(task_loss=None, alpha=1.0, sigma=0.04, detach_clean=False, batching="auto", bn_stats="clean",
+                margin=0.2, distance="squared_l2", **_: object) -> Objective:
+        return TripletObjective(method, task_loss, alpha=alpha, sigma=sigma, margin=margin, distance=distance,
+                                detach_clean=detach_clean, batching=batching, bn_stats=bn_stats)
+    return factory
+
+
+for _method in ("plain", "gaussian", "stability"):
+    register_objective(_method, _triplet_factory(_method), task="similarity")

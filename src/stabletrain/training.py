@@ -28,12 +28,12 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .checks import StableTrainError
-from .data import DataSplit, load_data
-from .evaluation import accuracy
+from .data import DataSplit
 from .files import atomic_torch_save, safe_torch_load, write_csv, write_json, write_yaml
-from .models import build_model
-from .objectives import available_methods, build_objective, resolve_batching
+from .models import build_model, load_weights
+from .objectives import available_methods, resolve_batching
 from .seeding import make_generator
+from .tasks import TASK_NAMES, get_task
 
 __all__ = ["TrainConfig", "TrainResult", "train", "load_checkpoint", "load_model", "resolve_device",
            "CHECKPOINT_FORMAT"]
@@ -49,6 +49,7 @@ class TrainConfig:
     ``docs/results.md``.
     """
 
+    task: str = "classification"
     data: str = "digits"
     image_size: int | None = None
     split_seed: int = 0
@@ -61,6 +62,7 @@ class TrainConfig:
     detach_clean: bool = False
     batching: str = "auto"
     bn_stats: str = "clean"
+    margin: float = 0.2
     epochs: int = 12
     batch_size: int = 64
     lr: float = 3e-3
@@ -107,8 +109,12 @@ class TrainConfig:
         number("weight_decay", 0.0)
         if not 0.0 < self.test_fraction < 1.0:
             raise StableTrainError(f"test_fraction must be in (0, 1), got {self.test_fraction!r}")
-        if self.method not in available_methods():
-            raise StableTrainError(f"unknown method {self.method!r}; known methods: {', '.join(available_methods())}")
+        number("margin", 0.0)
+        if self.task not in TASK_NAMES:
+            raise StableTrainError(f"unknown task {self.task!r}; known tasks: {', '.join(TASK_NAMES)}")
+        if self.method not in available_methods(self.task):
+            raise StableTrainError(f"unknown method {self.method!r}; known methods for {self.task}: "
+                                   f"{', '.join(available_methods(self.task))}")
         resolve_batching(self.batching, "cpu")
         if self.bn_stats not in ("clean", "both"):
             raise StableTrainError(f"bn_stats must be 'clean' or 'both', got {self.bn_stats!r}")
@@ -143,12 +149,6 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
-def _model_spec(config: TrainConfig, data: DataSplit) -> dict[str, Any]:
-    mean, std = data.channel_stats()
-    return {"name": config.model, "kwargs": {"in_channels": data.channels, "num_classes": data.num_classes,
-                                             "width": config.width, "mean": mean, "std": std}}
-
-
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read and check a stabletrain checkpoint (``torch.load(weights_only=True)``)."""
     checkpoint = safe_torch_load(path)
@@ -162,16 +162,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     checkpoint = load_checkpoint(path)
     spec = checkpoint["model"]
     model = build_model(spec["name"], **spec["kwargs"])
-    _load_state(model, checkpoint["state_dict"], str(path))
+    load_weights(model, checkpoint["state_dict"], str(path))
     return model.to(device).eval(), checkpoint
-
-
-def _load_state(model: nn.Module, state: dict, source: str) -> None:
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise StableTrainError(f"checkpoint {source} does not fit this model: {first}") from None
 
 
 def _cosine(total_steps: int) -> Callable[[int], float]:
@@ -180,15 +172,7 @@ def _cosine(total_steps: int) -> Callable[[int], float]:
     return factor
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    order = torch.randperm(n, generator=generator)
-    batches = list(order.split(batch_size))
-    if len(batches) > 1 and len(batches[-1]) < 2:  # batch norm cannot train on a single example
-        batches.pop()
-    return batches
-
-
-_RESUME_MUST_MATCH = ("data", "image_size", "split_seed", "test_fraction", "model", "width", "method", "alpha",
+_RESUME_MUST_MATCH = ("task", "margin", "data", "image_size", "split_seed", "test_fraction", "model", "width", "method", "alpha",
                       "sigma", "detach_clean", "batch_size", "lr", "weight_decay", "seed", "bn_stats")
 
 
@@ -203,7 +187,7 @@ def train(
     data: DataSplit | None = None,
     log: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Train a classifier with ``config.method`` and write checkpoints and history to ``out_dir``.
+    """Train a model for ``config.task`` with ``config.method``; write checkpoints and history to ``out_dir``.
 
     Args:
         config: the run's settings.
@@ -238,40 +222,42 @@ def train(
     init_checkpoint = load_checkpoint(init) if init is not None and stored is None else None
 
     device = resolve_device(config.device)
-    data = data if data is not None else load_data(config.data, image_size=config.image_size,
-                                                    split_seed=config.split_seed, test_fraction=config.test_fraction)
-    spec = _model_spec(config, data)
+    task = get_task(config.task)
+    data = data if data is not None else task.load_data(config)
+    spec = task.model_spec(config, data)
     if init_checkpoint is not None:
         init_spec = init_checkpoint["model"]
-        mismatch = [k for k in ("in_channels", "num_classes", "width")
-                    if init_spec["kwargs"].get(k) != spec["kwargs"].get(k)]
-        if init_spec["name"] != spec["name"] or mismatch:
+        same_kind = init_spec["name"] == spec["name"]
+        keys = ("in_channels", "num_classes", "width") if same_kind and config.task == "classification" else \
+            ("in_channels", "width")
+        mismatch = [k for k in keys if init_spec["kwargs"].get(k) != spec["kwargs"].get(k)]
+        fits = same_kind or (config.task == "similarity" and init_spec["name"] == "small_cnn")
+        if not fits or mismatch:
             raise StableTrainError(
                 f"--init {init} holds a {init_spec['name']} with {init_spec['kwargs'].get('in_channels')} channels, "
                 f"{init_spec['kwargs'].get('num_classes')} classes and width {init_spec['kwargs'].get('width')}, "
                 f"which does not fit {spec['name']} on {config.data} ({spec['kwargs']['in_channels']} channels, "
                 f"{spec['kwargs']['num_classes']} classes, width {config.width})")
-        spec = init_checkpoint["model"]  # keep the normalization the model was trained with
+        # keep the normalization the model was trained with
+        spec = {"name": spec["name"], "kwargs": {**spec["kwargs"], "mean": init_spec["kwargs"]["mean"],
+                                                 "std": init_spec["kwargs"]["std"]}}
     if stored is not None:
         spec = stored["model"]
 
     torch.manual_seed(config.seed)
     model = build_model(spec["name"], **spec["kwargs"]).to(device)
     if init_checkpoint is not None:
-        _load_state(model, init_checkpoint["state_dict"], str(init))
-    objective = build_objective(config.method, alpha=config.alpha, sigma=config.sigma,
-                                detach_clean=config.detach_clean, batching=config.batching,
-                                bn_stats=config.bn_stats)
+        task.init_from(model, init_checkpoint, str(init))
+    objective = task.objective(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    n_train = len(data.train)
-    steps_per_epoch = len(_batches(n_train, config.batch_size, torch.Generator().manual_seed(0)))
+    steps_per_epoch = len(task.batches(data, config.batch_size, torch.Generator().manual_seed(0)))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine(steps_per_epoch * config.epochs))
 
     history: list[dict] = []
     start_epoch = 0
     elapsed_before = 0.0
     if stored is not None:
-        _load_state(model, stored["state_dict"], str(checkpoint_path))
+        task.init_from(model, stored, str(checkpoint_path))
         optimizer.load_state_dict(stored["optimizer"])
         scheduler.load_state_dict(stored["scheduler"])
         history = list(stored["history"])
@@ -315,12 +301,12 @@ def train(
         noise = make_generator(config.seed, "perturbation", epoch, device=device)
         totals: dict[str, float] = {}
         correct = seen = 0
-        batches = _batches(n_train, config.batch_size, shuffle)
+        batches = task.batches(data, config.batch_size, shuffle)
         bar = tqdm(batches, desc=f"{config.method} epoch {epoch + 1}/{config.epochs}", unit="batch",
                    leave=False, disable=not progress or None)
         for index in bar:
             index = index.to(device)
-            xb, yb = x_train[index], y_train[index]
+            xb, yb = task.inputs(x_train, y_train, index)
             out_step = objective(model, xb, yb, generator=noise)
             loss = out_step["loss"]
             loss_value = float(loss.detach())
@@ -336,12 +322,12 @@ def train(
             for key, value in out_step.items():
                 if key != "output":
                     totals[key] = totals.get(key, 0.0) + float(value.detach()) * len(index)
-            correct += int((out_step["output"].argmax(1) == yb).sum())
+            correct += task.correct(out_step["output"].detach(), yb)
             seen += len(index)
             bar.set_postfix(loss=f"{loss_value:.4f}")
         row = {"epoch": epoch + 1, **{k: v / max(seen, 1) for k, v in totals.items()},
                "train_accuracy": correct / max(seen, 1),
-               "test_accuracy": accuracy(model, data.test),
+               **task.evaluate(model, data),
                "lr": optimizer.param_groups[0]["lr"],
                "seconds": time.perf_counter() - started + elapsed_before}
         history.append(row)
@@ -350,7 +336,7 @@ def train(
         write_json(out / "history.json", history)
         write_csv(out / "history.csv", history)
         emit(f"{config.method} epoch {epoch + 1}/{config.epochs}: loss {row['loss']:.4f} "
-             f"train acc {row['train_accuracy']:.3f} test acc {row['test_accuracy']:.3f}")
+             f"train acc {row['train_accuracy']:.3f} {task.metric.replace('_', ' ')} {row[task.metric]:.3f}")
     total_seconds = time.perf_counter() - started + elapsed_before
     if start_epoch == config.epochs and stored is not None and not stored.get("complete"):
         save(config.epochs, True, total_seconds)
