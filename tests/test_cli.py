@@ -119,3 +119,45 @@ def test_console_script_entry_point_runs():
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip() == "stabletrain: error: checkpoint not found: missing.pt"
+
+
+def test_similarity_train_init_from_classifier_and_evaluate(tmp_path, capsys):
+    small = ["--width", "8", "--batch-size", "128", "--quiet", "--epochs", "1"]
+    assert run(capsys, "train", "--data", "photos", "--method", "plain", *small, "--out", str(tmp_path / "clf"))[0] == 0
+    # A classifier's penultimate layer evaluated as an embedder.
+    code, stdout, _ = run(capsys, "evaluate", str(tmp_path / "clf"), "--task", "similarity", "--distortions",
+                          "jpeg-30,crop-10", "--quiet")
+    assert code == 0 and "near-duplicate AP" in stdout
+    assert (tmp_path / "clf" / "evaluation-similarity" / "plots" / "pr_curves.png").exists()
+    # Fine-tune the classifier into a stable embedder.
+    code, stdout, _ = run(capsys, "train", "--task", "similarity", "--data", "photos", "--method", "stability",
+                          "--alpha", "1", "--sigma", "0.1", *small, "--init", str(tmp_path / "clf" / "checkpoint.pt"),
+                          "--out", str(tmp_path / "emb"))
+    assert code == 0 and "test triplet accuracy" in stdout
+    code, _, _ = run(capsys, "evaluate", str(tmp_path / "emb"), "--distortions", "jpeg-30,thumb-16", "--quiet")
+    results = json.loads((tmp_path / "emb" / "evaluation" / "results.json").read_text())
+    assert code == 0 and set(results["models"]) == {"stability"}
+    assert {r["family"] for r in results["rows"]} == {"jpeg", "thumb"}
+    report = (tmp_path / "emb" / "evaluation" / "report.md").read_text()
+    assert "One threshold for all families" in report and "distances_histogram.png" in report
+    code, _, err = run(capsys, "evaluate", str(tmp_path / "emb"), "--task", "classification", "--quiet")
+    assert code == 2 and "holds an embedder" in err
+
+
+def test_similarity_demo_quick(tmp_path, capsys):
+    out = tmp_path / "sim"
+    code, stdout, _ = run(capsys, "demo", "--task", "similarity", "--quick", "--quiet", "--out", str(out))
+    assert code == 0 and "average precision" in stdout
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["models"]) == {"plain", "gaussian", "stability"}
+    assert results["checks"][0]["claim"].startswith("stability lowers the ratio")
+    for name in ("report.md", "results.csv", "plots/pr_curves.png", "plots/distances_cumulative.png"):
+        assert (out / name).exists(), name
+
+
+def test_empty_image_folder_for_similarity(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(capsys, "train", "--task", "similarity", "--data", str(tmp_path / "empty"), "--quiet",
+                       "--out", str(tmp_path / "out"))
+    assert code == 2 and err.strip() == f"stabletrain: error: image folder {tmp_path / 'empty'} holds no images"
+    assert not (tmp_path / "out").exists()

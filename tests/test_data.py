@@ -113,3 +113,64 @@ def test_corrupt_npz(tmp_path):
     (tmp_path / "c.npz").write_bytes(b"PK\x03\x04 definitely not a zip archive")
     with pytest.raises(StableTrainError, match="cannot read"):
         load_data(str(tmp_path / "c.npz"))
+
+
+from stabletrain.data import load_patches, load_tiled_folder, region_split, sample_triplets, tile_image  # noqa: E402
+
+
+def test_tile_image_grid_and_positions():
+    image = np.arange(5 * 7 * 1, dtype=np.float32).reshape(5, 7, 1)
+    tiles, positions = tile_image(image, 2)
+    assert tiles.shape == (2 * 3, 1, 2, 2)
+    assert positions.tolist() == [[0, 0], [0, 1], [0, 2], [1, 0], [1, 1], [1, 2]]
+    np.testing.assert_array_equal(tiles[4, 0], image[2:4, 2:4, 0])
+    with pytest.raises(StableTrainError, match="patch size 8 is larger than the image"):
+        tile_image(image, 8)
+
+
+def test_region_split_keeps_test_tiles_together():
+    positions = np.array([[r, c] for r in range(2) for c in range(5)])
+    train, test = region_split(np.zeros(10, dtype=int), positions, 0.2)
+    assert sorted(positions[test][:, 1].tolist()) == [4, 4]
+    assert len(train) == 8
+
+
+def test_patches_from_photos_and_from_a_folder(tmp_path):
+    split = load_patches("photos")
+    assert split.train.positions is not None and split.info["split"] == "region"
+    for label in range(split.num_classes):
+        train_cols = split.train.positions[split.train.y == label, 1]
+        test_cols = split.test.positions[split.test.y == label, 1]
+        assert int(test_cols.min()) > int(train_cols.max())
+    rng = np.random.default_rng(0)
+    for name in ("one.png", "sub/two.png"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)).save(tmp_path / name)
+    own = load_patches(str(tmp_path), image_size=16)
+    assert own.classes == ["one.png", "sub/two.png"]
+    assert len(own.train) + len(own.test) == 2 * 4 * 6
+
+
+def test_patch_errors(tmp_path):
+    with pytest.raises(StableTrainError, match="holds no images"):
+        load_tiled_folder(tmp_path)
+    Image.new("RGB", (20, 20)).save(tmp_path / "small.png")
+    with pytest.raises(StableTrainError, match="small.png: patch size 32 is larger than the image"):
+        load_tiled_folder(tmp_path, image_size=32)
+    with pytest.raises(StableTrainError, match="image folder not found"):
+        load_tiled_folder(tmp_path / "nope")
+
+
+def test_sample_triplets_properties():
+    labels = torch.tensor([2, 0, 1, 1, 0, 2, 2, 1, 0, 0, 3])
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        t = sample_triplets(labels, g)
+        assert (labels[t[:, 0]] == labels[t[:, 1]]).all() and (t[:, 0] != t[:, 1]).all()
+        assert (labels[t[:, 0]] != labels[t[:, 2]]).all()
+        assert 10 not in t[:, 0].tolist()  # the lone member of class 3 cannot anchor a triplet
+    a = sample_triplets(labels, torch.Generator().manual_seed(5))
+    b = sample_triplets(labels, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+    with pytest.raises(StableTrainError, match="two classes"):
+        sample_triplets(torch.zeros(4), g)

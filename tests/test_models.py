@@ -34,3 +34,20 @@ def test_bad_model_arguments():
         Normalize([0.5], [0.0])
     with pytest.raises(StableTrainError, match="unknown model 'resnet9000'"):
         build_model("resnet9000")
+
+
+from stabletrain.models import Embedder, small_embedder  # noqa: E402
+
+
+def test_classifier_serves_as_embedder_through_its_penultimate_layer():
+    classifier = SmallCNN(3, 5, width=4)
+    embedder = Embedder(classifier, l2_normalize=False)
+    x = torch.rand(2, 3, 16, 16)
+    torch.testing.assert_close(embedder(x), classifier.features(x))
+    normalized = Embedder(classifier)(x)
+    torch.testing.assert_close(normalized.norm(dim=1), torch.ones(2))
+    projected = Embedder(classifier, embedding_dim=7)(x)
+    assert projected.shape == (2, 7)
+    assert small_embedder(1, 3, width=4)(torch.rand(2, 1, 8, 8)).shape == (2, 16)
+    with pytest.raises(StableTrainError, match="no features"):
+        Embedder(nn.Linear(3, 3))

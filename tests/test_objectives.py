@@ -238,3 +238,128 @@ def test_build_objective_by_name():
     assert build_objective("gaussian", sigma=0.3).hyperparameters() == {"method": "gaussian", "sigma": 0.3}
     with pytest.raises(StableTrainError, match="unknown method 'mixup'"):
         build_objective("mixup")
+
+
+# ---- embeddings and ranking -------------------------------------------------------------------------------
+
+from stabletrain.objectives import (  # noqa: E402
+    EmbeddingStabilityLoss,
+    TripletObjective,
+    TripletRankingLoss,
+    embedding_stability,
+    feature_distance,
+    triplet_ranking_loss,
+)
+
+
+def test_embedding_stability_equals_direct_computation():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(6, 5)), rng.normal(size=(6, 5))
+    ta, tb = torch.tensor(a), torch.tensor(b)
+    assert float(embedding_stability(ta, tb)) == pytest.approx(np.mean(np.sum((a - b) ** 2, 1)))
+    assert float(embedding_stability(ta, tb, distance="l2")) == pytest.approx(np.mean(np.linalg.norm(a - b, axis=1)))
+    cos = np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert float(embedding_stability(ta, tb, distance="cosine")) == pytest.approx(np.mean(1 - cos))
+    for distance in ("squared_l2", "l2", "cosine"):
+        assert float(embedding_stability(ta, ta.clone(), distance=distance)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_l2_stability_has_finite_zero_gradient_at_identical_features():
+    a = torch.randn(3, 4, requires_grad=True)
+    b = a.detach().clone().requires_grad_(True)
+    embedding_stability(a, b, distance="l2").backward()
+    assert torch.equal(a.grad, torch.zeros_like(a)) and torch.equal(b.grad, torch.zeros_like(b))
+
+
+def test_embedding_stability_gradients_reach_both_branches_unless_detached():
+    for detach, clean_has_grad in ((False, True), (True, False)):
+        a = torch.randn(3, 4, requires_grad=True)
+        b = torch.randn(3, 4, requires_grad=True)
+        embedding_stability(a, b, detach_clean=detach).backward()
+        assert (a.grad is not None and a.grad.abs().sum() > 0) == clean_has_grad
+        assert b.grad.abs().sum() > 0
+
+
+def test_triplet_loss_on_hand_made_cases():
+    q = torch.tensor([[0.0, 0.0], [0.0, 0.0], [1.0, 1.0]])
+    p = torch.tensor([[3.0, 4.0], [1.0, 0.0], [1.0, 1.0]])   # d(q,p) = 5, 1, 0
+    n = torch.tensor([[6.0, 8.0], [0.0, 2.0], [1.0, 1.5]])   # d(q,n) = 10, 2, 0.5
+    per = triplet_ranking_loss(q, p, n, margin=1.0, reduction="none")
+    assert per.tolist() == pytest.approx([0.0, 0.0, 0.5])   # max(0, 1+5-10), max(0, 1+1-2), max(0, 1+0-0.5)
+    squared = triplet_ranking_loss(q, p, n, margin=1.0, distance="squared_l2", reduction="none")
+    assert squared.tolist() == pytest.approx([0.0, 0.0, 0.75])  # 1+25-100, 1+1-4, 1+0-0.25
+    module = TripletRankingLoss(margin=1.0)(torch.stack([q, p, n], dim=1))
+    assert float(module) == pytest.approx(0.5 / 3)
+    with pytest.raises(StableTrainError, match="margin"):
+        triplet_ranking_loss(q, p, n, margin=-1)
+    with pytest.raises(StableTrainError, match="B×3×D"):
+        TripletRankingLoss()(torch.zeros(2, 4))
+
+
+def test_feature_distance_rejects_bad_shapes_and_names():
+    with pytest.raises(StableTrainError, match="B×D"):
+        feature_distance(torch.zeros(2, 3), torch.zeros(2, 4))
+    with pytest.raises(StableTrainError, match="distance must be one of"):
+        EmbeddingStabilityLoss("manhattan")
+    with pytest.raises(StableTrainError, match="NaN"):
+        EmbeddingStabilityLoss()(torch.full((2, 3), float("nan")), torch.zeros(2, 3))
+
+
+class EmbedRecorder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = nn.Linear(16, 4)
+        self.outputs = []
+
+    def forward(self, x):
+        out = self.linear(x.flatten(1))
+        out.retain_grad()
+        self.outputs.append(out)
+        return out
+
+
+def _triplets():
+    return torch.rand(5, 3, 1, 4, 4, generator=torch.Generator().manual_seed(2))
+
+
+def test_triplet_stability_objective_matches_hand_written_loss():
+    triplets = _triplets()
+    model = EmbedRecorder()
+    out = TripletObjective("stability", alpha=0.5, sigma=0.1, margin=0.3, batching="separate")(
+        model, triplets, generator=torch.Generator().manual_seed(4))
+    images = triplets.flatten(0, 1)
+    noisy = (images + 0.1 * torch.randn(images.shape, generator=torch.Generator().manual_seed(4))).clamp(0, 1)
+    f, g = model.linear(images.flatten(1)), model.linear(noisy.flatten(1))
+    fq, fp, fn = f.view(5, 3, 4).unbind(1)
+    task = (0.3 + (fq - fp).norm(dim=1) - (fq - fn).norm(dim=1)).clamp_min(0).mean()
+    expected = task + 0.5 * (f - g).pow(2).sum(1).mean()
+    assert float(out["loss"].detach()) == pytest.approx(float(expected.detach()), rel=1e-6)
+    assert float(out["task_loss"]) == pytest.approx(float(task.detach()), rel=1e-6)
+    out["loss"].backward()
+    assert model.outputs[0].grad.abs().sum() > 0 and model.outputs[1].grad.abs().sum() > 0
+
+
+def test_triplet_task_loss_sees_clean_images_only():
+    triplets = _triplets()
+    model = EmbedRecorder()
+    seen = []
+
+    def spy(features, target):
+        seen.append(features.detach().clone())
+        return features.sum() * 0
+
+    TripletObjective("stability", spy, alpha=1.0, sigma=0.3)(model, triplets)
+    torch.testing.assert_close(seen[0], model.linear(triplets.flatten(0, 1).flatten(1)).view(5, 3, 4).detach())
+
+
+def test_triplet_objective_by_name_and_bad_batches():
+    objective = build_objective("gaussian", task="similarity", sigma=0.2, margin=0.5)
+    assert objective.hyperparameters() == {"method": "gaussian", "task": "similarity", "margin": 0.5, "sigma": 0.2}
+    assert available_methods("similarity") == ["gaussian", "plain", "stability"]
+    with pytest.raises(StableTrainError, match="B×3×C×H×W"):
+        objective(EmbedRecorder(), torch.rand(5, 1, 4, 4))
+    with pytest.raises(StableTrainError, match="NaN"):
+        objective(EmbedRecorder(), torch.full((2, 3, 1, 4, 4), float("nan")))
+    with pytest.raises(StableTrainError, match="unknown task"):
+        build_objective("plain", task="segmentation")

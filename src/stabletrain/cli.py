@@ -33,6 +33,8 @@ def _positive_int(text: str) -> int:
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
     """Training flags; every default is None so that YAML values are only overridden when given."""
     g = parser.add_argument_group("data and model")
+    g.add_argument("--task", choices=["classification", "similarity"],
+                   help="classification (default) or similarity (triplet-ranking embeddings of image tiles)")
     g.add_argument("--data", help="digits, photos, a folder of class sub-folders, or an .npz file (default digits)")
     g.add_argument("--image-size", type=int, help="image side in pixels (default 32; .npz: as stored)")
     g.add_argument("--split-seed", type=int, help="seed of the train/test split (default 0)")
@@ -48,6 +50,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                    help="run clean and noisy copies as two passes or one concatenated pass (default auto)")
     g.add_argument("--bn-stats", choices=["clean", "both"],
                    help="which pass updates batch-norm running statistics with separate passes (default clean)")
+    g.add_argument("--margin", type=float, help="triplet-loss margin for --task similarity (default 0.2)")
     g = parser.add_argument_group("optimization")
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int)
@@ -57,7 +60,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
 
 
-_TRAIN_KEYS = {"data": "data", "image_size": "image_size", "split_seed": "split_seed", "model": "model",
+_TRAIN_KEYS = {"task": "task", "margin": "margin", "data": "data", "image_size": "image_size", "split_seed": "split_seed", "model": "model",
                "width": "width", "method": "method", "alpha": "alpha", "sigma": "sigma",
                "detach_clean": "detach_clean", "batching": "batching", "bn_stats": "bn_stats", "epochs": "epochs",
                "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay", "seed": "seed",
@@ -85,9 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Evaluate a checkpoint on clean data and under each distortion; "
                                    "writes results.json, results.csv, plots/ and report.md.")
     p.add_argument("checkpoint", help="checkpoint.pt, or the run folder that holds it")
+    p.add_argument("--task", choices=["classification", "similarity"],
+                   help="what to evaluate (default: the checkpoint's task); similarity on a classifier uses its "
+                        "penultimate layer")
     p.add_argument("--distortions", default="paper",
                    help="comma-separated specs such as jpeg-50,thumb-16,crop-10,gaussian-0.1, "
-                        "or 'paper' for the default sweep (default)")
+                        "or 'paper' for the default sweep of the task (default)")
+    p.add_argument("--chunk-size", type=_positive_int, default=2048,
+                   help="rows per block of pairwise distances in similarity evaluation (memory ~ chunk²)")
     p.add_argument("--data", help="evaluate on other data than the checkpoint's (same classes)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random distortions (default 0)")
     p.add_argument("--batch-size", type=_positive_int, default=512)
@@ -98,7 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job: plain vs gaussian vs stability on built-in data",
                        description="Train plain, gaussian and stability with the same budget, evaluate them on "
                                    "the paper's distortions, and write report.md, results.{json,csv} and plots.")
-    p.add_argument("--data", default="digits", help="digits (default), photos, a folder or an .npz file")
+    p.add_argument("--task", default="classification", choices=["classification", "similarity"],
+                   help="classification (default: digits) or similarity (embeddings and near-duplicates: photos)")
+    p.add_argument("--data", help="digits, photos, a folder or an .npz file (default: digits, or photos for "
+                                  "--task similarity)")
     p.add_argument("--methods", default="plain,gaussian,stability")
     p.add_argument("--epochs", type=_positive_int)
     p.add_argument("--alpha", type=float)
@@ -148,17 +159,51 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .data import load_data
+    from .data import load_data, load_patches
     from .distortions import paper_sweep, parse_distortions
     from .evaluation import evaluate_distortions
-    from .reports import text_table, write_evaluation
+    from .models import Embedder
+    from .reports import text_table, write_evaluation, write_similarity_report
+    from .similarity import build_benchmark, evaluate_similarity, similarity_sweep
     from .training import load_model, resolve_device
 
     distortions = None if args.distortions == "paper" else parse_distortions(args.distortions)
     device = resolve_device(args.device)
     model, checkpoint = load_model(args.checkpoint, device=device)
     stored = checkpoint["config"]
+    trained_task = stored.get("task", "classification")
+    task = args.task or trained_task
     data_source = args.data or stored["data"]
+    ckpt_path = Path(args.checkpoint)
+    run_dir = ckpt_path if ckpt_path.is_dir() else ckpt_path.parent
+    out = Path(args.out) if args.out else run_dir / ("evaluation" if task == trained_task else f"evaluation-{task}")
+    name = stored["method"]
+    if task == "similarity":
+        if trained_task == "classification":
+            model = Embedder(model).eval()
+        if data_source == "digits" or Path(data_source).suffix.lower() == ".npz":
+            raise StableTrainError("similarity evaluation needs tiles: --data photos or a folder of images")
+        data = load_patches(data_source, image_size=stored.get("image_size"), split_seed=stored.get("split_seed", 0),
+                            test_fraction=stored.get("test_fraction", 0.2))
+        if data.channels != checkpoint["data"]["channels"]:
+            raise StableTrainError(f"data {data_source!r} has {data.channels} channels; the model expects "
+                                   f"{checkpoint['data']['channels']}")
+        sweep = distortions or parse_distortions(similarity_sweep(data.image_size[0]))
+        benchmark = build_benchmark(data, sweep, seed=args.seed)
+        result = evaluate_similarity({name: model}, benchmark, batch_size=args.batch_size, chunk_size=args.chunk_size,
+                                     progress=not args.quiet)
+        settings = {"checkpoint": str(args.checkpoint), "method": name, "data": data_source,
+                    "distortion seed": args.seed}
+        paths = write_similarity_report(out, result, title=f"Similarity evaluation of {ckpt_path}", settings=settings)
+        summary = result["models"][name]
+        print(f"near-duplicate AP (all families) {summary['average_precision_all']:.3f}; median distance "
+              f"near-duplicate {summary['median_duplicate_distance']:.3f} vs non-duplicate "
+              f"{summary['median_non_duplicate_distance']:.3f}; clean triplet score "
+              f"{summary['clean_triplet_accuracy']:.3f}")
+        print(f"wrote {paths['report']}, {paths['json']} and {paths['csv']}")
+        return 0
+    if trained_task != "classification":
+        raise StableTrainError(f"{args.checkpoint} holds an embedder; evaluate it with --task similarity")
     data = load_data(data_source, image_size=stored.get("image_size"), split_seed=stored.get("split_seed", 0),
                      test_fraction=stored.get("test_fraction", 0.2))
     expected = checkpoint["data"]
@@ -168,10 +213,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             f"{len(expected['classes'])} classes and {expected['channels']} channels")
     if distortions is None:
         distortions = parse_distortions(paper_sweep(data.image_size[0]))
-    ckpt_path = Path(args.checkpoint)
-    run_dir = ckpt_path if ckpt_path.is_dir() else ckpt_path.parent
-    out = Path(args.out) if args.out else run_dir / "evaluation"
-    name = stored["method"]
     rows = evaluate_distortions({name: model}, data.test, distortions, seed=args.seed,
                                 batch_size=args.batch_size, progress=not args.quiet)
     settings = {"checkpoint": str(args.checkpoint), "method": name, "data": data_source,
@@ -189,10 +230,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k) for k in ("epochs", "alpha", "sigma", "width") if getattr(args, k) is not None}
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     distortions = tuple(s.strip() for s in args.distortions.split(",") if s.strip()) if args.distortions else None
-    config = DemoConfig(data=args.data, methods=methods, seed=args.seed, device=args.device, quick=args.quick,
+    config = DemoConfig(task=args.task, data=args.data, methods=methods, seed=args.seed, device=args.device, quick=args.quick,
                         distortions=distortions, **overrides)
     result = run_demo(config, args.out, overwrite=args.overwrite, progress=not args.quiet, log=_log(args.quiet))
-    print("accuracy (%) on the test set, clean and under each distortion\n")
+    if config.task == "classification":
+        print("accuracy (%) on the test set, clean and under each distortion\n")
     print(result["table"])
     if result["checks"]:
         print("\nthe paper's claims on these numbers:")

@@ -25,27 +25,36 @@ from pathlib import Path
 from typing import Callable
 
 from .checks import StableTrainError
-from .data import load_data
 from .distortions import Distortion, paper_sweep, parse_distortion, parse_distortions
 from .evaluation import evaluate_distortions
 from .files import write_yaml
 from .objectives import available_methods
-from .reports import text_table, write_evaluation
+from .reports import text_table, write_evaluation, write_similarity_report
+from .similarity import build_benchmark, evaluate_similarity, similarity_sweep
+from .tasks import TASK_NAMES, get_task
 from .training import TrainConfig, load_checkpoint, load_model, train
 
-__all__ = ["DemoConfig", "run_demo", "QUICK_SWEEP", "claims"]
+__all__ = ["DemoConfig", "run_demo", "QUICK_SWEEP", "claims", "similarity_claims"]
 
 #: The reduced sweep of ``--quick``: the strongest setting of each family that the checks use, and one mid one.
 QUICK_SWEEP = ["jpeg-50", "jpeg-10", "thumb-16", "crop-10", "gaussian-0.1", "gaussian-0.3"]
+QUICK_SIMILARITY_SWEEP = ["jpeg-10", "thumb-16", "crop-10", "gaussian-0.1"]
+
+#: Per-task defaults of the demo (see docs/results.md for how they were chosen).
+TASK_DEFAULTS = {
+    "classification": {"data": "digits", "epochs": 15},
+    "similarity": {"data": "photos", "epochs": 8},
+}
 
 
 @dataclass
 class DemoConfig:
     """Settings of :func:`run_demo`. ``alpha``/``sigma`` default to the values chosen in ``docs/results.md``."""
 
-    data: str = "digits"
+    task: str = "classification"
+    data: str | None = None
     methods: tuple[str, ...] = ("plain", "gaussian", "stability")
-    epochs: int = 15
+    epochs: int | None = None
     alpha: float = TrainConfig.alpha
     sigma: float = TrainConfig.sigma
     width: int = TrainConfig.width
@@ -57,21 +66,26 @@ class DemoConfig:
     quick: bool = False
 
     def resolved(self) -> "DemoConfig":
-        """Apply ``quick`` (2 epochs, narrow model, reduced sweep) and validate names."""
-        config = self
+        """Fill in the task's defaults, apply ``quick`` (2 epochs, narrow model, reduced sweep), validate."""
+        if self.task not in TASK_NAMES:
+            raise StableTrainError(f"unknown task {self.task!r}; known tasks: {', '.join(TASK_NAMES)}")
+        defaults = TASK_DEFAULTS[self.task]
+        config = dataclasses.replace(self, data=self.data or defaults["data"], epochs=self.epochs or defaults["epochs"])
         if self.quick:
-            config = dataclasses.replace(self, epochs=min(self.epochs, 2), width=min(self.width, 8),
-                                         distortions=self.distortions or tuple(QUICK_SWEEP))
-        unknown = [m for m in config.methods if m not in available_methods()]
+            quick_sweep = QUICK_SWEEP if self.task == "classification" else QUICK_SIMILARITY_SWEEP
+            config = dataclasses.replace(config, epochs=min(config.epochs, 2), width=min(config.width, 8),
+                                         distortions=self.distortions or tuple(quick_sweep))
+        known = available_methods(self.task)
+        unknown = [m for m in config.methods if m not in known]
         if unknown or not config.methods:
             raise StableTrainError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; "
-                                   f"known methods: {', '.join(available_methods())}")
+                                   f"known methods: {', '.join(known)}")
         if config.distortions is not None:
             parse_distortions(config.distortions)
         return config
 
     def train_config(self, method: str) -> TrainConfig:
-        return TrainConfig(data=self.data, method=method, epochs=self.epochs, alpha=self.alpha, sigma=self.sigma,
+        return TrainConfig(task=self.task, data=self.data, method=method, epochs=self.epochs, alpha=self.alpha, sigma=self.sigma,
                            width=self.width, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
                            device=self.device).validated()
 
@@ -109,6 +123,27 @@ def claims(rows: list[dict], reference: str = "plain", candidate: str = "stabili
     return out
 
 
+def similarity_claims(result: dict, reference: str = "plain", candidate: str = "stability") -> list[dict]:
+    """The paper's similarity claims on these results, each with whether it held and the numbers.
+
+    1. ``candidate`` lowers the median near-duplicate distance relative to
+       the median non-duplicate distance.
+    2. ``candidate`` has higher average precision on each distorted family.
+    """
+    models = result["models"]
+    if reference not in models or candidate not in models:
+        return []
+    ref, cand = models[reference]["distance_ratio"], models[candidate]["distance_ratio"]
+    out = [{"claim": f"{candidate} lowers the ratio of median near-duplicate to non-duplicate distance",
+            "held": cand < ref, "detail": f"{cand:.3f} vs {ref:.3f}"}]
+    ap = {(r["model"], r["family"]): r["average_precision"] for r in result["rows"] if r["level"] == "family"}
+    for family in dict.fromkeys(f for _, f in ap):
+        a, b = ap[(candidate, family)], ap[(reference, family)]
+        out.append({"claim": f"{candidate} has higher near-duplicate average precision on {family}",
+                    "held": a > b, "detail": f"{a:.3f} vs {b:.3f}"})
+    return out
+
+
 def run_demo(config: DemoConfig, out_dir: str | Path, *, overwrite: bool = False, progress: bool = True,
              log: Callable[[str], None] | None = None) -> dict:
     """Train every method in ``config.methods``, evaluate them on one sweep, and write the report."""
@@ -116,8 +151,12 @@ def run_demo(config: DemoConfig, out_dir: str | Path, *, overwrite: bool = False
     emit = log or (lambda line: None)
     out = Path(out_dir)
     specs = list(config.distortions) if config.distortions is not None else None
-    data = load_data(config.data)
-    sweep: list[Distortion] = parse_distortions(specs or paper_sweep(data.image_size[0]))
+    task = get_task(config.task)
+    data = task.load_data(config.train_config(config.methods[0]))
+    if config.task == "classification":
+        sweep: list[Distortion] = parse_distortions(specs or paper_sweep(data.image_size[0]))
+    else:
+        sweep = parse_distortions(specs or similarity_sweep(data.image_size[0]))
     write_yaml(out / "config.yaml", {**dataclasses.asdict(config),
                                      "distortions": [d.spec for d in sweep]})
     models, train_seconds = {}, {}
@@ -138,31 +177,66 @@ def run_demo(config: DemoConfig, out_dir: str | Path, *, overwrite: bool = False
                 models[method], _ = load_model(checkpoint)
                 train_seconds[method] = float(stored["train_seconds"])
                 continue
-        emit(f"training {method} ({config.epochs} epochs on {config.data})")
+        emit(f"training {method} ({config.epochs} epochs, {config.task} on {config.data})")
         result = train(train_config, run_dir, resume=not overwrite, overwrite=overwrite, progress=progress,
                        data=data, log=emit)
         models[method] = result.model
         train_seconds[method] = result.train_seconds
-    emit(f"evaluating {len(models)} models on clean data and {len(sweep)} distortions")
-    rows = evaluate_distortions(models, data.test, sweep, seed=config.seed, progress=progress)
-    checks = claims(rows) if {"plain", "stability"} <= set(models) else []
     base_seconds = train_seconds.get("plain")
-    time_table = ["| method | clean accuracy (%) | training time (s) | relative to plain |", "|---|---:|---:|---:|"]
-    for method in models:
-        clean = next(r["accuracy"] for r in rows if r["model"] == method and r["distortion"] == "clean")
-        relative = f"{train_seconds[method] / base_seconds:.2f}×" if base_seconds else "–"
-        time_table.append(f"| {method} | {100 * clean:.1f} | {train_seconds[method]:.1f} | {relative} |")
-    settings = {"data": f"{config.data} ({len(data.train)} train / {len(data.test)} test, "
+    settings = {"task": config.task,
+                "data": f"{config.data} ({len(data.train)} train / {len(data.test)} test, "
                         f"{data.channels}×{data.image_size[0]}×{data.image_size[1]})",
                 "methods": ", ".join(config.methods), "epochs": config.epochs, "alpha (stability)": config.alpha,
                 "sigma (gaussian and stability, pixel units)": config.sigma, "model width": config.width,
                 "batch size": config.batch_size, "learning rate": config.lr, "seed": config.seed,
                 "quick": config.quick}
-    summary = [f"{'held' if c['held'] else 'did NOT hold'}: {c['claim']} ({c['detail']})" for c in checks]
-    paths = write_evaluation(out, rows, title=f"stabletrain demo on {config.data}", settings=settings,
-                             summary_lines=summary,
-                             extra_tables={"Clean accuracy and training cost": "\n".join(time_table)},
-                             extra_json={"train_seconds": train_seconds, "checks": checks,
-                                         "wall_seconds": time.perf_counter() - started})
-    return {"rows": rows, "checks": checks, "train_seconds": train_seconds, "paths": paths,
-            "table": text_table(rows)}
+    if config.task == "classification":
+        emit(f"evaluating {len(models)} models on clean data and {len(sweep)} distortions")
+        rows = evaluate_distortions(models, data.test, sweep, seed=config.seed, progress=progress)
+        checks = claims(rows) if {"plain", "stability"} <= set(models) else []
+        clean = {r["model"]: r["accuracy"] for r in rows if r["distortion"] == "clean"}
+        time_table = ["| method | clean accuracy (%) | training time (s) | relative to plain |",
+                      "|---|---:|---:|---:|"]
+        time_table += [f"| {m} | {100 * clean[m]:.1f} | {train_seconds[m]:.1f} | "
+                       f"{f'{train_seconds[m] / base_seconds:.2f}×' if base_seconds else '–'} |" for m in models]
+        summary = [f"{'held' if c['held'] else 'did NOT hold'}: {c['claim']} ({c['detail']})" for c in checks]
+        summary.append(f"each accuracy is over {len(data.test)} test images: one image is "
+                       f"{100 / len(data.test):.2f} points")
+        paths = write_evaluation(out, rows, title=f"stabletrain demo on {config.data}", settings=settings,
+                                 summary_lines=summary,
+                                 extra_tables={"Clean accuracy and training cost": "\n".join(time_table)},
+                                 extra_json={"train_seconds": train_seconds, "checks": checks,
+                                             "wall_seconds": time.perf_counter() - started})
+        table = text_table(rows)
+    else:
+        benchmark = build_benchmark(data, sweep, seed=config.seed)
+        emit(f"evaluating {len(models)} embedders on {len(benchmark)} tiles × {len(sweep)} distortions")
+        result = evaluate_similarity(models, benchmark, progress=progress)
+        checks = similarity_claims(result)
+        rows = result["rows"]
+        time_table = ["| method | clean triplet score (%) | training time (s) | relative to plain |",
+                      "|---|---:|---:|---:|"]
+        time_table += [f"| {m} | {100 * result['models'][m]['clean_triplet_accuracy']:.1f} | "
+                       f"{train_seconds[m]:.1f} | "
+                       f"{f'{train_seconds[m] / base_seconds:.2f}×' if base_seconds else '–'} |" for m in models]
+        summary = [f"{'held' if c['held'] else 'did NOT hold'}: {c['claim']} ({c['detail']})" for c in checks]
+        paths = write_similarity_report(out, result, title=f"stabletrain similarity demo on {config.data}",
+                                        settings=settings, summary_lines=summary,
+                                        extra_tables={"Training cost": "\n".join(time_table)},
+                                        extra_json={"train_seconds": train_seconds, "checks": checks,
+                                                    "wall_seconds": time.perf_counter() - started})
+        table = _similarity_text_table(result)
+    return {"rows": rows, "checks": checks, "train_seconds": train_seconds, "paths": paths, "table": table}
+
+
+def _similarity_text_table(result: dict) -> str:
+    models = list(result["models"])
+    lines = ["average precision of near-duplicate detection (%)", "family".ljust(18) + "".join(m.rjust(12) for m in models)]
+    for r in result["rows"]:
+        if r["level"] == "family" and r["model"] == models[0]:
+            values = [next(x for x in result["rows"] if x["level"] == "family" and x["model"] == m
+                           and x["family"] == r["family"])["average_precision"] for m in models]
+            lines.append(r["family"].ljust(18) + "".join(f"{100 * v:.1f}".rjust(12) for v in values))
+    lines.append("near-dup/non-dup".ljust(18) + "".join(f"{result['models'][m]['distance_ratio']:.3f}".rjust(12)
+                                                        for m in models))
+    return "\n".join(lines)

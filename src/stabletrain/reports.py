@@ -189,3 +189,163 @@ def write_evaluation(out_dir: str | os.PathLike, rows: Sequence[Mapping], *, tit
                              relative_to=out)
     report_path = write_markdown(out / "report.md", report)
     return {"json": json_path, "csv": csv_path, "report": report_path, "plots_dir": out / "plots"}
+
+
+def _save_figure(fig, path: Path) -> Path:
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_pr_curves(curves: Mapping[str, Mapping[str, Mapping[str, list]]], path: str | os.PathLike) -> Path:
+    """Precision–recall curves of near-duplicate detection: a panel per family, a line per model."""
+    plt = _pyplot()
+    models = list(curves)
+    families = list(next(iter(curves.values())))
+    fig, axes = plt.subplots(1, len(families), figsize=(3.4 * len(families), 3.4), dpi=110, squeeze=False)
+    for ax, family in zip(axes[0], families):
+        for index, model in enumerate(models):
+            curve = curves[model][family]
+            ax.plot(curve["recall"], curve["precision"], color=f"C{index}", label=model)
+        ax.set_title(family)
+        ax.set_xlabel("recall")
+        ax.set_xlim(0, 1.01)
+        ax.set_ylim(0, 1.01)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("precision")
+    axes[0][-1].legend(fontsize=8, loc="lower left")
+    fig.suptitle("Near-duplicate detection by feature distance")
+    fig.tight_layout()
+    return _save_figure(fig, Path(path))
+
+
+def plot_distance_distributions(distances: Mapping[str, Mapping], out_dir: str | os.PathLike) -> list[Path]:
+    """The paper's distance figure: histograms and cumulative distributions of feature distance
+    for near-duplicate pairs (all families), non-duplicate pairs, and neighbouring tiles."""
+    import numpy as np
+
+    plt = _pyplot()
+    out = Path(out_dir)
+    models = list(distances)
+    written = []
+    for kind in ("histogram", "cumulative"):
+        fig, axes = plt.subplots(1, len(models), figsize=(4.0 * len(models), 3.4), dpi=110, squeeze=False,
+                                 sharey=kind == "cumulative")
+        for ax, model in zip(axes[0], models):
+            entry = distances[model]
+            groups = {"near-duplicate": np.concatenate([np.asarray(v) for v in entry["near_duplicate"].values()]),
+                      "non-duplicate": np.asarray(entry["non_duplicate"]),
+                      "neighbouring tile": np.asarray(entry["neighbour"])}
+            top = max(float(np.quantile(np.concatenate(list(groups.values())), 0.995)), 1e-6)
+            for index, (label, values) in enumerate(groups.items()):
+                if len(values) == 0:
+                    continue
+                if kind == "histogram":
+                    ax.hist(values, bins=60, range=(0, top), density=True, alpha=0.5, color=f"C{index}", label=label)
+                else:
+                    ordered = np.sort(values)
+                    ax.plot(ordered, np.arange(1, len(ordered) + 1) / len(ordered), color=f"C{index}", label=label)
+            ax.set_title(model)
+            ax.set_xlabel("feature distance")
+            ax.set_xlim(0, top)
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel("density" if kind == "histogram" else "fraction of pairs ≤ distance")
+        axes[0][-1].legend(fontsize=8)
+        fig.tight_layout()
+        written.append(_save_figure(fig, out / f"distances_{kind}.png"))
+    return written
+
+
+def _similarity_tables(result: Mapping) -> dict[str, str]:
+    models = list(result["models"])
+    family_rows = [r for r in result["rows"] if r["level"] == "family"]
+    families = list(dict.fromkeys(r["family"] for r in family_rows))
+    lookup = {(r["model"], r["family"]): r for r in family_rows}
+
+    def table(metric: str, percent: bool = True, higher: bool = True) -> str:
+        lines = ["| family | " + " | ".join(models) + " |", "|---|" + "---:|" * len(models)]
+        for fam in families:
+            values = [lookup[(m, fam)][metric] for m in models]
+            best = max(values) if higher else min(values)
+            cells = [(f"{100 * v:.1f}" if percent else f"{v:.3f}") for v in values]
+            cells = [f"**{c}**" if len(models) > 1 and v == best else c for c, v in zip(cells, values)]
+            lines.append(f"| {fam} | " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+    summary = ["| | " + " | ".join(models) + " |", "|---|" + "---:|" * len(models)]
+    labels = [("median near-duplicate distance", "median_duplicate_distance", ".3f"),
+              ("median non-duplicate distance", "median_non_duplicate_distance", ".3f"),
+              ("median distance of neighbouring tiles", "median_neighbour_distance", ".3f"),
+              ("ratio near-dup / non-dup medians (lower is better)", "distance_ratio", ".3f"),
+              ("average precision, all families pooled", "average_precision_all", ".3f"),
+              ("triplet ranking score, clean", "clean_triplet_accuracy", ".3f")]
+    for label, key, fmt in labels:
+        cells = [format(result["models"][m][key], fmt) if result["models"][m][key] is not None else "–" for m in models]
+        summary.append(f"| {label} | " + " | ".join(cells) + " |")
+    threshold = ["| model | threshold | F1 | " + " | ".join(f"{f} P / R" for f in families) + " |",
+                 "|---|---:|---:|" + "---:|" * len(families)]
+    for m in models:
+        best = result["models"][m]["best_threshold"]
+        cells = [f"{100 * best['per_family'][f]['precision']:.0f} / {100 * best['per_family'][f]['recall']:.0f}"
+                 for f in families]
+        threshold.append(f"| {m} | {best['distance']:.3f} | {best['f1']:.3f} | " + " | ".join(cells) + " |")
+    return {
+        "Distances and ranking": "\n".join(summary),
+        "Average precision (%) of near-duplicate detection per family": table("average_precision"),
+        "Precision (%) at recall 0.9": table("precision_at_recall_0.9"),
+        "Precision (%) at recall 0.95": table("precision_at_recall_0.95"),
+        "Retrieval precision@1 (%): is the original the nearest distinct tile to its copy?": table("precision_at_1"),
+        "Retrieval mAP (%)": table("map"),
+        "Triplet ranking score (%) on distorted triplets": table("triplet_accuracy"),
+        "One threshold for all families (best F1 over all pairs): precision / recall (%) per family":
+            "\n".join(threshold),
+    }
+
+
+def write_similarity_report(out_dir: str | os.PathLike, result: Mapping, *, title: str,
+                            settings: Mapping | None = None, summary_lines: Sequence[str] = (),
+                            extra_tables: Mapping[str, str] | None = None,
+                            extra_json: Mapping | None = None) -> dict[str, Path]:
+    """Write the similarity evaluation: ``results.json``, ``results.csv``, ``plots/`` and ``report.md``."""
+    from .files import write_csv, write_json
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path = write_csv(out / "results.csv", result["rows"])
+    json_path = write_json(out / "results.json", {
+        "title": title, "settings": dict(settings or {}), "summary": list(summary_lines), **(extra_json or {}),
+        "benchmark": result["benchmark"], "models": result["models"], "rows": result["rows"],
+        "pr_curves": result["curves"]})
+    plots = [plot_pr_curves(result["curves"], out / "plots" / "pr_curves.png")]
+    plots += plot_distance_distributions(result["distances"], out / "plots")
+    parts = [f"# {title}", ""]
+    if settings:
+        parts += ["## Settings", "", "| option | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in settings.items()]
+        parts.append("")
+    bench = result["benchmark"]
+    parts += ["## Benchmark", "",
+              f"{bench['distinct_images']} distinct tiles from {bench['sources']} sources; "
+              f"{bench['near_duplicate_pairs']} near-duplicate pairs ({', '.join(bench['distortions'])}); "
+              f"{bench['non_duplicate_pairs']} non-duplicate pairs, of which {bench['non_duplicate_neighbour']} are "
+              f"neighbouring tiles of the same photo; {bench['triplets']} ranking triplets.", ""]
+    if summary_lines:
+        parts += ["## Summary", ""] + [f"- {line}" for line in summary_lines] + [""]
+    for heading, table in {**(extra_tables or {}), **_similarity_tables(result)}.items():
+        parts += [f"## {heading}", "", table, ""]
+    parts += ["## Plots", ""] + [f"![{p.stem}]({os.path.relpath(p, out)})\n" for p in plots]
+    report_path = write_markdown(out / "report.md", "\n".join(parts))
+    return {"json": json_path, "csv": csv_path, "report": report_path, "plots_dir": out / "plots"}

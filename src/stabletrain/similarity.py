@@ -45,11 +45,18 @@ from .metrics import (
 from .seeding import make_generator
 
 __all__ = ["NearDuplicateBenchmark", "build_benchmark", "pairwise_distances", "pair_distances", "retrieval_ranks",
-           "evaluate_similarity", "SIMILARITY_SWEEP", "check_features"]
+           "evaluate_similarity", "similarity_sweep", "check_features"]
 
-#: Default near-duplicate distortions: three severities of each paper family (for 32-px tiles).
-SIMILARITY_SWEEP = ["jpeg-50", "jpeg-30", "jpeg-10", "thumb-24", "thumb-16", "thumb-12", "crop-5", "crop-10",
-                    "crop-15", "gaussian-0.05", "gaussian-0.1", "gaussian-0.2"]
+def similarity_sweep(image_size: int = 32) -> list[str]:
+    """Default near-duplicate distortions: three severities of each paper family.
+
+    Example:
+        >>> similarity_sweep(32)[3:6]
+        ['thumb-24', 'thumb-16', 'thumb-12']
+    """
+    thumbs = sorted({max(1, round(image_size * f)) for f in (0.75, 0.5, 0.375)}, reverse=True)
+    return (["jpeg-50", "jpeg-30", "jpeg-10"] + [f"thumb-{a}" for a in thumbs] + ["crop-5", "crop-10", "crop-15"]
+            + ["gaussian-0.05", "gaussian-0.1", "gaussian-0.2"])
 
 NEGATIVE_KINDS = ("other-source", "same-source", "neighbour")
 
@@ -173,12 +180,16 @@ def _neighbour_pairs(sources: torch.Tensor, positions: torch.Tensor) -> torch.Te
 
 
 def build_benchmark(split: DataSplit, distortions: Sequence[str] | Sequence[Distortion] | None = None, *,
-                    seed: int = 0, max_negative_pairs: int = 200_000, use: str = "test") -> NearDuplicateBenchmark:
+                    seed: int = 0, max_negative_pairs: int = 200_000, use: str = "test",
+                    min_tile_std: float = 0.02) -> NearDuplicateBenchmark:
     """The near-duplicate benchmark on the ``use`` part (default: test) of a tiled split.
 
-    Non-duplicate pairs are all pairs of distinct tiles when there are at
-    most ``max_negative_pairs`` of them; otherwise a seeded uniform sample of
-    that many, plus every neighbour pair.
+    Featureless tiles (pixel standard deviation below ``min_tile_std``: sky,
+    blank paper, black space) are left out, because any two of them are
+    visually identical and would count as non-duplicates that no model can
+    separate. Non-duplicate pairs are all pairs of distinct tiles when there
+    are at most ``max_negative_pairs`` of them; otherwise a seeded uniform
+    sample of that many, plus every neighbour pair.
 
     Example:
         >>> from stabletrain.data import load_patches
@@ -190,10 +201,14 @@ def build_benchmark(split: DataSplit, distortions: Sequence[str] | Sequence[Dist
     if part.positions is None:
         raise StableTrainError("the near-duplicate benchmark needs tiles with grid positions "
                                "(photos or a folder of images loaded with load_patches)")
-    if len(part) < 3:
-        raise StableTrainError(f"the near-duplicate benchmark needs at least 3 distinct tiles, got {len(part)}")
     check_images(part.x, "benchmark tiles")
-    sweep = list(distortions) if distortions is not None else SIMILARITY_SWEEP
+    textured = part.x.flatten(1).std(dim=1) >= min_tile_std
+    dropped = int((~textured).sum())
+    part = part.subset(torch.nonzero(textured).flatten())
+    if len(part) < 3 or len(torch.unique(part.y)) < 2:
+        raise StableTrainError(f"the near-duplicate benchmark needs at least 3 textured tiles from 2 sources, "
+                               f"got {len(part)} ({dropped} featureless tiles left out)")
+    sweep = list(distortions) if distortions is not None else similarity_sweep(int(part.x.shape[-1]))
     sweep = [d if isinstance(d, Distortion) else parse_distortions([d])[0] for d in sweep]
     n = len(part)
     sources, positions = part.y.clone(), part.positions.clone()
@@ -212,7 +227,8 @@ def build_benchmark(split: DataSplit, distortions: Sequence[str] | Sequence[Dist
     kind = torch.where(same & (gap == 1), 2, torch.where(same, 1, 0))
     triplets = sample_triplets(sources, make_generator(seed, "benchmark-triplets"))
     return NearDuplicateBenchmark(part.x, sources, list(split.classes), sweep, pairs, kind, triplets, seed,
-                                  {"data": split.name, "part": use})
+                                  {"data": split.name, "part": use, "featureless_tiles_left_out": dropped,
+                                   "min_tile_std": min_tile_std})
 
 
 def _family_order(distortions: Sequence[Distortion]) -> dict[str, list[Distortion]]:
