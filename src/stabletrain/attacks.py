@@ -1,0 +1,340 @@
+"""Adversarial attacks in [0, 1] pixel space: FGSM, PGD (L∞ and L2) and a sparse L0 attack.
+
+Conventions, the ones users of torchattacks and foolbox ask for:
+
+* inputs are ``B×C×H×W`` floats in [0, 1] and the model normalizes its own
+  input, so ``epsilon`` is in pixel units (8/255 ≈ 0.031 on CIFAR);
+* the attack runs on the model's device, with the model in eval mode; its
+  train/eval state is restored afterwards, and no gradient is left on its
+  parameters;
+* every attack returns an :class:`AttackResult` with the adversarial batch
+  and a per-example success mask; untargeted success means the prediction
+  differs from the label, targeted success that it equals the target;
+* :func:`robustness_curve` evaluates several epsilons in one call.
+
+>>> import torch
+>>> from torch import nn
+>>> model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+>>> x, y = torch.rand(4, 1, 4, 4), torch.tensor([0, 1, 2, 0])
+>>> result = pgd(model, x, y, epsilon=0.1, steps=5, generator=torch.Generator().manual_seed(0))
+>>> bool((result.adversarial - x).abs().max() <= 0.1 + 1e-6), result.success.shape
+(True, torch.Size([4]))
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checks import StableTrainError, check_images
+from .evaluation import eval_mode
+
+__all__ = ["AttackResult", "fgsm", "pgd", "sparse_l0", "robustness_curve", "ATTACKS", "build_attack"]
+
+
+@dataclass
+class AttackResult:
+    """The adversarial batch, which examples the attack fooled, and the final predictions."""
+
+    adversarial: torch.Tensor
+    success: torch.Tensor
+    predictions: torch.Tensor
+    epsilon: float
+
+
+def _device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    out = model(x)
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
+        kind = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
+        raise StableTrainError(f"the model must return a B×K logits tensor, got {kind}")
+    return out
+
+
+def _prepare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, target: torch.Tensor | None,
+             name: str = "epsilon") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, float]:
+    if not isinstance(model, nn.Module):
+        raise StableTrainError(f"the model must be a torch.nn.Module, got {type(model).__name__}")
+    check_images(x)
+    try:
+        epsilon = float(epsilon)
+    except (TypeError, ValueError):
+        raise StableTrainError(f"{name} must be a number, got {epsilon!r}") from None
+    if not 0.0 <= epsilon < math.inf:
+        raise StableTrainError(f"{name} must be a finite number >= 0, got {epsilon!r}")
+    y = torch.as_tensor(y)
+    if y.ndim != 1 or len(y) != len(x):
+        raise StableTrainError(f"labels must be a vector of {len(x)} class indices, got shape {tuple(y.shape)}")
+    device = _device(model)
+    if target is not None:
+        target = torch.as_tensor(target).to(device)
+        if target.shape != y.shape:
+            raise StableTrainError(f"targets must be a vector of {len(x)} class indices, got {tuple(target.shape)}")
+    return x.detach().to(device), y.to(device), target, epsilon
+
+
+def _loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    """The quantity the attack ascends, summed so each example's gradient is its own."""
+    if target is None:
+        return F.cross_entropy(logits, y, reduction="sum")
+    return -F.cross_entropy(logits, target, reduction="sum")
+
+
+def _succeeded(predictions: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    return predictions != y if target is None else predictions == target
+
+
+def _input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
+                    loss_fn: Callable | None) -> tuple[torch.Tensor, torch.Tensor]:
+    x = x.detach().requires_grad_(True)
+    logits = _logits(model, x)
+    loss = loss_fn(logits, y, target) if loss_fn is not None else _loss(logits, y, target)
+    (grad,) = torch.autograd.grad(loss, x)
+    return grad, logits.detach()
+
+
+def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, *,
+         target: torch.Tensor | None = None) -> AttackResult:
+    """Fast gradient sign method: ``clip(x + ε·sign(∇ₓ L), 0, 1)`` (targeted: ``x − ε·sign(∇ₓ L(target))``).
+
+    Example:
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+        >>> out = fgsm(model, torch.full((1, 1, 2, 2), 0.5), torch.tensor([0]), epsilon=0.1)
+        >>> bool(torch.allclose((out.adversarial - 0.5).abs(), torch.tensor(0.1)))
+        True
+    """
+    x, y, target, epsilon = _prepare(model, x, y, epsilon, target)
+    with eval_mode(model):
+        grad, _ = _input_gradient(model, x, y, target, None)
+        adversarial = (x + epsilon * grad.sign()).clamp(0.0, 1.0).detach()
+        with torch.no_grad():
+            predictions = _logits(model, adversarial).argmax(1)
+    return AttackResult(adversarial, _succeeded(predictions, y, target), predictions, epsilon)
+
+
+def _l2_norm(t: torch.Tensor) -> torch.Tensor:
+    return t.flatten(1).norm(dim=1).view(-1, *([1] * (t.ndim - 1)))
+
+
+def _project(delta: torch.Tensor, x: torch.Tensor, epsilon: float, norm: str) -> torch.Tensor:
+    if norm == "linf":
+        delta = delta.clamp(-epsilon, epsilon)
+    else:
+        delta = delta * torch.clamp(epsilon / (_l2_norm(delta) + 1e-12), max=1.0)
+    # Clipping x + δ into [0, 1] never increases |δ| in any coordinate, so the ball constraint still holds.
+    return (x + delta).clamp(0.0, 1.0) - x
+
+
+def _random_start(x: torch.Tensor, epsilon: float, norm: str, generator: torch.Generator | None) -> torch.Tensor:
+    gen_device = generator.device if generator is not None else x.device
+    if norm == "linf":
+        noise = torch.rand(x.shape, generator=generator, device=gen_device, dtype=x.dtype) * 2 - 1
+        return (noise.to(x.device) * epsilon)
+    direction = torch.randn(x.shape, generator=generator, device=gen_device, dtype=x.dtype).to(x.device)
+    radius = torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), generator=generator, device=gen_device,
+                        dtype=x.dtype).to(x.device)
+    return direction / (_l2_norm(direction) + 1e-12) * radius * epsilon
+
+
+def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, *, norm: str = "linf",
+        steps: int = 10, step_size: float | None = None, random_start: bool = True, restarts: int = 1,
+        target: torch.Tensor | None = None, generator: torch.Generator | None = None,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor] | None = None) -> AttackResult:
+    """Projected gradient descent (Madry et al.) under an L∞ or L2 ball, with restarts.
+
+    Each step moves by ``step_size`` along the gradient's sign (L∞) or its
+    normalized direction (L2), then projects onto the ε-ball around ``x`` and
+    the [0, 1] box. An example counts as fooled if any iterate of any restart
+    fooled the model; that iterate is returned. The others return the last
+    iterate of the restart with the highest loss.
+
+    Args:
+        epsilon: radius of the ball in [0, 1] pixel units (L∞) or in the L2
+            norm of the whole image.
+        norm: ``'linf'`` or ``'l2'``.
+        steps: gradient steps per restart.
+        step_size: defaults to ``2.5 * epsilon / steps`` (Madry et al.).
+        random_start: start each restart at a uniform point of the ball.
+        restarts: independent restarts; later ones only matter for examples
+            not yet fooled.
+        target: class indices for a targeted attack (minimize their loss).
+        generator: randomness of the starts.
+        loss_fn: ``(logits, y, target) -> scalar`` to ascend instead of the
+            summed cross-entropy (TRADES uses a KL here).
+    """
+    if norm not in ("linf", "l2"):
+        raise StableTrainError(f"norm must be 'linf' or 'l2', got {norm!r}")
+    if int(steps) < 1 or int(restarts) < 1:
+        raise StableTrainError(f"steps and restarts must be >= 1, got {steps} and {restarts}")
+    x, y, target, epsilon = _prepare(model, x, y, epsilon, target)
+    if step_size is None:
+        step_size = 2.5 * epsilon / steps
+    elif not 0.0 <= float(step_size) < math.inf:
+        raise StableTrainError(f"step size must be a finite number >= 0, got {step_size!r}")
+    with eval_mode(model):
+        with torch.no_grad():
+            predictions = _logits(model, x).argmax(1)
+        best = x.clone()
+        success = _succeeded(predictions, y, target)
+        best_loss = torch.full((len(x),), -math.inf, device=x.device)
+        if epsilon == 0.0:
+            return AttackResult(best, success, predictions, epsilon)
+        for _ in range(int(restarts)):
+            if bool(success.all()):
+                break
+            delta = _project(_random_start(x, epsilon, norm, generator), x, epsilon, norm) if random_start \
+                else torch.zeros_like(x)
+            for _ in range(int(steps)):
+                grad, _ = _input_gradient(model, x + delta, y, target, loss_fn)
+                if norm == "linf":
+                    delta = delta + step_size * grad.sign()
+                else:
+                    delta = delta + step_size * grad / (_l2_norm(grad) + 1e-12)
+                delta = _project(delta, x, epsilon, norm).detach()
+                with torch.no_grad():
+                    candidate = x + delta
+                    logits = _logits(model, candidate)
+                    fooled = _succeeded(logits.argmax(1), y, target) & ~success
+                    best[fooled] = candidate[fooled]
+                    predictions[fooled] = logits.argmax(1)[fooled]
+                    success |= fooled
+            with torch.no_grad():
+                logits = _logits(model, x + delta)
+                per_example = F.cross_entropy(logits, y if target is None else target, reduction="none")
+                per_example = per_example if target is None else -per_example
+                better = ~success & (per_example > best_loss)
+                best[better] = (x + delta)[better]
+                predictions[better] = logits.argmax(1)[better]
+                best_loss = torch.where(better, per_example, best_loss)
+    return AttackResult(best.detach(), success, predictions, epsilon)
+
+
+def _pixel_topk_mask(delta: torch.Tensor, k: int) -> torch.Tensor:
+    """A B×1×H×W mask of the k pixels (spatial positions) with the largest perturbation."""
+    magnitude = delta.abs().sum(dim=1).flatten(1)
+    k = min(k, magnitude.shape[1])
+    index = magnitude.topk(k, dim=1).indices
+    mask = torch.zeros_like(magnitude).scatter_(1, index, 1.0)
+    return mask.view(delta.shape[0], 1, *delta.shape[2:])
+
+
+def sparse_l0(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, *, steps: int = 20,
+              step_size: float = 0.5, restarts: int = 1, target: torch.Tensor | None = None,
+              generator: torch.Generator | None = None) -> AttackResult:
+    """A sparse attack that changes at most ``k`` pixels per image (PGD₀, Croce and Hein 2019).
+
+    A pixel is a spatial position; all its channels may change, to any value
+    in [0, 1]. Each step follows the input gradient (scaled so its largest
+    entry moves ``step_size``), clips to the box and keeps only the ``k``
+    pixels with the largest change. Random starts perturb ``k`` random pixels.
+
+    Example:
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+        >>> x = torch.rand(3, 1, 4, 4)
+        >>> out = sparse_l0(model, x, torch.tensor([0, 1, 0]), k=2, steps=3)
+        >>> int(((out.adversarial - x).abs() > 0).flatten(1).sum(1).max()) <= 2
+        True
+    """
+    if isinstance(k, bool) or int(k) != k or k < 0:
+        raise StableTrainError(f"k must be an integer number of pixels >= 0, got {k!r}")
+    k = int(k)
+    if int(steps) < 1 or int(restarts) < 1:
+        raise StableTrainError(f"steps and restarts must be >= 1, got {steps} and {restarts}")
+    x, y, target, _ = _prepare(model, x, y, float(k), target, name="k")
+    with eval_mode(model):
+        with torch.no_grad():
+            predictions = _logits(model, x).argmax(1)
+        best = x.clone()
+        success = _succeeded(predictions, y, target)
+        if k == 0:
+            return AttackResult(best, success, predictions, 0.0)
+        for _ in range(int(restarts)):
+            if bool(success.all()):
+                break
+            gen_device = generator.device if generator is not None else x.device
+            noise = torch.rand(x.shape, generator=generator, device=gen_device, dtype=x.dtype).to(x.device)
+            delta = noise - x
+            chosen = torch.rand(delta[:, :1].shape, generator=generator, device=gen_device).to(x.device)
+            delta = delta * _pixel_topk_mask(chosen, k)
+            for _ in range(int(steps)):
+                grad, _ = _input_gradient(model, x + delta, y, target, None)
+                scale = grad.flatten(1).abs().amax(dim=1).view(-1, 1, 1, 1) + 1e-12
+                delta = ((x + delta + step_size * grad / scale).clamp(0.0, 1.0) - x).detach()
+                delta = delta * _pixel_topk_mask(delta, k)
+                with torch.no_grad():
+                    candidate = x + delta
+                    logits = _logits(model, candidate)
+                    fooled = _succeeded(logits.argmax(1), y, target) & ~success
+                    best[fooled] = candidate[fooled]
+                    predictions[fooled] = logits.argmax(1)[fooled]
+                    success |= fooled
+    return AttackResult(best.detach(), success, predictions, float(k))
+
+
+ATTACKS = ("fgsm", "pgd", "pgd-l2", "l0")
+
+
+def build_attack(name: str, **options: object) -> Callable[..., AttackResult]:
+    """An attack by name, as ``f(model, x, y, epsilon, generator=...)``; ``l0`` reads epsilon as k pixels."""
+    if name == "fgsm":
+        return lambda model, x, y, eps, generator=None, target=None: fgsm(model, x, y, eps, target=target)
+    if name in ("pgd", "pgd-linf"):
+        return lambda model, x, y, eps, generator=None, target=None: pgd(
+            model, x, y, eps, norm="linf", generator=generator, target=target, **options)
+    if name == "pgd-l2":
+        return lambda model, x, y, eps, generator=None, target=None: pgd(
+            model, x, y, eps, norm="l2", generator=generator, target=target, **options)
+    if name == "l0":
+        return lambda model, x, y, eps, generator=None, target=None: sparse_l0(
+            model, x, y, int(eps), generator=generator, target=target, **options)
+    raise StableTrainError(f"unknown attack {name!r}; known attacks: {', '.join(ATTACKS)}")
+
+
+def robustness_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilons: Sequence[float], *,
+                     attack: str = "pgd", batch_size: int = 256, generator: torch.Generator | None = None,
+                     progress: Callable[[str], None] | None = None, **options: object) -> list[dict]:
+    """Robust accuracy at each epsilon in one call: ``[{'epsilon', 'robust_accuracy', 'success_rate', 'n'}]``.
+
+    Robust accuracy is the fraction of examples still classified correctly
+    under the attack (examples misclassified when clean count as failures);
+    ``success_rate`` is the fraction of correctly classified clean examples
+    that the attack fooled.
+
+    Example:
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+        >>> curve = robustness_curve(model, torch.rand(8, 1, 4, 4), torch.arange(8) % 3, [0.0, 0.1], steps=3)
+        >>> [row["epsilon"] for row in curve]
+        [0.0, 0.1]
+    """
+    run = build_attack(attack, **options)
+    for eps in epsilons:
+        if not (isinstance(eps, (int, float)) and 0 <= eps < math.inf):
+            raise StableTrainError(f"epsilons must be finite numbers >= 0, got {eps!r}")
+    check_images(x)
+    rows = []
+    for eps in epsilons:
+        robust = clean_correct = fooled = 0
+        for start in range(0, len(x), batch_size):
+            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            result = run(model, xb, yb, eps, generator=generator)
+            yb = yb.to(result.predictions.device)
+            robust += int((result.predictions == yb).sum())
+            with torch.no_grad(), eval_mode(model):
+                correct = _logits(model, xb.to(result.adversarial.device)).argmax(1) == yb
+            clean_correct += int(correct.sum())
+            fooled += int((correct & (result.predictions != yb)).sum())
+        rows.append({"attack": attack, "epsilon": float(eps), "robust_accuracy": robust / len(x),
+                     "success_rate": fooled / clean_correct if clean_correct else 0.0, "n": len(x)})
+        if progress is not None:
+            progress(f"{attack} ε={eps:g}: robust accuracy {robust / len(x):.3f}")
+    return rows
