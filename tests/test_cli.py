@@ -161,3 +161,19 @@ def test_empty_image_folder_for_similarity(tmp_path, capsys):
                        "--out", str(tmp_path / "out"))
     assert code == 2 and err.strip() == f"stabletrain: error: image folder {tmp_path / 'empty'} holds no images"
     assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_adversarial_suite_with_baseline(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(capsys, "train", *TINY, "--method", "plain", "--epochs", "2", "--out", str(out))[0] == 0
+    code, stdout, _ = run(capsys, "evaluate", str(out), "--suite", "adversarial", "--epsilons", "0,0.02,0.2",
+                          "--attack-steps", "3", "--attack-examples", "40", "--baseline", str(out), "--quiet")
+    assert code == 0 and "robust acc" in stdout
+    summary = json.loads((out / "evaluation" / "model_plain.json").read_text())
+    robust = summary["robust_accuracy"]
+    assert list(robust) == ["0", "0.02", "0.2"] and robust["0"] >= robust["0.02"] >= robust["0.2"]
+    assert (out / "evaluation" / "plots" / "robust_accuracy.png").exists()
+    code, _, err = run(capsys, "evaluate", str(out), "--suite", "fuzz", "--quiet")
+    assert code == 2 and "unknown suite fuzz" in err
+    code, _, err = run(capsys, "evaluate", str(out), "--suite", "adversarial", "--epsilons", "-1", "--quiet")
+    assert code == 2 and "--epsilons must be finite numbers >= 0" in err

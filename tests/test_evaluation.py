@@ -73,3 +73,21 @@ def test_eval_mode_restores_training_state():
     with eval_mode(model):
         assert not model.training
     assert model.training
+
+
+def test_mean_corruption_error_against_hand_computation():
+    from stabletrain.evaluation import mean_corruption_error
+
+    rows = [{"model": "m", "distortion": "clean", "family": "clean", "accuracy": 0.9},
+            {"model": "b", "distortion": "clean", "family": "clean", "accuracy": 0.8}]
+    acc = {("m", "fog"): [0.8, 0.6], ("b", "fog"): [0.6, 0.4], ("m", "snow"): [0.7, 0.7], ("b", "snow"): [0.5, 0.3]}
+    for (model, family), values in acc.items():
+        for severity, a in enumerate(values, start=1):
+            rows.append({"model": model, "distortion": f"{family}-{severity}", "family": family, "accuracy": a})
+    result = mean_corruption_error(rows, "m", ["fog", "snow"], baseline="b")
+    # errors m: fog .2+.4 = .6, snow .3+.3 = .6; b: fog .4+.6 = 1.0, snow .5+.7 = 1.2
+    assert result["mean_error"] == pytest.approx(1.2 / 4)
+    assert result["mce"] == pytest.approx((0.6 / 1.0 + 0.6 / 1.2) / 2)
+    # relative: m fog .6-2*.1 = .4, b fog 1.0-2*.2 = .6; snow: .4 / .8
+    assert result["relative_mce"] == pytest.approx((0.4 / 0.6 + 0.4 / 0.8) / 2)
+    assert mean_corruption_error(rows, "m", ["fog"])["mce"] is None

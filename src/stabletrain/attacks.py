@@ -94,6 +94,17 @@ def _succeeded(predictions: torch.Tensor, y: torch.Tensor, target: torch.Tensor 
     return predictions != y if target is None else predictions == target
 
 
+@torch.no_grad()
+def _record(candidate: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
+            best: torch.Tensor, predictions: torch.Tensor, success: torch.Tensor) -> None:
+    """Keep the first iterate that fools the model, for each example not fooled yet (in place)."""
+    predicted = logits.argmax(1)
+    fooled = _succeeded(predicted, y, target) & ~success
+    best[fooled] = candidate[fooled]
+    predictions[fooled] = predicted[fooled]
+    success |= fooled
+
+
 def _input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
                     loss_fn: Callable | None) -> tuple[torch.Tensor, torch.Tensor]:
     x = x.detach().requires_grad_(True)
@@ -195,21 +206,17 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, *, n
             delta = _project(_random_start(x, epsilon, norm, generator), x, epsilon, norm) if random_start \
                 else torch.zeros_like(x)
             for _ in range(int(steps)):
-                grad, _ = _input_gradient(model, x + delta, y, target, loss_fn)
+                # The forward pass of the gradient also scores the current iterate: no extra pass per step.
+                grad, logits = _input_gradient(model, x + delta, y, target, loss_fn)
+                _record(x + delta, logits, y, target, best, predictions, success)
                 if norm == "linf":
                     delta = delta + step_size * grad.sign()
                 else:
                     delta = delta + step_size * grad / (_l2_norm(grad) + 1e-12)
                 delta = _project(delta, x, epsilon, norm).detach()
-                with torch.no_grad():
-                    candidate = x + delta
-                    logits = _logits(model, candidate)
-                    fooled = _succeeded(logits.argmax(1), y, target) & ~success
-                    best[fooled] = candidate[fooled]
-                    predictions[fooled] = logits.argmax(1)[fooled]
-                    success |= fooled
             with torch.no_grad():
                 logits = _logits(model, x + delta)
+                _record(x + delta, logits, y, target, best, predictions, success)
                 per_example = F.cross_entropy(logits, y if target is None else target, reduction="none")
                 per_example = per_example if target is None else -per_example
                 better = ~success & (per_example > best_loss)
@@ -267,17 +274,13 @@ def sparse_l0(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, *, ste
             chosen = torch.rand(delta[:, :1].shape, generator=generator, device=gen_device).to(x.device)
             delta = delta * _pixel_topk_mask(chosen, k)
             for _ in range(int(steps)):
-                grad, _ = _input_gradient(model, x + delta, y, target, None)
+                grad, logits = _input_gradient(model, x + delta, y, target, None)
+                _record(x + delta, logits, y, target, best, predictions, success)
                 scale = grad.flatten(1).abs().amax(dim=1).view(-1, 1, 1, 1) + 1e-12
                 delta = ((x + delta + step_size * grad / scale).clamp(0.0, 1.0) - x).detach()
                 delta = delta * _pixel_topk_mask(delta, k)
-                with torch.no_grad():
-                    candidate = x + delta
-                    logits = _logits(model, candidate)
-                    fooled = _succeeded(logits.argmax(1), y, target) & ~success
-                    best[fooled] = candidate[fooled]
-                    predictions[fooled] = logits.argmax(1)[fooled]
-                    success |= fooled
+            with torch.no_grad():
+                _record(x + delta, _logits(model, x + delta), y, target, best, predictions, success)
     return AttackResult(best.detach(), success, predictions, float(k))
 
 

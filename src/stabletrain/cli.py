@@ -94,6 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--distortions", default="paper",
                    help="comma-separated specs such as jpeg-50,thumb-16,crop-10,gaussian-0.1, "
                         "or 'paper' for the default sweep of the task (default)")
+    p.add_argument("--suite", default="paper",
+                   help="classification suites, comma-separated: paper (the --distortions sweep, default), common "
+                        "(the 19 corruptions at 5 severities), adversarial (a robustness curve), or all")
+    p.add_argument("--baseline", help="a second checkpoint evaluated on the same inputs; the mean corruption error "
+                                      "is relative to it")
+    p.add_argument("--corruption-set", choices=["imagenet", "cifar10"],
+                   help="parameters of the common corruptions (default: cifar10 up to 64 px, imagenet above)")
+    p.add_argument("--epsilons", help="comma-separated attack strengths in pixel units "
+                                      "(default 0,1/255,2/255,4/255,8/255,16/255; k pixels for l0)")
+    p.add_argument("--attack", default="pgd", choices=["pgd", "pgd-l2", "fgsm", "l0"])
+    p.add_argument("--attack-steps", type=_positive_int, default=10)
+    p.add_argument("--attack-examples", type=_positive_int, help="attack only the first N test images")
     p.add_argument("--chunk-size", type=_positive_int, default=2048,
                    help="rows per block of pairwise distances in similarity evaluation (memory ~ chunk²)")
     p.add_argument("--data", help="evaluate on other data than the checkpoint's (same classes)")
@@ -161,7 +173,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .data import load_data, load_patches
     from .distortions import paper_sweep, parse_distortions
-    from .evaluation import evaluate_distortions
+    from .evaluation import DEFAULT_EPSILONS, SUITES, evaluate_suites
+    from .files import write_json
     from .models import Embedder
     from .reports import text_table, write_evaluation, write_similarity_report
     from .similarity import build_benchmark, evaluate_similarity, similarity_sweep
@@ -204,6 +217,24 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         return 0
     if trained_task != "classification":
         raise StableTrainError(f"{args.checkpoint} holds an embedder; evaluate it with --task similarity")
+    suites = [s.strip() for s in args.suite.split(",") if s.strip()]
+    unknown = [s for s in suites if s not in SUITES]
+    if unknown or not suites:
+        raise StableTrainError(f"unknown suite {', '.join(unknown) or '(none)'}; known suites: {', '.join(SUITES)}")
+    epsilons = list(DEFAULT_EPSILONS) if args.attack != "l0" else [0, 1, 2, 5, 10, 20]
+    if args.epsilons:
+        try:
+            epsilons = [float(e) for e in args.epsilons.split(",") if e.strip()]
+        except ValueError:
+            raise StableTrainError(f"--epsilons must be comma-separated numbers, got {args.epsilons!r}") from None
+        bad = [e for e in epsilons if not 0 <= e < float("inf")]
+        if bad or not epsilons:
+            raise StableTrainError(f"--epsilons must be finite numbers >= 0, got {args.epsilons!r}")
+    baseline_model = None
+    if args.baseline:
+        baseline_model, baseline_checkpoint = load_model(args.baseline, device=device)
+        if baseline_checkpoint.get("config", {}).get("task", "classification") != "classification":
+            raise StableTrainError(f"--baseline {args.baseline} holds an embedder, not a classifier")
     data = load_data(data_source, image_size=stored.get("image_size"), split_seed=stored.get("split_seed", 0),
                      test_fraction=stored.get("test_fraction", 0.2))
     expected = checkpoint["data"]
@@ -213,15 +244,71 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             f"{len(expected['classes'])} classes and {expected['channels']} channels")
     if distortions is None:
         distortions = parse_distortions(paper_sweep(data.image_size[0]))
-    rows = evaluate_distortions({name: model}, data.test, distortions, seed=args.seed,
-                                batch_size=args.batch_size, progress=not args.quiet)
+    models = {name: model}
+    baseline_name = None
+    if baseline_model is not None:
+        baseline_path = Path(args.baseline).resolve()
+        baseline_name = f"baseline ({(baseline_path if baseline_path.is_dir() else baseline_path.parent).name})"
+        models[baseline_name] = baseline_model
+    corruption_set = args.corruption_set or ("cifar10" if max(data.image_size) <= 64 else "imagenet")
+    result = evaluate_suites(models, data.test, suites, paper_distortions=distortions, corruption_set=corruption_set,
+                             epsilons=epsilons, attack=args.attack, attack_steps=args.attack_steps,
+                             attack_examples=args.attack_examples, baseline=baseline_name, seed=args.seed,
+                             batch_size=args.batch_size, progress=not args.quiet)
+    rows = result["rows"]
     settings = {"checkpoint": str(args.checkpoint), "method": name, "data": data_source,
-                "test images": len(data.test), "distortion seed": args.seed,
-                "distortions": ", ".join(d.spec for d in distortions)}
-    paths = write_evaluation(out, rows, title=f"Evaluation of {ckpt_path}", settings=settings)
+                "test images": len(data.test), "suites": ", ".join(suites), "distortion seed": args.seed}
+    if "paper" in suites or "all" in suites:
+        settings["paper distortions"] = ", ".join(d.spec for d in distortions)
+    if "common" in suites or "all" in suites:
+        settings["corruption parameters"] = corruption_set
+    if "adversarial" in suites or "all" in suites:
+        settings["attack"] = (f"{args.attack}, {args.attack_steps} steps, epsilons "
+                              f"{', '.join(f'{e:.4g}' for e in epsilons)} on "
+                              f"{args.attack_examples or len(data.test)} images")
+    if baseline_name:
+        settings["baseline"] = str(args.baseline)
+    summary_table = _suite_summary_table(result["models"])
+    paths = write_evaluation(out, rows, title=f"Evaluation of {ckpt_path}", settings=settings,
+                             extra_tables={"Summary": summary_table} if summary_table else None,
+                             extra_json={"suite_summaries": result["models"]})
+    for model_name, summary in result["models"].items():
+        slug = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in model_name)
+        write_json(out / f"model_{slug}.json", {"model": model_name, "settings": settings, **summary})
     print(text_table(rows))
+    if summary_table:
+        print("\n" + summary_table)
     print(f"\nwrote {paths['report']}, {paths['json']} and {paths['csv']}")
     return 0
+
+
+def _suite_summary_table(summaries: dict) -> str:
+    """Markdown: clean accuracy, mean corruption errors and robust accuracies per model."""
+    if not any("common" in s or "robust_accuracy" in s for s in summaries.values()):
+        return ""
+    epsilons = sorted({e for s in summaries.values() for e in s.get("robust_accuracy", {})}, key=float)
+    header = ["model", "clean acc (%)"]
+    has_common = any("common" in s for s in summaries.values())
+    if has_common:
+        header += ["mean error, 15 common (%)", "mCE vs baseline", "relative mCE", "mean error, 4 held-out (%)"]
+    header += [f"robust acc ε={float(e):.4g} (%)" for e in epsilons]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+
+    def pct(v: float | None) -> str:
+        return "–" if v is None else f"{100 * v:.1f}"
+
+    def ratio(v: float | None) -> str:
+        return "–" if v is None else f"{v:.3f}"
+
+    for name, s in summaries.items():
+        cells = [name, pct(s["clean_accuracy"])]
+        if has_common:
+            common, held = s.get("common", {}), s.get("held_out", {})
+            cells += [pct(common.get("mean_error")), ratio(common.get("mce")), ratio(common.get("relative_mce")),
+                      pct(held.get("mean_error"))]
+        cells += [pct(s.get("robust_accuracy", {}).get(e)) for e in epsilons]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

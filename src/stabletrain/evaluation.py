@@ -22,12 +22,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .checks import StableTrainError
 from .data import ImageDataset
 from .distortions import Distortion, Identity
 from .objectives import stability_kl
 from .seeding import make_generator
 
-__all__ = ["eval_mode", "predict_logits", "accuracy", "evaluate_distortions", "results_by_model"]
+__all__ = ["eval_mode", "predict_logits", "accuracy", "evaluate_distortions", "results_by_model", "evaluate_suites",
+           "mean_corruption_error", "SUITES", "DEFAULT_EPSILONS"]
 
 
 @contextlib.contextmanager
@@ -138,3 +140,132 @@ def results_by_model(rows: Sequence[Mapping]) -> dict[str, dict]:
             entry["distortions"][row["distortion"]] = {k: row[k] for k in ("family", "param", "accuracy",
                                                                             "mean_kl", "flip_rate", "n")}
     return nested
+
+
+SUITES = ("paper", "common", "adversarial", "all")
+DEFAULT_EPSILONS = (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255)
+
+
+def mean_corruption_error(rows: Sequence[Mapping], model: str, corruptions: Sequence[str],
+                          baseline: str | None = None) -> dict[str, float | None]:
+    """Mean corruption error of ``model`` over ``corruptions`` (all severities in the rows).
+
+    * ``mean_error``: the unnormalized mean of the error over corruptions and
+      severities (what CIFAR-10-C papers usually report).
+    * ``mce``: Hendrycks and Dietterich's ``mean_c Σ_s E(s,c) / Σ_s E_base(s,c)``,
+      relative to ``baseline`` (ImageNet-C uses AlexNet); 1.0 = as robust
+      as the baseline.
+    * ``relative_mce``: the same with the clean error subtracted from each
+      term, i.e. how much accuracy the corruptions cost relative to how
+      much they cost the baseline.
+
+    Example:
+        >>> rows = [{"model": m, "family": f, "distortion": f"{f}-1", "accuracy": a}
+        ...         for m, a in (("a", 0.8), ("b", 0.6)) for f in ("fog",)]
+        >>> rows += [{"model": m, "family": "clean", "distortion": "clean", "accuracy": 0.9} for m in "ab"]
+        >>> round(mean_corruption_error(rows, "a", ["fog"], baseline="b")["mce"], 6)
+        0.5
+    """
+    def errors(name: str) -> tuple[dict[str, float], float]:
+        per: dict[str, float] = {}
+        clean = next((1 - r["accuracy"] for r in rows if r["model"] == name and r["distortion"] == "clean"), None)
+        for r in rows:
+            if r["model"] == name and r["family"] in corruptions:
+                per[r["family"]] = per.get(r["family"], 0.0) + (1 - r["accuracy"])
+        return per, clean
+
+    def counts(name: str) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in rows:
+            if r["model"] == name and r["family"] in corruptions:
+                out[r["family"]] = out.get(r["family"], 0) + 1
+        return out
+
+    own, own_clean = errors(model)
+    if not own:
+        return {"mean_error": None, "mce": None, "relative_mce": None}
+    n = counts(model)
+    result: dict[str, float | None] = {
+        "mean_error": sum(own.values()) / sum(n.values()), "mce": None, "relative_mce": None}
+    if baseline is not None:
+        base, base_clean = errors(baseline)
+        ratios = [own[c] / base[c] for c in own if base.get(c, 0) > 0]
+        result["mce"] = sum(ratios) / len(ratios) if ratios else None
+        if own_clean is not None and base_clean is not None:
+            rel = [(own[c] - n[c] * own_clean) / (base[c] - n[c] * base_clean) for c in own
+                   if base.get(c, 0) - n[c] * base_clean > 0]
+            result["relative_mce"] = sum(rel) / len(rel) if rel else None
+    return result
+
+
+def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suites: Sequence[str], *,
+                    paper_distortions: Sequence[Distortion] | None = None, corruption_set: str = "cifar10",
+                    severities: Sequence[int] = (1, 2, 3, 4, 5), epsilons: Sequence[float] = DEFAULT_EPSILONS,
+                    attack: str = "pgd", attack_steps: int = 10, attack_examples: int | None = None,
+                    baseline: str | None = None, seed: int = 0, batch_size: int = 512,
+                    progress: bool = True) -> dict:
+    """Run the ``paper``, ``common`` (corruptions) and ``adversarial`` suites on several models.
+
+    Returns ``{'rows': [...], 'models': {name: summary}}``. Rows have the
+    columns of :func:`evaluate_distortions`; corruption rows have the
+    corruption as family and the severity as param; attack rows have family
+    = the attack, param = epsilon and ``accuracy`` = robust accuracy.
+    """
+    from .distortions import paper_sweep, parse_distortions
+
+    chosen = set(SUITES[:3]) if "all" in suites else set(suites)
+    unknown = chosen - set(SUITES)
+    if unknown:
+        raise StableTrainError(f"unknown suite(s) {', '.join(sorted(unknown))}; known: {', '.join(SUITES)}")
+    distortions: list[Distortion] = []
+    if "paper" in chosen:
+        distortions += list(paper_distortions or parse_distortions(paper_sweep(int(dataset.x.shape[-1]))))
+    common: list[str] = []
+    held_out: list[str] = []
+    if "common" in chosen:
+        from .corruptions import CORRUPTIONS, HELD_OUT, corruption_suite
+
+        common, held_out = list(CORRUPTIONS), list(HELD_OUT)
+        distortions += corruption_suite(corruption_set, names=common + held_out, severities=tuple(severities))
+    rows = evaluate_distortions(models, dataset, distortions, seed=seed, batch_size=batch_size, progress=progress)
+    for row in rows:
+        if row["family"].startswith("c10/"):
+            row["family"] = row["family"][4:]
+    if "adversarial" in chosen:
+        from .attacks import robustness_curve
+        from .seeding import make_generator
+
+        count = len(dataset) if attack_examples is None else min(attack_examples, len(dataset))
+        bar = tqdm(list(models.items()), desc=f"{attack} attack", unit="model", disable=not progress or None,
+                   leave=False)
+        for name, model in bar:
+            curve = robustness_curve(model, dataset.x[:count], dataset.y[:count], list(epsilons), attack=attack,
+                                     batch_size=batch_size, generator=make_generator(seed, "attack", name),
+                                     **({} if attack == "fgsm" else {"steps": attack_steps}))
+            for point in curve:
+                rows.append({"model": name, "distortion": f"{attack}-{point['epsilon']:.4g}", "family": attack,
+                             "param": point["epsilon"], "accuracy": point["robust_accuracy"], "mean_kl": None,
+                             "flip_rate": point["success_rate"], "n": point["n"]})
+    summaries: dict[str, dict] = {}
+    for name in models:
+        mine = [r for r in rows if r["model"] == name]
+        summary: dict = {"clean_accuracy": next(r["accuracy"] for r in mine if r["distortion"] == "clean")}
+        if "paper" in chosen:
+            paper_specs = {d.spec for d in distortions if not d.family.startswith("c10/")}
+            summary["paper"] = {r["distortion"]: r["accuracy"] for r in mine if r["distortion"] in paper_specs}
+        if common:
+            per: dict[str, dict[str, float]] = {}
+            for r in mine:
+                if r["family"] in common + held_out:
+                    per.setdefault(r["family"], {})[str(r["param"])] = r["accuracy"]
+            summary["corruptions"] = per
+            summary["corruption_set"] = corruption_set
+            summary["common"] = mean_corruption_error(rows, name, common, baseline if baseline != name else None)
+            summary["held_out"] = mean_corruption_error(rows, name, held_out, baseline if baseline != name else None)
+            if baseline is not None:
+                summary["baseline"] = baseline
+        if "adversarial" in chosen:
+            summary["robust_accuracy"] = {f"{r['param']:.6g}": r["accuracy"] for r in mine if r["family"] == attack}
+            summary["attack"] = {"name": attack, "steps": attack_steps, "examples": attack_examples or len(dataset)}
+        summaries[name] = summary
+    return {"rows": rows, "models": summaries}

@@ -91,7 +91,7 @@ def text_table(rows: Sequence[Mapping], metric: str = "accuracy") -> str:
 
 
 def plot_severity_curves(rows: Sequence[Mapping], out_dir: str | os.PathLike, metric: str = "accuracy",
-                         title_prefix: str = "") -> list[Path]:
+                         title_prefix: str = "", families: Sequence[str] | None = None) -> list[Path]:
     """One PNG per distortion family: ``metric`` against the distortion parameter, a line per model.
 
     The x-axis starts at the clean input and runs from the weakest to the
@@ -111,6 +111,8 @@ def plot_severity_curves(rows: Sequence[Mapping], out_dir: str | os.PathLike, me
     label = {"accuracy": "accuracy (%)", "flip_rate": "predictions flipped (%)", "mean_kl": "mean KL(clean ‖ distorted)"}
     scale = 1.0 if metric == "mean_kl" else 100.0
     for family, specs in family_order(rows).items():
+        if families is not None and family not in families:
+            continue
         fig, ax = plt.subplots(figsize=(5.6, 3.8), dpi=120)
         names = ["clean"] + [s["distortion"] for s in specs]
         positions = list(range(len(names)))
@@ -182,10 +184,17 @@ def write_evaluation(out_dir: str | os.PathLike, rows: Sequence[Mapping], *, tit
     json_path = write_json(out / "results.json", {"title": title, "settings": dict(settings or {}),
                                                   "summary": list(summary_lines), **(extra_json or {}),
                                                   "models": results_by_model(rows)})
-    plots = plot_severity_curves(rows, out / "plots", "accuracy")
-    plots += plot_severity_curves(rows, out / "plots", "flip_rate")
+    attack_families = sorted({r["family"] for r in rows if r.get("mean_kl") is None and r["distortion"] != "clean"})
+    grid_families = [f for f in family_order(rows) if f not in _INDIVIDUAL_FAMILIES and f not in attack_families]
+    single = [f for f in family_order(rows) if f in _INDIVIDUAL_FAMILIES]
+    plots = plot_severity_curves(rows, out / "plots", "accuracy", families=single)
+    plots += plot_severity_curves(rows, out / "plots", "flip_rate", families=single)
+    if grid_families:
+        plots.append(plot_family_grid(rows, grid_families, out / "plots" / "accuracy_corruptions.png"))
+    if attack_families:
+        plots.append(plot_robustness(rows, attack_families, out / "plots" / "robust_accuracy.png"))
     report = markdown_report(title, rows, settings=settings, summary_lines=summary_lines,
-                             extra_tables=extra_tables, plots=[p for p in plots if p.stem.startswith("accuracy")],
+                             extra_tables=extra_tables, plots=[p for p in plots if not p.stem.startswith("flip")],
                              relative_to=out)
     report_path = write_markdown(out / "report.md", report)
     return {"json": json_path, "csv": csv_path, "report": report_path, "plots_dir": out / "plots"}
@@ -349,3 +358,56 @@ def write_similarity_report(out_dir: str | os.PathLike, result: Mapping, *, titl
     parts += ["## Plots", ""] + [f"![{p.stem}]({os.path.relpath(p, out)})\n" for p in plots]
     report_path = write_markdown(out / "report.md", "\n".join(parts))
     return {"json": json_path, "csv": csv_path, "report": report_path, "plots_dir": out / "plots"}
+
+
+#: Families drawn one figure each; all others (the corruptions) share one grid.
+_INDIVIDUAL_FAMILIES = ("jpeg", "thumb", "crop", "gaussian")
+
+
+def plot_family_grid(rows: Sequence[Mapping], families: Sequence[str], path: str | os.PathLike) -> Path:
+    """Accuracy against severity for many families (the common corruptions), one small panel each."""
+    plt = _pyplot()
+    models, lookup = _models(rows), _lookup(rows)
+    ordered = family_order(rows)
+    cols = min(5, len(families))
+    nrows = -(-len(families) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(2.6 * cols, 2.2 * nrows), dpi=110, squeeze=False,
+                             sharey=True)
+    for ax, family in zip(axes.flat, families):
+        names = ["clean"] + [r["distortion"] for r in ordered[family]]
+        for index, model in enumerate(models):
+            values = [lookup.get((model, n), {}).get("accuracy") for n in names]
+            ax.plot(range(len(names)), [100 * v if v is not None else float("nan") for v in values],
+                    marker=".", color=f"C{index}", label=model)
+        ax.set_title(family, fontsize=9)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(["0"] + [f"{r['param']:g}" for r in ordered[family]], fontsize=7)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(families):]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy (%)", fontsize=8)
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle("Accuracy against corruption severity (0 = clean)", fontsize=10)
+    fig.tight_layout()
+    return _save_figure(fig, Path(path))
+
+
+def plot_robustness(rows: Sequence[Mapping], attacks: Sequence[str], path: str | os.PathLike) -> Path:
+    """Robust accuracy against epsilon, a line per (model, attack)."""
+    plt = _pyplot()
+    models = _models(rows)
+    fig, ax = plt.subplots(figsize=(5.6, 3.8), dpi=120)
+    for index, model in enumerate(models):
+        for style, attack in zip(("-", "--", ":", "-."), attacks):
+            points = sorted((float(r["param"]), r["accuracy"]) for r in rows
+                            if r["model"] == model and r["family"] == attack)
+            if points:
+                ax.plot([p[0] for p in points], [100 * p[1] for p in points], style, marker="o", color=f"C{index}",
+                        label=f"{model} ({attack})" if len(attacks) > 1 else model)
+    ax.set_xlabel("epsilon (pixel units)")
+    ax.set_ylabel("robust accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save_figure(fig, Path(path))
