@@ -177,3 +177,14 @@ def test_evaluate_adversarial_suite_with_baseline(tmp_path, capsys):
     assert code == 2 and "unknown suite fuzz" in err
     code, _, err = run(capsys, "evaluate", str(out), "--suite", "adversarial", "--epsilons", "-1", "--quiet")
     assert code == 2 and "--epsilons must be finite numbers >= 0" in err
+
+
+@pytest.mark.parametrize("method", ["jsd", "trades", "adversarial", "consistency"])
+def test_each_method_trains_one_epoch_through_the_cli(tmp_path, capsys, method):
+    out = tmp_path / method
+    code, stdout, err = run(capsys, "train", "--data", "digits", "--image-size", "16", "--width", "4",
+                            "--batch-size", "256", "--epochs", "1", "--adv-steps", "2", "--method", method,
+                            "--quiet", "--out", str(out))
+    assert code == 0, err
+    history = json.loads((out / "history.json").read_text())
+    assert len(history) == 1 and np.isfinite(history[0]["loss"])

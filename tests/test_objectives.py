@@ -233,7 +233,7 @@ def test_bad_hyperparameters_are_rejected(kwargs, message):
 
 
 def test_build_objective_by_name():
-    assert available_methods() == ["gaussian", "plain", "stability"]
+    assert {"gaussian", "plain", "stability"} <= set(available_methods())
     assert isinstance(build_objective("stability", alpha=2.0), StabilityObjective)
     assert build_objective("gaussian", sigma=0.3).hyperparameters() == {"method": "gaussian", "sigma": 0.3}
     with pytest.raises(StableTrainError, match="unknown method 'mixup'"):

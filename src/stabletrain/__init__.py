@@ -33,6 +33,7 @@ from .objectives import (
     stability_kl,
 )
 from .perturbations import GaussianNoise
+from . import consistency  # noqa: E402  (registers jsd, trades, adversarial and consistency)
 from .training import TrainConfig, load_model, train
 
 __all__ = [

@@ -34,7 +34,7 @@ from torch import nn
 from .checks import StableTrainError, check_images
 from .evaluation import eval_mode
 
-__all__ = ["AttackResult", "fgsm", "pgd", "sparse_l0", "robustness_curve", "ATTACKS", "build_attack"]
+__all__ = ["AttackResult", "fgsm", "pgd", "sparse_l0", "robustness_curve", "ATTACKS", "build_attack", "maximize_loss"]
 
 
 @dataclass
@@ -341,3 +341,27 @@ def robustness_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon
         if progress is not None:
             progress(f"{attack} ε={eps:g}: robust accuracy {robust / len(x):.3f}")
     return rows
+
+
+def maximize_loss(model: nn.Module, x: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor], *,
+                  epsilon: float, steps: int, step_size: float, start: torch.Tensor | None = None) -> torch.Tensor:
+    """The last iterate of L∞ PGD that ascends ``loss_fn(logits)``: the inner step of adversarial training.
+
+    Unlike :func:`pgd`, it returns the final iterate (not the first that
+    fools the model) and needs no labels, which is what TRADES and Madry
+    training use. The model runs in eval mode and its mode is restored; the
+    result is detached.
+
+    Args:
+        loss_fn: maps the logits of the current iterate to a scalar to ascend.
+        start: the first iterate (default ``x``); it is projected into the ball.
+    """
+    x = x.detach()
+    current = x.clone() if start is None else (x + (start.detach() - x).clamp(-epsilon, epsilon)).clamp(0.0, 1.0)
+    with eval_mode(model):
+        for _ in range(int(steps)):
+            current.requires_grad_(True)
+            (grad,) = torch.autograd.grad(loss_fn(_logits(model, current)), current)
+            current = current.detach() + step_size * grad.sign()
+            current = (x + (current - x).clamp(-epsilon, epsilon)).clamp(0.0, 1.0)
+    return current.detach()

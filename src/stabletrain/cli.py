@@ -41,7 +41,8 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--model", help="architecture (default small_cnn)")
     g.add_argument("--width", type=int, help="channels of the first stage of small_cnn (default 32)")
     g = parser.add_argument_group("method")
-    g.add_argument("--method", help="plain, gaussian or stability (default stability)")
+    g.add_argument("--method", help="plain, gaussian or stability (default), or jsd, trades, adversarial, "
+                                    "consistency")
     g.add_argument("--alpha", type=float, help="weight of the stability term")
     g.add_argument("--sigma", type=float, help="noise std in [0, 1] pixel units (gaussian and stability)")
     g.add_argument("--detach-clean", action="store_true", default=None,
@@ -51,6 +52,14 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--bn-stats", choices=["clean", "both"],
                    help="which pass updates batch-norm running statistics with separate passes (default clean)")
     g.add_argument("--margin", type=float, help="triplet-loss margin for --task similarity (default 0.2)")
+    g.add_argument("--jsd-lambda", type=float, help="weight of the Jensen–Shannon term of jsd (default 12)")
+    g.add_argument("--trades-beta", type=float, help="weight of the KL term of trades (default 6)")
+    g.add_argument("--adv-epsilon", type=float, help="L∞ radius of trades/adversarial in pixel units (default 0.031)")
+    g.add_argument("--adv-steps", type=int, help="PGD steps of trades/adversarial (default 10)")
+    g.add_argument("--adv-step-size", type=float, help="PGD step of trades/adversarial (default 0.007)")
+    g.add_argument("--consistency-copies", type=int, help="noisy copies m of consistency (default 2)")
+    g.add_argument("--consistency-lambda", type=float, help="KL weight of consistency (default 20)")
+    g.add_argument("--consistency-eta", type=float, help="entropy weight of consistency (default 0.5)")
     g = parser.add_argument_group("optimization")
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int)
@@ -60,7 +69,10 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
 
 
-_TRAIN_KEYS = {"task": "task", "margin": "margin", "data": "data", "image_size": "image_size", "split_seed": "split_seed", "model": "model",
+_TRAIN_KEYS = {"task": "task", "margin": "margin", "jsd_lambda": "jsd_lambda", "trades_beta": "trades_beta",
+               "adv_epsilon": "adv_epsilon", "adv_steps": "adv_steps", "adv_step_size": "adv_step_size",
+               "consistency_copies": "consistency_copies", "consistency_lambda": "consistency_lambda",
+               "consistency_eta": "consistency_eta", "data": "data", "image_size": "image_size", "split_seed": "split_seed", "model": "model",
                "width": "width", "method": "method", "alpha": "alpha", "sigma": "sigma",
                "detach_clean": "detach_clean", "batching": "batching", "bn_stats": "bn_stats", "epochs": "epochs",
                "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay", "seed": "seed",

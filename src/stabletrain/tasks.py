@@ -23,6 +23,9 @@ from .seeding import make_generator
 __all__ = ["Task", "ClassificationTask", "SimilarityTask", "get_task", "TASK_NAMES", "triplet_accuracy"]
 
 TASK_NAMES = ("classification", "similarity")
+#: Options of the methods beyond stability training (see :mod:`stabletrain.consistency`).
+METHOD_OPTIONS = ("jsd_lambda", "trades_beta", "adv_epsilon", "adv_steps", "adv_step_size", "consistency_copies",
+                  "consistency_lambda", "consistency_eta")
 
 
 def _index_batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
@@ -46,9 +49,10 @@ class Task:
         raise NotImplementedError
 
     def objective(self, config: Any) -> Objective:
+        extra = {name: getattr(config, name) for name in METHOD_OPTIONS if hasattr(config, name)}
         return build_objective(config.method, task=self.name, alpha=config.alpha, sigma=config.sigma,
                                detach_clean=config.detach_clean, batching=config.batching, bn_stats=config.bn_stats,
-                               margin=config.margin)
+                               margin=config.margin, **extra)
 
     def batches(self, data: DataSplit, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
         """Row indices for each batch of one epoch (into the training set)."""

@@ -33,7 +33,7 @@ from .files import atomic_torch_save, safe_torch_load, write_csv, write_json, wr
 from .models import build_model, load_weights
 from .objectives import available_methods, resolve_batching
 from .seeding import make_generator
-from .tasks import TASK_NAMES, get_task
+from .tasks import METHOD_OPTIONS, TASK_NAMES, get_task
 
 __all__ = ["TrainConfig", "TrainResult", "train", "load_checkpoint", "load_model", "resolve_device",
            "CHECKPOINT_FORMAT"]
@@ -63,6 +63,14 @@ class TrainConfig:
     batching: str = "auto"
     bn_stats: str = "clean"
     margin: float = 0.2
+    jsd_lambda: float = 12.0
+    trades_beta: float = 6.0
+    adv_epsilon: float = 0.031
+    adv_steps: int = 10
+    adv_step_size: float = 0.007
+    consistency_copies: int = 2
+    consistency_lambda: float = 20.0
+    consistency_eta: float = 0.5
     epochs: int = 12
     batch_size: int = 64
     lr: float = 3e-3
@@ -110,6 +118,11 @@ class TrainConfig:
         if not 0.0 < self.test_fraction < 1.0:
             raise StableTrainError(f"test_fraction must be in (0, 1), got {self.test_fraction!r}")
         number("margin", 0.0)
+        for name in ("jsd_lambda", "trades_beta", "adv_epsilon", "adv_step_size", "consistency_lambda",
+                     "consistency_eta"):
+            number(name, 0.0)
+        positive_int("adv_steps")
+        positive_int("consistency_copies", 2)
         if self.task not in TASK_NAMES:
             raise StableTrainError(f"unknown task {self.task!r}; known tasks: {', '.join(TASK_NAMES)}")
         if self.method not in available_methods(self.task):
@@ -172,7 +185,7 @@ def _cosine(total_steps: int) -> Callable[[int], float]:
     return factor
 
 
-_RESUME_MUST_MATCH = ("task", "margin", "data", "image_size", "split_seed", "test_fraction", "model", "width", "method", "alpha",
+_RESUME_MUST_MATCH = METHOD_OPTIONS + ("task", "margin", "data", "image_size", "split_seed", "test_fraction", "model", "width", "method", "alpha",
                       "sigma", "detach_clean", "batch_size", "lr", "weight_decay", "seed", "bn_stats")
 
 
