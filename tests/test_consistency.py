@@ -86,7 +86,7 @@ def test_adversarial_objective_trains_on_pgd_examples():
     model, (x, y) = _model(), _batch()
     out = AdversarialObjective(epsilon=0.1, steps=5, step_size=0.03)(model, x, y,
                                                                      generator=torch.Generator().manual_seed(0))
-    clean_loss = float(nn.functional.cross_entropy(model(x), y))
+    clean_loss = float(nn.functional.cross_entropy(model(x), y).detach())
     assert float(out["loss"].detach()) > clean_loss
 
 
