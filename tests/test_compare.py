@@ -1,0 +1,90 @@
+import json
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from stabletrain.checks import StableTrainError
+from stabletrain.cli import main
+from stabletrain.compare import CompareConfig
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "compare-quick.yaml"
+
+
+class _Collector(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags, self.images, self.rows = [], [], 0
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+        if tag == "tr":
+            self.rows += 1
+
+
+@pytest.fixture(scope="module")
+def comparison(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare")
+    assert main(["compare", "--config", str(CONFIG), "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def test_compare_writes_reports_over_all_methods(comparison):
+    results = json.loads((comparison / "results.json").read_text())
+    methods = [row["method"] for row in results["table"]]
+    assert methods == ["plain", "gaussian", "stability", "jsd", "trades", "adversarial", "consistency"]
+    plain = results["table"][0]
+    assert plain["training time relative to plain"]["mean"] == pytest.approx(1.0)
+    assert 0.0 <= plain["ACR"]["mean"]
+    for column in ("clean accuracy", "robust accuracy ε=0.05", "certified accuracy r=0.25"):
+        assert column in results["columns"]
+    for name in ("report.md", "report.html", "results.csv", "config.yaml", "plots/accuracy_vs_severity.png",
+                 "plots/robust_accuracy.png", "plots/certified_accuracy.png"):
+        assert (comparison / name).exists(), name
+
+
+def test_html_report_is_self_contained(comparison):
+    page = _Collector()
+    page.feed((comparison / "report.html").read_text())
+    assert page.rows == 1 + 7
+    assert len(page.images) == 3 and all(src.startswith("data:image/png;base64,") for src in page.images)
+
+
+def test_rerun_skips_finished_work(comparison, capsys):
+    checkpoint = comparison / "models" / "trades-s0" / "checkpoint.pt"
+    evaluation = comparison / "models" / "trades-s0" / "evaluation.json"
+    before = (checkpoint.stat().st_mtime_ns, evaluation.stat().st_mtime_ns)
+    assert main(["compare", "--config", str(CONFIG), "--out", str(comparison), "--quiet"]) == 0
+    assert (checkpoint.stat().st_mtime_ns, evaluation.stat().st_mtime_ns) == before
+
+
+def test_html_report_renders_in_headless_chromium(comparison, tmp_path):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        pytest.skip("no Chromium on this machine: the headless rendering check is skipped")
+    shot = tmp_path / "report.png"
+    done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                           "--disable-component-update", "--disable-sync", "--no-first-run",
+                           f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,1200",
+                           f"--screenshot={shot}", (comparison / "report.html").as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert shot.read_bytes()[:4] == b"\x89PNG" and shot.stat().st_size > 10_000
+    assert "Uncaught" not in done.stderr
+
+
+def test_bad_comparison_configs(tmp_path):
+    with pytest.raises(StableTrainError, match="unknown method"):
+        CompareConfig(methods=["plain", "magic"]).resolved()
+    with pytest.raises(StableTrainError, match="unknown config option"):
+        CompareConfig(train={"epochz": 2}).resolved()
+    with pytest.raises(StableTrainError, match="unknown evaluation option"):
+        CompareConfig(evaluation={"attacks": "pgd"}).resolved()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: digits\nmethodz: [plain]\n")
+    assert main(["compare", "--config", str(bad), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    assert not (tmp_path / "out").exists()
