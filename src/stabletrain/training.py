@@ -57,8 +57,8 @@ class TrainConfig:
     model: str = "small_cnn"
     width: int = 32
     method: str = "stability"
-    alpha: float = 1.0
-    sigma: float = 0.1
+    alpha: float = 4.0
+    sigma: float = 0.2
     detach_clean: bool = False
     batching: str = "auto"
     bn_stats: str = "clean"
