@@ -33,7 +33,7 @@ START, END = "<!-- attacks:start -->", "<!-- attacks:end -->"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--epsilon", type=float, default=0.05)
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args()
@@ -54,19 +54,25 @@ def main() -> None:
         torch.manual_seed(0)
         return reference(x, y)
 
-    results = {}
-    for name, attack in (("stabletrain", ours), ("torchattacks", theirs)):
+    attacks = {"stabletrain": ours, "torchattacks": theirs}
+    for attack in attacks.values():
         attack()  # warm-up
-        times, accuracy = [], None
-        for _ in range(args.repeats):
+    # Alternate the two libraries so that load from other processes hits both alike; report the fastest run.
+    times: dict[str, list[float]] = {name: [] for name in attacks}
+    accuracy: dict[str, float] = {}
+    for _ in range(args.repeats):
+        for name, attack in attacks.items():
             start = time.perf_counter()
             adversarial = attack()
-            times.append(time.perf_counter() - start)
+            times[name].append(time.perf_counter() - start)
             with torch.no_grad():
-                accuracy = float((model(adversarial).argmax(1) == y).float().mean())
-        median = statistics.median(times)
-        results[name] = {"images_per_second": len(x) / median, "seconds": median, "robust_accuracy": accuracy}
-        print(f"{name:13s} {len(x) / median:8.0f} images/s  robust accuracy {100 * accuracy:.1f}%", flush=True)
+                accuracy[name] = float((model(adversarial).argmax(1) == y).float().mean())
+    results = {}
+    for name in attacks:
+        best = min(times[name])
+        results[name] = {"images_per_second": len(x) / best, "seconds": best,
+                         "seconds_median": statistics.median(times[name]), "robust_accuracy": accuracy[name]}
+        print(f"{name:13s} {len(x) / best:8.0f} images/s  robust accuracy {100 * accuracy[name]:.1f}%", flush=True)
     with torch.no_grad():
         clean = float((model(x).argmax(1) == y).float().mean())
     meta = {"torch": str(torch.__version__), "torchattacks": torchattacks.__version__, "batch": len(x),
@@ -78,7 +84,7 @@ def main() -> None:
         lines = [START, "",
                  f"L∞ PGD-10 (ε = {args.epsilon}, step {alpha:.4f}, random start) on {len(x)} digits test images, "
                  f"SmallCNN (width 32, clean accuracy {100 * clean:.1f}%), CPU, {torch.get_num_threads()} threads, "
-                 f"torch {meta['torch']}, torchattacks {meta['torchattacks']}; median of {args.repeats} runs.", "",
+                 f"torch {meta['torch']}, torchattacks {meta['torchattacks']}; fastest of {args.repeats} alternating runs.", "",
                  "| library | images / s | robust accuracy (%) |", "|---|---:|---:|",
                  f"| stabletrain | {ours_r['images_per_second']:.0f} | {100 * ours_r['robust_accuracy']:.1f} |",
                  f"| torchattacks | {theirs_r['images_per_second']:.0f} | {100 * theirs_r['robust_accuracy']:.1f} |",
