@@ -21,7 +21,7 @@ from stabletrain.training import TrainConfig, load_checkpoint, load_model, train
 
 def grid() -> list[dict]:
     runs = [{"method": "plain"}] + [{"method": "gaussian", "sigma": s} for s in (0.05, 0.1, 0.2)]
-    runs += [{"method": "stability", "sigma": s, "alpha": a} for s in (0.05, 0.1, 0.2) for a in (0.3, 1.0, 4.0)]
+    runs += [{"method": "stability", "sigma": s, "alpha": a} for s in (0.1, 0.2) for a in (1.0, 4.0)]
     return runs
 
 
