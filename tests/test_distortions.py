@@ -139,7 +139,7 @@ def test_sweeps_are_lists_of_specs():
     assert [d.spec for d in sweep] == ["jpeg-50", "thumb-16", "crop-10", "gaussian-0.1"]
     assert set(d.family for d in parse_distortions(paper_sweep(32))) == {"jpeg", "thumb", "crop", "gaussian"}
     assert paper_sweep(64)[5] == "thumb-48"
-    assert known_families() == ["crop", "gaussian", "jpeg", "thumb"]
+    assert {"crop", "gaussian", "jpeg", "thumb"} <= set(known_families())
     with pytest.raises(StableTrainError, match="no distortions"):
         parse_distortions(" , ")
 

@@ -34,6 +34,7 @@ from .objectives import (
 )
 from .perturbations import GaussianNoise
 from . import consistency  # noqa: E402  (registers jsd, trades, adversarial and consistency)
+from . import corruptions  # noqa: E402  (registers the 19 corruption families as distortion specs)
 from .training import TrainConfig, load_model, train
 
 __all__ = [
