@@ -188,3 +188,20 @@ def test_each_method_trains_one_epoch_through_the_cli(tmp_path, capsys, method):
     assert code == 0, err
     history = json.loads((out / "history.json").read_text())
     assert len(history) == 1 and np.isfinite(history[0]["loss"])
+
+
+def test_evaluate_common_corruptions_suite(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(capsys, "train", *TINY, "--method", "plain", "--epochs", "1", "--out", str(out))[0] == 0
+    base = tmp_path / "base"
+    assert run(capsys, "train", *TINY, "--method", "plain", "--epochs", "1", "--seed", "1", "--out", str(base))[0] == 0
+    code, stdout, err = run(capsys, "evaluate", str(out), "--suite", "common", "--baseline", str(base), "--quiet")
+    assert code == 0, err
+    summary = json.loads((out / "evaluation" / "model_plain.json").read_text())
+    assert summary["corruption_set"] == "cifar10"
+    assert len(summary["corruptions"]) == 19 and all(len(v) == 5 for v in summary["corruptions"].values())
+    assert 0 < summary["common"]["mean_error"] < 1 and summary["common"]["mce"] > 0
+    assert (out / "evaluation" / "plots" / "accuracy_corruptions.png").exists()
+    rows = (out / "evaluation" / "results.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2 * (1 + 19 * 5)
+    assert "mCE vs baseline" in stdout
