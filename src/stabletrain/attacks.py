@@ -193,13 +193,19 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, *, n
     elif not 0.0 <= float(step_size) < math.inf:
         raise StableTrainError(f"step size must be a finite number >= 0, got {step_size!r}")
     with eval_mode(model):
-        with torch.no_grad():
-            predictions = _logits(model, x).argmax(1)
         best = x.clone()
-        success = _succeeded(predictions, y, target)
+        if epsilon == 0.0 or not random_start:
+            with torch.no_grad():
+                predictions = _logits(model, x).argmax(1)
+            success = _succeeded(predictions, y, target)
+            if epsilon == 0.0:
+                return AttackResult(best, success, predictions, epsilon)
+        else:
+            # The first iterate is scored by the first gradient step's forward pass, so a separate pass on the
+            # clean input would only cost time; an example the model already gets wrong is still found there.
+            predictions = torch.zeros(len(x), dtype=torch.long, device=x.device)
+            success = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         best_loss = torch.full((len(x),), -math.inf, device=x.device)
-        if epsilon == 0.0:
-            return AttackResult(best, success, predictions, epsilon)
         for _ in range(int(restarts)):
             if bool(success.all()):
                 break
