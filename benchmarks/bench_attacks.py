@@ -22,8 +22,9 @@ from pathlib import Path
 
 import torch
 
+from _docs import replace_block
 from stabletrain.attacks import pgd
-from stabletrain.files import atomic_write_text, write_json
+from stabletrain.files import write_json
 from stabletrain.training import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,13 +97,7 @@ def main() -> None:
                      f"{ours_r['images_per_second'] / theirs_r['images_per_second']:.2f}×. stabletrain also keeps, "
                      f"for each image, the first iterate that fools the model, so its robust accuracy can only be "
                      f"lower or equal for the same random start.", "", END]
-        doc = ROOT / "docs" / "benchmarks.md"
-        text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-        if START not in text:
-            text = text.rstrip("\n") + "\n\n## Adversarial attacks\n\n" + START + "\n" + END + "\n"
-        head, _, rest = text.partition(START)
-        _, _, tail = rest.partition(END)
-        atomic_write_text(doc, head + "\n".join(lines) + tail)
+        replace_block(START, END, lines, "Adversarial attacks")
 
 
 if __name__ == "__main__":

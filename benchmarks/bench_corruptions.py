@@ -44,7 +44,8 @@ import torch
 
 from stabletrain.corruptions import CORRUPTIONS, HELD_OUT, corrupt
 from stabletrain.data import load_photos
-from stabletrain.files import atomic_write_text, write_json
+from _docs import replace_block
+from stabletrain.files import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- corruptions:start -->", "<!-- corruptions:end -->"
@@ -287,16 +288,7 @@ def main() -> None:
                   "stabletrain scales spatial parameters to the image and builds the snow, spatter and elastic "
                   "layers at the 224-px reference resolution before resizing them (see "
                   "[corruptions.md](corruptions.md)), which costs 49 times the pixels of a 32-px image.", "", END]
-        doc = ROOT / "docs" / "benchmarks.md"
-        if doc.exists():
-            text = doc.read_text()
-            if START not in text or END not in text:
-                text = text.rstrip("\n") + "\n\n## Common corruptions\n\n" + START + "\n" + END + "\n"
-        else:
-            text = "# Benchmarks\n\n## Common corruptions\n\n" + START + "\n" + END + "\n"
-        head, _, rest = text.partition(START)
-        _, _, tail = rest.partition(END)
-        atomic_write_text(doc, head + "\n".join(lines) + tail)
+        doc = replace_block(START, END, lines, "Common corruptions")
         print(f"updated {doc}")
 
 

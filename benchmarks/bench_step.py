@@ -24,7 +24,8 @@ from typing import Callable
 
 import torch
 
-from stabletrain.files import atomic_write_text, write_json
+from _docs import replace_block
+from stabletrain.files import write_json
 from stabletrain.models import SmallCNN
 from stabletrain.objectives import build_objective
 
@@ -118,11 +119,7 @@ def main() -> None:
             lines.append(f"| {r['device_name']} | {r['batch']} | {r['channels']} | {r['method']} | {r['batching']} | "
                          f"{r['ms_per_step']:.1f} | {r['ms_median_of_blocks']:.1f} | {r['ratio_to_plain']:.2f} |")
         lines += ["", END]
-        doc = ROOT / "docs" / "benchmarks.md"
-        text = doc.read_text() if doc.exists() else "# Benchmarks\n\n" + START + "\n" + END + "\n"
-        head, _, rest = text.partition(START)
-        _, _, tail = rest.partition(END)
-        atomic_write_text(doc, head + "\n".join(lines) + tail)
+        doc = replace_block(START, END, lines, "Cost of a stability-training step")
         print(f"updated {doc}")
 
 

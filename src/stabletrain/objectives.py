@@ -177,6 +177,20 @@ def resolve_batching(batching: str, device: torch.device | str) -> str:
     return "separate" if torch.device(device).type == "cpu" else "concat"
 
 
+def _check_stability_options(alpha: float, batching: str, bn_stats: str) -> float:
+    """Validate the options shared by the stability objectives; returns alpha as a float."""
+    try:
+        alpha = float(alpha)
+    except (TypeError, ValueError):
+        raise StableTrainError(f"alpha must be a number, got {alpha!r}") from None
+    if not 0.0 <= alpha < float("inf"):
+        raise StableTrainError(f"alpha must be a finite number >= 0, got {alpha!r}")
+    resolve_batching(batching, "cpu")  # validates the name
+    if bn_stats not in ("clean", "both"):
+        raise StableTrainError(f"bn_stats must be 'clean' or 'both', got {bn_stats!r}")
+    return alpha
+
+
 class Objective(nn.Module):
     """Base class of the training objectives.
 
@@ -308,16 +322,7 @@ class StabilityObjective(Objective):
         validate: bool = True,
     ) -> None:
         super().__init__(task_loss, validate)
-        try:
-            alpha = float(alpha)
-        except (TypeError, ValueError):
-            raise StableTrainError(f"alpha must be a number, got {alpha!r}") from None
-        if not 0.0 <= alpha < float("inf"):
-            raise StableTrainError(f"alpha must be a finite number >= 0, got {alpha!r}")
-        resolve_batching(batching, "cpu")  # validates the name
-        if bn_stats not in ("clean", "both"):
-            raise StableTrainError(f"bn_stats must be 'clean' or 'both', got {bn_stats!r}")
-        self.alpha = alpha
+        self.alpha = _check_stability_options(alpha, batching, bn_stats)
         self.perturbation = perturbation if perturbation is not None else GaussianNoise(sigma, clamp=clamp)
         self.stability_loss = StabilityKLLoss(detach_clean=detach_clean, validate=False)
         self.batching = batching
@@ -499,17 +504,8 @@ class TripletObjective(Objective):
         super().__init__(task_loss if task_loss is not None else TripletRankingLoss(margin), validate)
         if method not in ("plain", "gaussian", "stability"):
             raise StableTrainError(f"unknown method {method!r}; known methods: gaussian, plain, stability")
-        try:
-            alpha = float(alpha)
-        except (TypeError, ValueError):
-            raise StableTrainError(f"alpha must be a number, got {alpha!r}") from None
-        if not 0.0 <= alpha < float("inf"):
-            raise StableTrainError(f"alpha must be a finite number >= 0, got {alpha!r}")
-        resolve_batching(batching, "cpu")
-        if bn_stats not in ("clean", "both"):
-            raise StableTrainError(f"bn_stats must be 'clean' or 'both', got {bn_stats!r}")
         self.method = method
-        self.alpha = alpha
+        self.alpha = _check_stability_options(alpha, batching, bn_stats)
         self.margin = float(margin)
         self.perturbation = GaussianNoise(sigma, clamp=clamp)
         self.stability_loss = EmbeddingStabilityLoss(distance, detach_clean=detach_clean, validate=False)
