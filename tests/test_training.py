@@ -121,3 +121,37 @@ def test_bad_config_values(overrides, message, tmp_path):
 def test_config_from_dict_rejects_unknown_keys():
     with pytest.raises(StableTrainError, match="unknown config option"):
         TrainConfig.from_dict({"epochz": 3})
+
+
+def test_sigkill_mid_epoch_then_resume_gives_identical_weights(tmp_path):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = [sys.executable, "-m", "stabletrain", "train", "--data", "digits", "--image-size", "16", "--width", "8",
+            "--batch-size", "32", "--epochs", "3", "--method", "stability", "--quiet"]
+    straight = tmp_path / "straight"
+    subprocess.run(args + ["--out", str(straight)], check=True, capture_output=True, timeout=300)
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(args + ["--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        history = killed / "history.json"
+        if history.exists() and len(json.loads(history.read_text() or "[]")) >= 1:
+            break
+        time.sleep(0.05)
+    time.sleep(0.3)  # into the second epoch
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+    # Whatever moment the kill hit, the checkpoint on disk is a whole one.
+    assert load_checkpoint(killed / "checkpoint.pt")["epoch"] >= 1
+    subprocess.run(args + ["--out", str(killed), "--resume"], check=True, capture_output=True, timeout=300)
+    a, _ = load_model(straight)
+    b, _ = load_model(killed)
+    for key, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[key]), key
