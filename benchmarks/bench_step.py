@@ -15,7 +15,6 @@ Results go to ``benchmarks/results/step_timing.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time

@@ -33,8 +33,8 @@ from .objectives import (
     stability_kl,
 )
 from .perturbations import GaussianNoise
-from . import consistency  # noqa: E402  (registers jsd, trades, adversarial and consistency)
-from . import corruptions  # noqa: E402  (registers the 19 corruption families as distortion specs)
+from . import consistency  # noqa: E402,F401  (registers jsd, trades, adversarial and consistency)
+from . import corruptions  # noqa: E402,F401  (registers the 19 corruption families as distortion specs)
 from .training import TrainConfig, load_model, train
 
 __all__ = [

@@ -9,7 +9,6 @@ results. Problems with the input end the command with one line on stderr,
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -200,7 +200,8 @@ class Crop(Distortion):
         gen_device = generator.device if generator is not None else torch.device("cpu")
         tops = torch.randint(0, height - crop_h + 1, (batch,), generator=generator, device=gen_device).tolist()
         lefts = torch.randint(0, width - crop_w + 1, (batch,), generator=generator, device=gen_device).tolist()
-        crops = torch.stack([x[i, :, t:t + crop_h, l:l + crop_w] for i, (t, l) in enumerate(zip(tops, lefts))])
+        crops = torch.stack([x[i, :, top:top + crop_h, left:left + crop_w]
+                             for i, (top, left) in enumerate(zip(tops, lefts))])
         return F.interpolate(crops, size=(height, width), mode="bilinear", align_corners=False).clamp_(0.0, 1.0)
 
 
@@ -299,13 +300,3 @@ def paper_sweep(image_size: int) -> list[str]:
             + [f"thumb-{a}" for a in thumbs]
             + [f"crop-{o}" for o in (5, 10, 15, 20)]
             + [f"gaussian-{s:g}" for s in (0.05, 0.1, 0.2, 0.3)])
-
-
-def group_by_family(distortions: Sequence[Distortion]) -> dict[str, list[Distortion]]:
-    """Group a sweep by family, each ordered from weakest to strongest."""
-    groups: dict[str, list[Distortion]] = {}
-    for d in distortions:
-        groups.setdefault(d.family, []).append(d)
-    for family, items in groups.items():
-        items.sort(key=lambda d: d.param if d.stronger_when_larger else -d.param)
-    return groups

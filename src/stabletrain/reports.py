@@ -40,7 +40,7 @@ def family_order(rows: Sequence[Mapping]) -> dict[str, list[Mapping]]:
             continue
         seen.add(row["distortion"])
         families.setdefault(row["family"], []).append(row)
-    for family, items in families.items():
+    for items in families.values():
         try:
             larger_is_stronger = parse_distortion(items[0]["distortion"]).stronger_when_larger
         except ValueError:
