@@ -197,32 +197,24 @@ def _plots(config: CompareConfig, results: dict, out: Path) -> list[Path]:
     fig.tight_layout()
     written.append(_save_figure(fig, out / "plots" / "accuracy_vs_severity.png"))
 
-    fig, ax = plt.subplots(figsize=(5.6, 3.8), dpi=110)
-    epsilons = [p["epsilon"] for p in first["robust"]]
-    for index, method in enumerate(config.methods):
-        per = [[100 * results[(method, s)]["robust"][i]["robust_accuracy"] for s in config.seeds]
-               for i in range(len(epsilons))]
-        band(ax, epsilons, per, method, f"C{index}")
-    ax.set_xlabel(f"epsilon ({config.evaluation['attack']}, pixel units)")
-    ax.set_ylabel("robust accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    written.append(_save_figure(fig, out / "plots" / "robust_accuracy.png"))
-
-    if "smoothing" in first:
+    def curve(xs: list[float], value: Callable[[dict, int], float], xlabel: str, ylabel: str, name: str) -> None:
         fig, ax = plt.subplots(figsize=(5.6, 3.8), dpi=110)
-        radii = first["smoothing"]["radii"]
         for index, method in enumerate(config.methods):
-            per = [[100 * results[(method, s)]["smoothing"]["certified_accuracy"][i] for s in config.seeds]
-                   for i in range(len(radii))]
-            band(ax, radii, per, method, f"C{index}")
-        ax.set_xlabel(f"L2 radius (σ = {first['smoothing']['sigma']:g}, pixel units)")
-        ax.set_ylabel("certified accuracy (%)")
+            per = [[100 * value(results[(method, s)], i) for s in config.seeds] for i in range(len(xs))]
+            band(ax, xs, per, method, f"C{index}")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         fig.tight_layout()
-        written.append(_save_figure(fig, out / "plots" / "certified_accuracy.png"))
+        written.append(_save_figure(fig, out / "plots" / name))
+
+    curve([p["epsilon"] for p in first["robust"]], lambda res, i: res["robust"][i]["robust_accuracy"],
+          f"epsilon ({config.evaluation['attack']}, pixel units)", "robust accuracy (%)", "robust_accuracy.png")
+    if "smoothing" in first:
+        curve(first["smoothing"]["radii"], lambda res, i: res["smoothing"]["certified_accuracy"][i],
+              f"L2 radius (σ = {first['smoothing']['sigma']:g}, pixel units)", "certified accuracy (%)",
+              "certified_accuracy.png")
     return written
 
 

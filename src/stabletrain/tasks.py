@@ -35,6 +35,13 @@ def _index_batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     return batches
 
 
+def _spec(name: str, config: Any, data: DataSplit) -> dict[str, Any]:
+    """What a checkpoint stores to rebuild the model: its registry name and constructor arguments."""
+    mean, std = data.channel_stats()
+    return {"name": name, "kwargs": {"in_channels": data.channels, "num_classes": data.num_classes,
+                                     "width": config.width, "mean": mean, "std": std}}
+
+
 class Task:
     """Base class; see :class:`ClassificationTask` and :class:`SimilarityTask`."""
 
@@ -85,9 +92,7 @@ class ClassificationTask(Task):
                          test_fraction=config.test_fraction)
 
     def model_spec(self, config: Any, data: DataSplit) -> dict[str, Any]:
-        mean, std = data.channel_stats()
-        return {"name": config.model, "kwargs": {"in_channels": data.channels, "num_classes": data.num_classes,
-                                                 "width": config.width, "mean": mean, "std": std}}
+        return _spec(config.model, config, data)
 
     def batches(self, data: DataSplit, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
         return _index_batches(torch.randperm(len(data.train), generator=generator), batch_size)
@@ -131,10 +136,7 @@ class SimilarityTask(Task):
                             test_fraction=config.test_fraction)
 
     def model_spec(self, config: Any, data: DataSplit) -> dict[str, Any]:
-        mean, std = data.channel_stats()
-        model = "small_embedder" if config.model == "small_cnn" else config.model
-        return {"name": model, "kwargs": {"in_channels": data.channels, "num_classes": data.num_classes,
-                                          "width": config.width, "mean": mean, "std": std}}
+        return _spec("small_embedder" if config.model == "small_cnn" else config.model, config, data)
 
     def batches(self, data: DataSplit, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
         triplets = sample_triplets(data.train.y, generator)
