@@ -174,3 +174,8 @@ def test_sample_triplets_properties():
     assert torch.equal(a, b)
     with pytest.raises(StableTrainError, match="two classes"):
         sample_triplets(torch.zeros(4), g)
+
+
+def test_patches_refuse_whole_image_sets():
+    with pytest.raises(StableTrainError, match="similarity needs 'photos' or a folder of images"):
+        load_patches("digits")

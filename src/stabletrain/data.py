@@ -491,6 +491,9 @@ def load_patches(source: str, *, image_size: int | None = None, split_seed: int 
     """
     if source == "photos":
         return load_photos(image_size or 32, split_seed, test_fraction, photo_side or 256, split=split)
+    if source == "digits" or Path(source).suffix.lower() == ".npz":
+        raise StableTrainError(f"{source!r} holds whole small images, not tiles of larger ones: similarity needs "
+                               f"'photos' or a folder of images")
     return load_tiled_folder(source, image_size or 32, split_seed, test_fraction, photo_side, split)
 
 
