@@ -240,8 +240,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if task == "similarity":
         if trained_task == "classification":
             model = Embedder(model).eval()
-        if data_source == "digits" or Path(data_source).suffix.lower() == ".npz":
-            raise StableTrainError("similarity evaluation needs tiles: --data photos or a folder of images")
         data = load_patches(data_source, image_size=stored.get("image_size"), split_seed=stored.get("split_seed", 0),
                             test_fraction=stored.get("test_fraction", 0.2))
         if data.channels != checkpoint["data"]["channels"]:
