@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import StableTrainError, check_images
+from .checks import StableTrainError, check_images, check_nonnegative
 from .evaluation import eval_mode
 
 __all__ = ["AttackResult", "fgsm", "pgd", "sparse_l0", "robustness_curve", "ATTACKS", "build_attack", "maximize_loss"]
@@ -66,12 +66,7 @@ def _prepare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float,
     if not isinstance(model, nn.Module):
         raise StableTrainError(f"the model must be a torch.nn.Module, got {type(model).__name__}")
     check_images(x)
-    try:
-        epsilon = float(epsilon)
-    except (TypeError, ValueError):
-        raise StableTrainError(f"{name} must be a number, got {epsilon!r}") from None
-    if not 0.0 <= epsilon < math.inf:
-        raise StableTrainError(f"{name} must be a finite number >= 0, got {epsilon!r}")
+    epsilon = check_nonnegative(epsilon, name)
     y = torch.as_tensor(y)
     if y.ndim != 1 or len(y) != len(x):
         raise StableTrainError(f"labels must be a vector of {len(x)} class indices, got shape {tuple(y.shape)}")

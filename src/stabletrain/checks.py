@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["StableTrainError", "check_images", "check_finite", "check_in_range"]
+__all__ = ["StableTrainError", "check_images", "check_finite", "check_nonnegative"]
 
 
 class StableTrainError(ValueError):
@@ -59,17 +59,17 @@ def check_finite(t: torch.Tensor, name: str) -> None:
         raise StableTrainError(f"{name} contain NaN or inf")
 
 
-def check_in_range(value: float, name: str, *, low: float = 0.0, high: float = 1.0,
-                            low_inclusive: bool = True, high_inclusive: bool = True) -> float:
-    """Return ``value`` as a float if it lies in the given interval, else raise."""
+def check_nonnegative(value: object, name: str) -> float:
+    """Return ``value`` as a float if it is a finite number >= 0, else raise :class:`StableTrainError`.
+
+    Example:
+        >>> check_nonnegative("0.5", "sigma")
+        0.5
+    """
     try:
-        v = float(value)
+        number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise StableTrainError(f"{name} must be a number, got {value!r}") from None
-    ok_low = v >= low if low_inclusive else v > low
-    ok_high = v <= high if high_inclusive else v < high
-    if not (ok_low and ok_high) or v != v:
-        lb = "[" if low_inclusive else "("
-        hb = "]" if high_inclusive else ")"
-        raise StableTrainError(f"{name} must be in {lb}{low:g}, {high:g}{hb}, got {value!r}")
-    return v
+        raise StableTrainError(f"{name} must be a finite number >= 0, got {value!r}") from None
+    if not 0.0 <= number < float("inf"):
+        raise StableTrainError(f"{name} must be a finite number >= 0, got {value!r}")
+    return number

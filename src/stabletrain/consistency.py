@@ -31,22 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import StableTrainError
+from .checks import StableTrainError, check_nonnegative
 from .objectives import Objective, register_objective, stability_kl
 from .perturbations import GaussianNoise, randn_like
 
 __all__ = ["js_divergence", "consistency_regularizer", "JSDObjective", "TradesObjective",
            "AdversarialObjective", "ConsistencyObjective"]
-
-
-def _positive(name: str, value: float, allow_zero: bool = True) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise StableTrainError(f"{name} must be a number, got {value!r}") from None
-    if not (value >= 0 if allow_zero else value > 0) or value == float("inf"):
-        raise StableTrainError(f"{name} must be a finite number {'>=' if allow_zero else '>'} 0, got {value!r}")
-    return value
 
 
 def js_divergence(*logits: torch.Tensor) -> torch.Tensor:
@@ -96,7 +86,7 @@ class JSDObjective(Objective):
     def __init__(self, task_loss: nn.Module | Callable | None = None, lam: float = 12.0, sigma: float = 0.1,
                  perturbation: nn.Module | None = None, validate: bool = True) -> None:
         super().__init__(task_loss, validate)
-        self.lam = _positive("jsd lambda", lam)
+        self.lam = check_nonnegative(lam, "jsd lambda")
         self.perturbation = perturbation if perturbation is not None else GaussianNoise(sigma)
 
     def forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -134,9 +124,9 @@ class TradesObjective(Objective):
     def __init__(self, task_loss: nn.Module | Callable | None = None, beta: float = 6.0, epsilon: float = 0.031,
                  steps: int = 10, step_size: float = 0.007, validate: bool = True) -> None:
         super().__init__(task_loss, validate)
-        self.beta = _positive("trades beta", beta)
-        self.epsilon = _positive("adversarial epsilon", epsilon)
-        self.step_size = _positive("adversarial step size", step_size)
+        self.beta = check_nonnegative(beta, "trades beta")
+        self.epsilon = check_nonnegative(epsilon, "adversarial epsilon")
+        self.step_size = check_nonnegative(step_size, "adversarial step size")
         if int(steps) < 1:
             raise StableTrainError(f"adversarial steps must be >= 1, got {steps!r}")
         self.steps = int(steps)
@@ -182,8 +172,8 @@ class AdversarialObjective(Objective):
     def __init__(self, task_loss: nn.Module | Callable | None = None, epsilon: float = 0.031, steps: int = 10,
                  step_size: float = 0.007, validate: bool = True) -> None:
         super().__init__(task_loss, validate)
-        self.epsilon = _positive("adversarial epsilon", epsilon)
-        self.step_size = _positive("adversarial step size", step_size)
+        self.epsilon = check_nonnegative(epsilon, "adversarial epsilon")
+        self.step_size = check_nonnegative(step_size, "adversarial step size")
         if int(steps) < 1:
             raise StableTrainError(f"adversarial steps must be >= 1, got {steps!r}")
         self.steps = int(steps)
@@ -230,8 +220,8 @@ class ConsistencyObjective(Objective):
         if int(copies) < 2:
             raise StableTrainError(f"consistency needs at least 2 noisy copies, got {copies!r}")
         self.copies = int(copies)
-        self.lam = _positive("consistency lambda", lam)
-        self.eta = _positive("consistency eta", eta)
+        self.lam = check_nonnegative(lam, "consistency lambda")
+        self.eta = check_nonnegative(eta, "consistency eta")
         self.perturbation = GaussianNoise(sigma)
 
     def forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,

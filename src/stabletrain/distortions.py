@@ -28,7 +28,6 @@ torch.Size([2, 3, 32, 32])
 from __future__ import annotations
 
 import io
-import math
 from typing import Callable, Iterable
 
 import numpy as np
@@ -36,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .checks import StableTrainError, check_images
+from .checks import StableTrainError, check_images, check_nonnegative
 from .perturbations import randn_like
 
 __all__ = [
@@ -211,13 +210,7 @@ class GaussianNoiseDistortion(Distortion):
     family = "gaussian"
 
     def __init__(self, sigma: float) -> None:
-        try:
-            sigma = float(sigma)
-        except (TypeError, ValueError):
-            raise StableTrainError(f"gaussian sigma must be a number >= 0, got {sigma!r}") from None
-        if not 0.0 <= sigma < math.inf:
-            raise StableTrainError(f"gaussian sigma must be a finite number >= 0, got {sigma!r}")
-        super().__init__(sigma)
+        super().__init__(check_nonnegative(sigma, "gaussian sigma"))
 
     def apply(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         return (x + self.param * randn_like(x, generator)).clamp_(0.0, 1.0)

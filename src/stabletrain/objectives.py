@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .checks import StableTrainError, check_finite, check_images
+from .checks import StableTrainError, check_finite, check_images, check_nonnegative
 from .perturbations import GaussianNoise
 
 __all__ = [
@@ -179,12 +179,7 @@ def resolve_batching(batching: str, device: torch.device | str) -> str:
 
 def _check_stability_options(alpha: float, batching: str, bn_stats: str) -> float:
     """Validate the options shared by the stability objectives; returns alpha as a float."""
-    try:
-        alpha = float(alpha)
-    except (TypeError, ValueError):
-        raise StableTrainError(f"alpha must be a number, got {alpha!r}") from None
-    if not 0.0 <= alpha < float("inf"):
-        raise StableTrainError(f"alpha must be a finite number >= 0, got {alpha!r}")
+    alpha = check_nonnegative(alpha, "alpha")
     resolve_batching(batching, "cpu")  # validates the name
     if bn_stats not in ("clean", "both"):
         raise StableTrainError(f"bn_stats must be 'clean' or 'both', got {bn_stats!r}")

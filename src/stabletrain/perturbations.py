@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .checks import StableTrainError
+from .checks import check_nonnegative
 
 __all__ = ["GaussianNoise", "randn_like"]
 
@@ -54,13 +54,7 @@ class GaussianNoise(nn.Module):
 
     def __init__(self, sigma: float, clamp: bool = True) -> None:
         super().__init__()
-        try:
-            sigma = float(sigma)
-        except (TypeError, ValueError):
-            raise StableTrainError(f"sigma must be a number, got {sigma!r}") from None
-        if not sigma >= 0.0 or sigma == float("inf"):
-            raise StableTrainError(f"sigma must be a finite number >= 0 (pixel units in [0, 1]), got {sigma!r}")
-        self.sigma = sigma
+        self.sigma = check_nonnegative(sigma, "sigma (pixel units in [0, 1])")
         self.clamp = clamp
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
