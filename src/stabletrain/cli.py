@@ -1,4 +1,4 @@
-"""The ``stabletrain`` command line: ``train``, ``evaluate`` and ``demo``.
+"""The ``stabletrain`` command line: ``train``, ``evaluate``, ``demo``, ``compare`` and ``jets``.
 
 Options can also come from a YAML file (``--config``); flags on the command
 line win over the file, and the resolved settings are saved beside the
@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 from . import __version__
 from .checks import StableTrainError
+from .jets.cli import add_jet_demo_options, add_jets_parser, run_jet_demo_command, run_jets_command
 
 __all__ = ["main", "build_parser"]
 
@@ -32,9 +33,11 @@ def _positive_int(text: str) -> int:
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
     """Training flags; every default is None so that YAML values are only overridden when given."""
     g = parser.add_argument_group("data and model")
-    g.add_argument("--task", choices=["classification", "similarity"],
-                   help="classification (default) or similarity (triplet-ranking embeddings of image tiles)")
-    g.add_argument("--data", help="digits, photos, a folder of class sub-folders, or an .npz file (default digits)")
+    g.add_argument("--task", choices=["classification", "similarity", "jets"],
+                   help="classification (default), similarity (triplet-ranking embeddings of image tiles) or jets "
+                        "(jet tagging on .h5 files from `stabletrain jets generate`)")
+    g.add_argument("--data", help="digits, photos, a folder of class sub-folders, an .npz file, or jet .h5 file(s) "
+                                  "(default digits)")
     g.add_argument("--image-size", type=int, help="image side in pixels (default 32; .npz: as stored)")
     g.add_argument("--split-seed", type=int, help="seed of the train/test split (default 0)")
     g.add_argument("--model", help="architecture (default small_cnn)")
@@ -44,6 +47,10 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                                     "consistency")
     g.add_argument("--alpha", type=float, help="weight of the stability term")
     g.add_argument("--sigma", type=float, help="noise std in [0, 1] pixel units (gaussian and stability)")
+    g.add_argument("--noise", choices=["auto", "gaussian", "relative"],
+                   help="perturbation of gaussian/stability: gaussian (additive), relative (multiplicative on occupied "
+                        "cells, for jets); auto = relative for --task jets, else gaussian")
+    g.add_argument("--jet-input", choices=["log", "standardize"], help="jet tagger input transform (default log)")
     g.add_argument("--detach-clean", action="store_true", default=None,
                    help="treat the clean prediction as a fixed target (paper's cross-entropy gradient)")
     g.add_argument("--batching", choices=["auto", "separate", "concat"],
@@ -73,7 +80,7 @@ _TRAIN_KEYS = {"task": "task", "margin": "margin", "jsd_lambda": "jsd_lambda", "
                "consistency_copies": "consistency_copies", "consistency_lambda": "consistency_lambda",
                "consistency_eta": "consistency_eta", "data": "data", "image_size": "image_size", "split_seed": "split_seed", "model": "model",
                "width": "width", "method": "method", "alpha": "alpha", "sigma": "sigma",
-               "detach_clean": "detach_clean", "batching": "batching", "bn_stats": "bn_stats", "epochs": "epochs",
+               "detach_clean": "detach_clean", "noise": "noise", "jet_input": "jet_input", "batching": "batching", "bn_stats": "bn_stats", "epochs": "epochs",
                "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay", "seed": "seed",
                "device": "device"}
 
@@ -132,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default="classification", choices=["classification", "similarity"],
                    help="classification (default: digits) or similarity (embeddings and near-duplicates: photos)")
     p.add_argument("--data", help="digits, photos, a folder or an .npz file (default: digits, or photos for "
-                                  "--task similarity)")
+                                  "--task similarity), or jets: generate a W/QCD sample with Pythia 8 and study "
+                                  "jet taggers (needs stabletrain[hep])")
     p.add_argument("--methods", default="plain,gaussian,stability")
     p.add_argument("--epochs", type=_positive_int)
     p.add_argument("--alpha", type=float)
@@ -145,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--overwrite", action="store_true", help="retrain models already in --out")
     p.add_argument("--quiet", action="store_true")
+    add_jet_demo_options(p)
+    add_jets_parser(sub)
     p = sub.add_parser("compare", help="train and evaluate several methods over seeds; one Markdown/HTML report",
                        description="Train every method with the same budget over several seeds, evaluate all on "
                                    "the same distortions, attacks and randomized-smoothing certification, and "
@@ -355,9 +365,18 @@ def _suite_summary_table(summaries: dict) -> str:
     return "\n".join(lines)
 
 
+def _cmd_jets(args: argparse.Namespace) -> int:
+    return run_jets_command(args, _log(getattr(args, "quiet", False)))
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import DemoConfig, run_demo
 
+    if args.data == "jets":
+        return run_jet_demo_command(args, _log(args.quiet))
+    jet_flags = [f"--{k}" for k in ("n", "workers", "noise") if getattr(args, k, None) is not None]
+    if jet_flags:
+        raise StableTrainError(f"{', '.join(jet_flags)} only apply with --data jets")
     overrides = {k: getattr(args, k) for k in ("epochs", "alpha", "sigma", "width") if getattr(args, k) is not None}
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     distortions = tuple(s.strip() for s in args.distortions.split(",") if s.strip()) if args.distortions else None
@@ -383,7 +402,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    commands = {"train": _cmd_train, "evaluate": _cmd_evaluate, "demo": _cmd_demo, "compare": _cmd_compare}
+    commands = {"train": _cmd_train, "evaluate": _cmd_evaluate, "demo": _cmd_demo, "compare": _cmd_compare,
+                "jets": _cmd_jets}
     try:
         return commands[args.command](args)
     except StableTrainError as err:

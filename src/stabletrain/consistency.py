@@ -215,14 +215,15 @@ class ConsistencyObjective(Objective):
     method = "consistency"
 
     def __init__(self, task_loss: nn.Module | Callable | None = None, sigma: float = 0.25, copies: int = 2,
-                 lam: float = 20.0, eta: float = 0.5, validate: bool = True) -> None:
+                 lam: float = 20.0, eta: float = 0.5, validate: bool = True,
+                 perturbation: nn.Module | None = None) -> None:
         super().__init__(task_loss, validate)
         if int(copies) < 2:
             raise StableTrainError(f"consistency needs at least 2 noisy copies, got {copies!r}")
         self.copies = int(copies)
         self.lam = check_nonnegative(lam, "consistency lambda")
         self.eta = check_nonnegative(eta, "consistency eta")
-        self.perturbation = GaussianNoise(sigma)
+        self.perturbation = perturbation if perturbation is not None else GaussianNoise(sigma)
 
     def forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                 generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
@@ -234,18 +235,18 @@ class ConsistencyObjective(Objective):
                 "consistency_loss": regularizer.detach()}
 
     def hyperparameters(self) -> dict:
-        return {"method": self.method, "sigma": self.perturbation.sigma, "copies": self.copies,
+        return {"method": self.method, "sigma": getattr(self.perturbation, "sigma", None), "copies": self.copies,
                 "lambda": self.lam, "eta": self.eta}
 
 
-register_objective("jsd", lambda task_loss=None, sigma=0.1, jsd_lambda=12.0, **_: JSDObjective(
-    task_loss, lam=jsd_lambda, sigma=sigma))
+register_objective("jsd", lambda task_loss=None, sigma=0.1, jsd_lambda=12.0, perturbation=None, **_: JSDObjective(
+    task_loss, lam=jsd_lambda, sigma=sigma, perturbation=perturbation))
 register_objective("trades", lambda task_loss=None, trades_beta=6.0, adv_epsilon=0.031, adv_steps=10,
                    adv_step_size=0.007, **_: TradesObjective(task_loss, beta=trades_beta, epsilon=adv_epsilon,
                                                              steps=adv_steps, step_size=adv_step_size))
 register_objective("adversarial", lambda task_loss=None, adv_epsilon=0.031, adv_steps=10, adv_step_size=0.007, **_:
                    AdversarialObjective(task_loss, epsilon=adv_epsilon, steps=adv_steps, step_size=adv_step_size))
 register_objective("consistency", lambda task_loss=None, sigma=0.25, consistency_copies=2, consistency_lambda=20.0,
-                   consistency_eta=0.5, **_: ConsistencyObjective(
+                   consistency_eta=0.5, perturbation=None, **_: ConsistencyObjective(
                        task_loss, sigma=sigma, copies=consistency_copies, lam=consistency_lambda,
-                       eta=consistency_eta))
+                       eta=consistency_eta, perturbation=perturbation))

@@ -470,11 +470,18 @@ def load_data(source: str, *, image_size: int | None = None, split_seed: int = 0
     path = Path(source)
     if path.suffix.lower() == ".npz":
         return load_npz(path, image_size, split_seed, test_fraction)
+    if source.split(",")[0].strip().lower().endswith((".h5", ".hdf5")):
+        from .jets.data import load_jets  # jet images from `stabletrain jets generate`
+
+        if image_size is not None:
+            raise StableTrainError("jet images keep their generated frame; drop --image-size for .h5 data")
+        return load_jets(source, split_seed=split_seed, test_fraction=test_fraction)
     if path.is_dir():
         return load_image_folder(path, image_size or 32, split_seed, test_fraction)
     if not path.exists():
         raise StableTrainError(
-            f"data not found: {source!r} is neither a built-in data set (digits, photos) nor an existing folder or .npz file")
+            f"data not found: {source!r} is neither a built-in data set (digits, photos) nor an existing folder, "
+            f".npz or .h5 file")
     raise StableTrainError(f"unsupported data file {source!r}: give a folder of class sub-folders or an .npz file")
 
 

@@ -236,9 +236,13 @@ def register_distortion(family: str, factory: Callable[[float], Distortion]) -> 
     _FAMILIES[family] = factory
 
 
+#: Detector effects of jet images, registered when :mod:`stabletrain.jets.detector` is first needed.
+_JET_FAMILIES = ("pileup", "smear", "deadcells", "threshold", "shift", "coarse")
+
+
 def known_families() -> list[str]:
     """The distortion families that spec strings may name."""
-    return sorted(_FAMILIES)
+    return sorted(set(_FAMILIES) | set(_JET_FAMILIES))
 
 
 def parse_distortion(spec: str) -> Distortion:
@@ -256,6 +260,10 @@ def parse_distortion(spec: str) -> Distortion:
         raise StableTrainError(
             f"bad distortion spec {spec!r}: expected family-parameter such as jpeg-50; "
             f"known families: {', '.join(known_families())}")
+    if family not in _FAMILIES and family in _JET_FAMILIES:
+        import importlib
+
+        importlib.import_module("stabletrain.jets.detector")  # registers the detector effects on import
     if family not in _FAMILIES:
         raise StableTrainError(
             f"unknown distortion {spec!r}: known families are {', '.join(known_families())}")

@@ -17,8 +17,16 @@ import numpy as np
 
 from .checks import StableTrainError
 
-__all__ = ["precision_recall_curve", "average_precision", "precision_at_recall", "best_f1_threshold",
-           "precision_recall_at"]
+__all__ = [
+    "average_precision",
+    "background_rejection",
+    "best_f1_threshold",
+    "precision_at_recall",
+    "precision_recall_at",
+    "precision_recall_curve",
+    "roc_auc",
+    "roc_curve",
+]
 
 
 def _check(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -85,3 +93,59 @@ def precision_recall_at(threshold: float, positive_scores: np.ndarray, negative_
     recall = true_pos / max(len(positive_scores), 1)
     precision = true_pos / (true_pos + false_pos) if true_pos + false_pos else 1.0
     return precision, recall
+
+
+def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """False- and true-positive rates at every distinct threshold, starting from the point (0, 0).
+
+    In a tagger's terms the true-positive rate is the signal efficiency ε_S
+    and the false-positive rate the background efficiency ε_B.
+    """
+    scores, labels = _check(scores, labels)
+    negatives = int((labels == 0).sum())
+    if negatives == 0:
+        raise StableTrainError("no negative examples: the false-positive rate is undefined")
+    order = np.argsort(-scores, kind="mergesort")
+    sorted_scores, sorted_labels = scores[order], labels[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(sorted_scores)), sorted_scores.size - 1]
+    true_pos = np.cumsum(sorted_labels)[last_of_tie]
+    false_pos = last_of_tie + 1 - true_pos
+    tpr = np.r_[0.0, true_pos / labels.sum()]
+    fpr = np.r_[0.0, false_pos / negatives]
+    return fpr, tpr, np.r_[np.inf, sorted_scores[last_of_tie]]
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve (trapezoids, ties as one threshold): ``sklearn.metrics.roc_auc_score``.
+
+    Example:
+        >>> roc_auc(np.array([0.9, 0.8, 0.3, 0.1]), np.array([1, 0, 1, 0]))
+        0.75
+    """
+    fpr, tpr, _ = roc_curve(scores, labels)
+    return float(np.trapezoid(tpr, fpr)) if hasattr(np, "trapezoid") else float(np.trapz(tpr, fpr))
+
+
+def background_rejection(scores: np.ndarray, labels: np.ndarray, signal_efficiency: float) -> float:
+    """``1/ε_B`` at the given signal efficiency ε_S, with ε_B interpolated linearly along the ROC curve.
+
+    When no background passes at that efficiency the rejection is reported
+    as the number of background examples, a lower bound, rather than infinity.
+
+    Example:
+        >>> scores, labels = np.array([0.9, 0.8, 0.7, 0.6, 0.1]), np.array([1, 0, 1, 0, 0])
+        >>> background_rejection(scores, labels, 1.0)   # both signals pass with one of three backgrounds
+        3.0
+    """
+    if not 0.0 < signal_efficiency <= 1.0:
+        raise StableTrainError(f"signal efficiency must be in (0, 1], got {signal_efficiency!r}")
+    fpr, tpr, _ = roc_curve(scores, labels)
+    negatives = int((np.asarray(labels) == 0).sum())
+    # the first ROC point that reaches the efficiency, interpolated linearly from the point before it
+    j = int(np.argmax(tpr >= signal_efficiency - 1e-12))
+    if tpr[j] <= signal_efficiency + 1e-12 or j == 0:
+        eps_b = float(fpr[j])
+    else:
+        share = (signal_efficiency - tpr[j - 1]) / (tpr[j] - tpr[j - 1])
+        eps_b = float(fpr[j - 1] + share * (fpr[j] - fpr[j - 1]))
+    return 1.0 / max(eps_b, 1.0 / negatives)

@@ -252,9 +252,9 @@ class GaussianAugmentation(Objective):
     method = "gaussian"
 
     def __init__(self, task_loss: nn.Module | Callable | None = None, sigma: float = 0.04, clamp: bool = True,
-                 validate: bool = True) -> None:
+                 validate: bool = True, perturbation: nn.Module | None = None) -> None:
         super().__init__(task_loss, validate)
-        self.perturbation = GaussianNoise(sigma, clamp=clamp)
+        self.perturbation = perturbation if perturbation is not None else GaussianNoise(sigma, clamp=clamp)
 
     def forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                 generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
@@ -264,7 +264,7 @@ class GaussianAugmentation(Objective):
         return {"loss": loss, "output": output, "task_loss": loss.detach()}
 
     def hyperparameters(self) -> dict:
-        return {"method": self.method, "sigma": self.perturbation.sigma}
+        return {"method": self.method, "sigma": getattr(self.perturbation, "sigma", None)}
 
 
 class StabilityObjective(Objective):
@@ -585,12 +585,14 @@ def build_objective(method: str, *, task: str = "classification", task_loss: nn.
 
 
 register_objective("plain", lambda task_loss=None, **_: PlainObjective(task_loss))
-register_objective("gaussian", lambda task_loss=None, sigma=0.04, **_: GaussianAugmentation(task_loss, sigma=sigma))
+register_objective("gaussian", lambda task_loss=None, sigma=0.04, perturbation=None, **_:
+                   GaussianAugmentation(task_loss, sigma=sigma, perturbation=perturbation))
 register_objective(
     "stability",
-    lambda task_loss=None, alpha=0.01, sigma=0.04, detach_clean=False, batching="auto", bn_stats="clean", **_:
+    lambda task_loss=None, alpha=0.01, sigma=0.04, detach_clean=False, batching="auto", bn_stats="clean",
+    perturbation=None, **_:
     StabilityObjective(task_loss, alpha=alpha, sigma=sigma, detach_clean=detach_clean, batching=batching,
-                       bn_stats=bn_stats),
+                       bn_stats=bn_stats, perturbation=perturbation),
 )
 
 

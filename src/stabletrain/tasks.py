@@ -22,7 +22,7 @@ from .seeding import make_generator
 
 __all__ = ["Task", "ClassificationTask", "SimilarityTask", "get_task", "TASK_NAMES", "triplet_accuracy"]
 
-TASK_NAMES = ("classification", "similarity")
+TASK_NAMES = ("classification", "similarity", "jets")
 #: Options of the methods beyond stability training (see :mod:`stabletrain.consistency`).
 METHOD_OPTIONS = ("jsd_lambda", "trades_beta", "adv_epsilon", "adv_steps", "adv_step_size", "consistency_copies",
                   "consistency_lambda", "consistency_eta")
@@ -174,9 +174,13 @@ class SimilarityTask(Task):
 
 
 def get_task(name: str) -> Task:
-    """The task object for ``'classification'`` or ``'similarity'``."""
+    """The task object for ``'classification'``, ``'similarity'`` or ``'jets'``."""
     if name == "classification":
         return ClassificationTask()
     if name == "similarity":
         return SimilarityTask()
+    if name == "jets":
+        from .jets.tagging import JetTaggingTask  # imported here: it builds on this module
+
+        return JetTaggingTask()
     raise StableTrainError(f"unknown task {name!r}; known tasks: {', '.join(TASK_NAMES)}")

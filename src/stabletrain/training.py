@@ -32,6 +32,7 @@ from .data import DataSplit
 from .files import atomic_torch_save, safe_torch_load, write_csv, write_json, write_yaml
 from .models import build_model, load_weights
 from .objectives import available_methods, resolve_batching
+from .perturbations import PERTURBATIONS
 from .seeding import make_generator
 from .tasks import METHOD_OPTIONS, TASK_NAMES, get_task
 
@@ -71,6 +72,10 @@ class TrainConfig:
     consistency_copies: int = 2
     consistency_lambda: float = 20.0
     consistency_eta: float = 0.5
+    #: Perturbation of gaussian/stability training: ``gaussian``, ``relative``, or ``auto`` (relative for jets).
+    noise: str = "auto"
+    #: Input transform of the jet tagger (task ``jets``): ``log`` or ``standardize``.
+    jet_input: str = "log"
     epochs: int = 12
     batch_size: int = 64
     lr: float = 3e-3
@@ -125,9 +130,16 @@ class TrainConfig:
         positive_int("consistency_copies", 2)
         if self.task not in TASK_NAMES:
             raise StableTrainError(f"unknown task {self.task!r}; known tasks: {', '.join(TASK_NAMES)}")
-        if self.method not in available_methods(self.task):
+        objective_task = "similarity" if self.task == "similarity" else "classification"
+        if self.method not in available_methods(objective_task):
             raise StableTrainError(f"unknown method {self.method!r}; known methods for {self.task}: "
-                                   f"{', '.join(available_methods(self.task))}")
+                                   f"{', '.join(available_methods(objective_task))}")
+        if self.noise not in ("auto", *PERTURBATIONS):
+            raise StableTrainError(f"unknown noise model {self.noise!r}; known: auto, {', '.join(PERTURBATIONS)}")
+        if self.noise == "relative" and self.task != "jets":
+            raise StableTrainError("noise 'relative' is meant for sparse jet images (task jets)")
+        if self.jet_input not in ("log", "standardize"):
+            raise StableTrainError(f"unknown jet input transform {self.jet_input!r}; known: log, standardize")
         resolve_batching(self.batching, "cpu")
         if self.bn_stats not in ("clean", "both"):
             raise StableTrainError(f"bn_stats must be 'clean' or 'both', got {self.bn_stats!r}")
@@ -186,7 +198,8 @@ def _cosine(total_steps: int) -> Callable[[int], float]:
 
 
 _RESUME_MUST_MATCH = METHOD_OPTIONS + ("task", "margin", "data", "image_size", "split_seed", "test_fraction", "model", "width", "method", "alpha",
-                      "sigma", "detach_clean", "batch_size", "lr", "weight_decay", "seed", "bn_stats")
+                      "sigma", "detach_clean", "batch_size", "lr", "weight_decay", "seed", "bn_stats", "noise",
+                      "jet_input")
 
 
 def train(

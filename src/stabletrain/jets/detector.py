@@ -1,0 +1,316 @@
+"""Detector and pile-up effects as distortions of jet images.
+
+They work like the paper's distortions (``parse_distortion('smear-1')``) and
+join evaluation sweeps. Images are in units of :data:`PIXEL_UNIT_GEV`
+(TeV); parameters are in physical units:
+
+==============  =====================================================================
+``pileup-MU``   add Poisson(MU) minimum-bias events, drawn from a cached pool of
+                pile-up images (pT images add linearly)
+``smear-A``     calorimeter resolution σ/E = A/√E ⊕ c (E in GeV, c = 5 %), per cell
+``deadcells-F`` a fraction F of the cells, chosen at random per image, read zero
+``threshold-T`` cells below T GeV read zero (noise suppression)
+``shift-K``     the jet axis mis-centred by K pixels (up, down, left or right)
+``coarse-G``    G×G blocks of cells merged: a coarser calorimeter, same frame
+==============  =====================================================================
+
+Smearing draws from a gamma distribution with mean E and standard deviation
+σ(E): unlike a clipped Gaussian it never makes negative energy, and it keeps
+the mean exactly.
+
+Example:
+    >>> import torch
+    >>> from stabletrain.distortions import parse_distortion
+    >>> x = torch.zeros(2, 1, 25, 25); x[:, 0, 12, 12] = 0.2
+    >>> parse_distortion("threshold-1")(x).sum().item() == x.sum().item()
+    True
+    >>> float(parse_distortion("shift-2")(x, torch.Generator().manual_seed(0)).sum()) == float(x.sum())
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..cache import cache_dir
+from ..checks import StableTrainError
+from ..distortions import Distortion, register_distortion
+from .data import PIXEL_UNIT_GEV
+from .images import ImageSpec, pixelize, wrap_phi
+
+__all__ = [
+    "DEFAULT_POOL_EVENTS",
+    "SMEAR_CONSTANT",
+    "Coarsen",
+    "DeadCells",
+    "Pileup",
+    "Shift",
+    "Smear",
+    "Threshold",
+    "build_pileup_pool",
+    "detector_sweep",
+    "pileup_pool",
+    "set_pileup_pool",
+]
+
+#: The constant term of the calorimeter resolution used by ``smear-A``.
+SMEAR_CONSTANT = 0.05
+#: Minimum-bias events in the default pile-up pool (override with $STABLETRAIN_PILEUP_EVENTS).
+DEFAULT_POOL_EVENTS = 2000
+
+
+def _seed_from(generator: torch.Generator | None) -> int:
+    return int(torch.randint(0, 2 ** 62, (1,), generator=generator))
+
+
+def _gev(x: torch.Tensor) -> torch.Tensor:
+    return x * PIXEL_UNIT_GEV
+
+
+class Smear(Distortion):
+    """Per-cell energy resolution σ/E = A/√E ⊕ c; empty cells stay empty."""
+
+    family = "smear"
+
+    def __init__(self, param: float) -> None:
+        if not param >= 0:
+            raise StableTrainError(f"smear-A needs a stochastic term A >= 0 (GeV^1/2), got {param}")
+        super().__init__(param)
+
+    def resolution(self, energy_gev: torch.Tensor) -> torch.Tensor:
+        """Relative resolution σ/E at each energy (GeV)."""
+        return torch.sqrt(self.param ** 2 / energy_gev.clamp_min(1e-9) + SMEAR_CONSTANT ** 2)
+
+    def apply(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        energy = _gev(x).double()
+        occupied = energy > 0
+        rel = self.resolution(energy[occupied])
+        shape = 1.0 / rel ** 2  # gamma(k, θ): mean kθ = E, std √k θ = rel·E
+        rng = np.random.default_rng(_seed_from(generator))
+        draws = rng.gamma(shape.cpu().numpy(), (energy[occupied] / shape).cpu().numpy())
+        out = torch.zeros_like(energy)
+        out[occupied] = torch.from_numpy(draws).to(energy.device)
+        return (out / PIXEL_UNIT_GEV).to(x.dtype).clamp_(0.0, 1.0)
+
+
+class DeadCells(Distortion):
+    """A fraction F of the cells (exactly round(F·H·W) per image, chosen at random) read zero."""
+
+    family = "deadcells"
+
+    def __init__(self, param: float) -> None:
+        if not 0 <= param <= 1:
+            raise StableTrainError(f"deadcells-F needs a fraction F in [0, 1], got {param}")
+        super().__init__(param)
+
+    def apply(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        b, _c, h, w = x.shape
+        dead = round(self.param * h * w)
+        if dead == 0:
+            return x.clone()
+        order = torch.rand((b, h * w), generator=generator).argsort(dim=1)[:, :dead].to(x.device)
+        mask = torch.ones(b, h * w, device=x.device, dtype=x.dtype)
+        mask.scatter_(1, order, 0.0)
+        return x * mask.view(b, 1, h, w)
+
+
+class Threshold(Distortion):
+    """Cells below T GeV read zero."""
+
+    family = "threshold"
+
+    def __init__(self, param: float) -> None:
+        if not param >= 0:
+            raise StableTrainError(f"threshold-T needs T >= 0 GeV, got {param}")
+        super().__init__(param)
+
+    def apply(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return torch.where(_gev(x) < self.param, torch.zeros_like(x), x)
+
+
+class Shift(Distortion):
+    """The image moved by K whole pixels up, down, left or right (at random), zero-filled."""
+
+    family = "shift"
+
+    def __init__(self, param: float) -> None:
+        if param < 0 or param != int(param):
+            raise StableTrainError(f"shift-K needs a whole number of pixels K >= 0, got {param}")
+        super().__init__(int(param))
+
+    def apply(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        k = int(self.param)
+        if k == 0:
+            return x.clone()
+        directions = torch.randint(0, 4, (x.shape[0],), generator=generator).tolist()
+        out = torch.zeros_like(x)
+        h, w = x.shape[-2:]
+        for i, d in enumerate(directions):
+            if d == 0:
+                out[i, :, k:, :] = x[i, :, : h - k, :] if k < h else 0
+            elif d == 1:
+                out[i, :, : h - k, :] = x[i, :, k:, :] if k < h else 0
+            elif d == 2:
+                out[i, :, :, k:] = x[i, :, :, : w - k] if k < w else 0
+            else:
+                out[i, :, :, : w - k] = x[i, :, :, k:] if k < w else 0
+        return out
+
+
+class Coarsen(Distortion):
+    """G×G blocks of cells summed and shared evenly: coarser granularity in the same frame."""
+
+    family = "coarse"
+
+    def __init__(self, param: float) -> None:
+        if param < 1 or param != int(param):
+            raise StableTrainError(f"coarse-G needs a whole block size G >= 1, got {param}")
+        super().__init__(int(param))
+
+    def apply(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        g = int(self.param)
+        if g == 1:
+            return x.clone()
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % g, (-w) % g
+        padded = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+        blocks = F.avg_pool2d(padded, g)  # the block mean is the block sum shared over g² cells
+        spread = blocks.repeat_interleave(g, dim=-2).repeat_interleave(g, dim=-1)
+        return spread[..., ph // 2: ph // 2 + h, pw // 2: pw // 2 + w].contiguous()
+
+
+# ---------------------------------------------------------------------------------------------- pile-up
+
+_POOL: dict[str, Any] = {}
+
+
+def _pool_path(n_events: int, seed: int, spec: ImageSpec, eta_max: float) -> Path:
+    return cache_dir("pileup") / f"minbias-{n_events}ev-seed{seed}-{spec.pixels}px{spec.half_width:g}-eta{eta_max:g}.npz"
+
+
+def build_pileup_pool(n_events: int = DEFAULT_POOL_EVENTS, seed: int = 0, spec: ImageSpec = ImageSpec(),
+                      eta_max: float = 2.0, progress: bool = True, use_cache: bool = True) -> np.ndarray:
+    """Images (GeV) of ``n_events`` minimum-bias events, each in a frame at a random (η, φ).
+
+    Frame centres are uniform in |η| < ``eta_max`` (the jet acceptance) and
+    in φ. The pool is cached under :func:`stabletrain.cache.cache_dir`, so
+    it is generated once per setting; a larger ``n_events`` gives a pool
+    for serious studies.
+    """
+    from ..files import atomic_write_bytes
+    from .generation import (
+        Selection,
+        _make_pythia,
+        _visible_particles,
+        pythia_settings,
+        require_hep,
+    )
+
+    if n_events < 1:
+        raise StableTrainError(f"a pile-up pool needs at least one event, got {n_events}")
+    path = _pool_path(n_events, seed, spec, eta_max)
+    if use_cache and path.exists():
+        try:
+            with np.load(path) as data:
+                return data["images"]
+        except Exception:
+            path.unlink(missing_ok=True)  # a damaged cache entry is rebuilt
+    ak = require_hep("awkward")
+    from tqdm.auto import tqdm
+
+    rng = np.random.default_rng(seed)
+    images = np.zeros((n_events, spec.pixels, spec.pixels), dtype=np.float32)
+    done, chunk = 0, 250
+    with tqdm(total=n_events, desc="pile-up pool", unit="event", disable=not progress or None) as bar:
+        while done < n_events:
+            pythia = _make_pythia(pythia_settings("minbias", Selection(), seed=(seed * 7919 + done) % 900_000_000 + 1))
+            run = pythia.nextBatch(min(chunk, n_events - done) + 5)  # a few spare for skipped events
+            particles = _visible_particles(run)
+            for event in range(min(len(run), n_events - done)):
+                p = particles[event]
+                px, py, pz = ak.to_numpy(p.px), ak.to_numpy(p.py), ak.to_numpy(p.pz)
+                pt = np.hypot(px, py)
+                eta = np.arcsinh(pz / np.maximum(pt, 1e-12))
+                phi = np.arctan2(py, px)
+                eta0, phi0 = rng.uniform(-eta_max, eta_max), rng.uniform(-np.pi, np.pi)
+                images[done] = pixelize(pt, eta - eta0, wrap_phi(phi - phi0), spec)
+                done += 1
+                bar.update(1)
+    if use_cache:
+        import io
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, images=images, meta=json.dumps({"n_events": n_events, "seed": seed}))
+        atomic_write_bytes(path, buffer.getvalue())
+    return images
+
+
+def set_pileup_pool(pool: np.ndarray | str | Path | None) -> None:
+    """Use ``pool`` (GeV images, or an .npz with ``images``) for ``pileup-MU``; ``None`` restores the default."""
+    if pool is None:
+        _POOL.pop("images", None)
+        return
+    if isinstance(pool, (str, Path)):
+        try:
+            with np.load(pool) as data:
+                pool = data["images"]
+        except Exception as error:
+            raise StableTrainError(f"cannot read pile-up pool {pool}: {error}") from None
+    pool = np.asarray(pool, dtype=np.float32)
+    if pool.ndim != 3 or len(pool) == 0 or (pool < 0).any():
+        raise StableTrainError(f"a pile-up pool must be a non-empty, non-negative N×H×W array, got {pool.shape}")
+    _POOL["images"] = torch.from_numpy(pool)
+
+
+def pileup_pool() -> torch.Tensor:
+    """The pool in use (GeV images), built or loaded from the cache on first use."""
+    if "images" not in _POOL:
+        events = int(os.environ.get("STABLETRAIN_PILEUP_EVENTS", DEFAULT_POOL_EVENTS))
+        _POOL["images"] = torch.from_numpy(build_pileup_pool(events))
+    return _POOL["images"]
+
+
+class Pileup(Distortion):
+    """Poisson(MU) minimum-bias events added to each image, drawn from the pile-up pool."""
+
+    family = "pileup"
+
+    def __init__(self, param: float) -> None:
+        if not (param >= 0 and math.isfinite(param)):
+            raise StableTrainError(f"pileup-MU needs a mean number of interactions MU >= 0, got {param}")
+        super().__init__(param)
+
+    def apply(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        if self.param == 0:
+            return x.clone()
+        pool = pileup_pool()
+        if tuple(pool.shape[1:]) != tuple(x.shape[-2:]):
+            raise StableTrainError(f"the pile-up pool has {tuple(pool.shape[1:])} images but the jets are "
+                                   f"{tuple(x.shape[-2:])}")
+        counts = torch.poisson(torch.full((x.shape[0],), float(self.param)), generator=generator).long()
+        draws = torch.randint(0, len(pool), (int(counts.sum()),), generator=generator)
+        owner = torch.repeat_interleave(torch.arange(x.shape[0]), counts)
+        added = torch.zeros(x.shape[0], *pool.shape[1:], dtype=torch.float32)
+        added.index_add_(0, owner, pool[draws])
+        return (x + (added / PIXEL_UNIT_GEV).unsqueeze(1).to(x.device, x.dtype)).clamp_(0.0, 1.0)
+
+
+for _cls in (Pileup, Smear, DeadCells, Threshold, Shift, Coarsen):
+    register_distortion(_cls.family, _cls)
+
+
+def detector_sweep(pileup: bool = True) -> list[str]:
+    """The default sweep of detector effects, three severities each (``pileup=False`` skips pile-up)."""
+    specs = ["smear-0.5", "smear-1", "smear-2", "deadcells-0.05", "deadcells-0.1", "deadcells-0.2",
+             "threshold-1", "threshold-2", "threshold-5", "shift-1", "shift-2", "shift-3",
+             "coarse-2", "coarse-3", "coarse-5"]
+    return (["pileup-10", "pileup-20", "pileup-40"] if pileup else []) + specs

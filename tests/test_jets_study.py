@@ -1,0 +1,60 @@
+import pytest
+import torch
+from torch import nn
+
+from stabletrain.checks import StableTrainError
+from stabletrain.jets.study import (
+    attack_rows,
+    normalize_max,
+    physical_pgd,
+    sparse_energy_attack,
+)
+
+
+def _linear():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(25, 2))
+    return model
+
+
+def test_pgd_respects_nonnegativity_epsilon_and_budget():
+    model = _linear()
+    x = torch.zeros(16, 1, 5, 5)
+    x[:, 0, 2, 2] = 0.05
+    y = torch.arange(16) % 2
+    adv = physical_pgd(model, x, y, epsilon=0.01, budget=0.03, steps=5)
+    delta = adv - x
+    assert float(adv.min()) >= 0
+    assert float(delta.abs().max()) <= 0.01 + 1e-7
+    assert float(delta.abs().flatten(1).sum(1).max()) <= 0.03 + 1e-6
+    assert torch.equal(physical_pgd(model, x, y, epsilon=0.0), x)
+
+
+def test_pgd_flips_a_linear_model_at_large_epsilon():
+    model = _linear()
+    x = torch.rand(32, 1, 5, 5) * 0.5
+    y = model(x).argmax(1)
+    adv = physical_pgd(model, x, y, epsilon=0.5, steps=20)
+    assert float((model(adv).argmax(1) != y).float().mean()) > 0.9
+
+
+def test_sparse_attack_changes_at_most_k_cells_by_at_most_the_cap():
+    model = _linear()
+    x = torch.rand(8, 1, 5, 5) * 0.1
+    y = torch.arange(8) % 2
+    adv = sparse_energy_attack(model, x, y, k=3, max_change=0.02, steps=5)
+    delta = adv - x
+    assert int((delta.abs() > 0).flatten(1).sum(1).max()) <= 3
+    assert float(delta.abs().max()) <= 0.02 + 1e-7 and float(adv.min()) >= 0
+    with pytest.raises(StableTrainError, match="k must be"):
+        sparse_energy_attack(model, x, y, k=-1, max_change=0.1)
+
+
+def test_attack_rows_and_normalization():
+    model = _linear()
+    x = normalize_max(torch.rand(20, 1, 5, 5))
+    assert torch.allclose(x.flatten(1).amax(1), torch.ones(20))
+    rows = attack_rows({"m": model}, x, torch.arange(20) % 2, epsilons=[0.0, 0.5], ks=[2], progress=False)
+    assert [r["attack"] for r in rows] == ["pgd", "pgd", "sparse"]
+    assert rows[0]["success_rate"] == pytest.approx(rows[0]["clean_error"])
+    assert rows[1]["success_rate"] >= rows[0]["success_rate"]
