@@ -947,7 +947,9 @@ def _spatter_layer(batch: int, grid: tuple[int, int], unit: float, c: tuple, gen
         # with a dry 4-neighbour, a one-pixel line like Canny's.
         dry = ~_pad(wet, 1, 1, 1, 1, "edge")
         rims = wet & (dry[..., :-2, 1:-1] | dry[..., 2:, 1:-1] | dry[..., 1:-1, :-2] | dry[..., 1:-1, 2:])
-        dist = _truncated_distance(rims, 20.0 * unit, dtype)
+        # (at least 3 px: on a coarse grid a cap under a pixel would floor the
+        # whole distance map to zero and leave no light)
+        dist = _truncated_distance(rims, 20.0 if unit == 1.0 else max(20.0 * unit, 3.0), dtype)
         box = torch.full((3, 3), 1.0 / 9.0, dtype=torch.float64)
         dist = torch.floor(_filter2d(dist, box))
         dist = _equalize_hist(dist)
