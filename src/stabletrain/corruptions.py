@@ -40,9 +40,9 @@ Corruption('c10/fog-2')
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -55,11 +55,12 @@ from .perturbations import randn_like
 __all__ = [
     "CORRUPTIONS",
     "HELD_OUT",
+    "LAYER_RESOLUTIONS",
     "PARAMETER_SETS",
     "REFERENCE_SIDE",
     "Corruption",
-    "corruption_suite",
     "corrupt",
+    "corruption_suite",
     "defocus_kernel",
     "frost_texture",
     "motion_blur_taps",
@@ -80,6 +81,13 @@ _ALL: tuple[str, ...] = CORRUPTIONS + HELD_OUT
 PARAMETER_SETS: tuple[str, ...] = ("imagenet", "cifar10")
 #: The image side (pixels) each parameter set was written for.
 REFERENCE_SIDE: dict[str, int] = {"imagenet": 224, "cifar10": 32}
+#: Where snow, spatter and elastic_transform build their random layers when the
+#: image is smaller than the parameter set's reference side: ``"reference"``
+#: (default) on the reference grid, then resized; ``"native"`` on the image's
+#: own grid, with parameters converted so the layer keeps the reference's
+#: statistics (see ``docs/corruptions.md``). The two are identical when the
+#: image is at least the reference side.
+LAYER_RESOLUTIONS: tuple[str, ...] = ("reference", "native")
 
 
 def _aranges(spec: Sequence[tuple[float, float]]) -> tuple[tuple[float, ...], ...]:
@@ -174,13 +182,17 @@ def _rand(shape: Sequence[int], generator: torch.Generator | None, device: torch
     # Drawn on the generator's device and moved, so a seed means the same
     # numbers whether the batch is on the CPU or a GPU.
     u = torch.rand(tuple(shape), generator=generator, device=_draw_device(generator), dtype=torch.float32)
-    return (low + (high - low) * u).to(device=device, dtype=dtype)
+    if (low, high) != (0.0, 1.0):
+        u = u.mul_(high - low).add_(low)  # in place: the same float32 operations as low + (high - low)·u
+    return u.to(device=device, dtype=dtype)
 
 
 def _randn(shape: Sequence[int], generator: torch.Generator | None, device: torch.device,
            dtype: torch.dtype, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
     z = torch.randn(tuple(shape), generator=generator, device=_draw_device(generator), dtype=torch.float32)
-    return (mean + std * z).to(device=device, dtype=dtype)
+    if (mean, std) != (0.0, 1.0):
+        z = z.mul_(std).add_(mean)  # in place: the same float32 operations as mean + std·z
+    return z.to(device=device, dtype=dtype)
 
 
 def _randint(low: int, high: int, shape: Sequence[int], generator: torch.Generator | None,
@@ -289,7 +301,7 @@ def _filter_per_image(x: torch.Tensor, kernels: torch.Tensor, mode: str = "refle
     the CPU both are several times faster than a depthwise ``conv2d``.
     ``mode`` is a border rule of :func:`_pad` or ``"zero"``.
     """
-    batch, channels, height, width = x.shape
+    height, width = x.shape[-2:]
     kh, kw = kernels.shape[-2:]
     kernels = kernels.to(device=x.device, dtype=x.dtype)
     if mode == "zero":
@@ -320,6 +332,22 @@ def _resize(layer: torch.Tensor, height: int, width: int) -> torch.Tensor:
         return layer
     smaller = height < layer.shape[-2] or width < layer.shape[-1]
     return F.interpolate(layer, size=(height, width), mode="bilinear", align_corners=False, antialias=smaller)
+
+
+@lru_cache(maxsize=64)
+def _resize_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """:func:`_resize` along one axis as an ``n_out×n_in`` float64 matrix (it is separable)."""
+    # Resized along the width: torch's antialiased path on n×1 columns gives
+    # other weights than its 2-D resize, while 1×n rows give the same ones.
+    rows = torch.eye(n_in, dtype=torch.float64).view(n_in, 1, 1, n_in)
+    return _resize(rows, 1, n_out).view(n_in, n_out).T.contiguous()
+
+
+def _kernel_energy(sigma: float, truncate: float = 4.0) -> float:
+    """``Σ g²`` of the sampled 1-D Gaussian; white noise of std 1 blurred in 2-D has std ``Σ g²``."""
+    if sigma <= 0 or int(truncate * sigma + 0.5) == 0:
+        return 1.0
+    return float((_gaussian_kernel1d(sigma, truncate) ** 2).sum())
 
 
 def _luma(x: torch.Tensor) -> torch.Tensor:
@@ -505,6 +533,12 @@ class _Context:
     parameter_set: str
     scale: float  # min(H, W) / reference side
     generator: torch.Generator | None
+    layer_resolution: str = "reference"
+
+    @property
+    def native(self) -> bool:
+        """Build layers on the image grid: asked for, and the reference grid would be larger."""
+        return self.layer_resolution == "native" and self.scale < 1.0
 
     def reference_grid(self, height: int, width: int) -> tuple[int, int]:
         """The image size in reference pixels: where fixed-resolution layers are generated."""
@@ -646,20 +680,35 @@ def _zoom_blur(x: torch.Tensor, factors: tuple, ctx: _Context) -> torch.Tensor:
     return out / (len(factors) + 1)
 
 
+def _shrink_kernels(kernels: torch.Tensor, scale: float) -> torch.Tensor:
+    """Area-average centred ``N×kh×kw`` kernels onto a grid ``scale`` (< 1) times as fine; each sums to one."""
+    rows = _shrink_matrix(kernels.shape[-2], scale)
+    cols = _shrink_matrix(kernels.shape[-1], scale)
+    shrunk = rows @ kernels @ cols.T
+    return shrunk / shrunk.sum(dim=(-2, -1), keepdim=True)
+
+
 def _snow(x: torch.Tensor, c: tuple, ctx: _Context) -> torch.Tensor:
     batch, channels, height, width = x.shape
     rh, rw = ctx.reference_grid(height, width)
     # The flake layer is made at the reference resolution, where its
-    # parameters are defined, and resized to the image.
+    # parameters are defined: noise on a grid `zoom` times coarser, enlarged,
+    # thresholded.
     zoom = c[2]
     small = (max(1, math.ceil(rh / zoom)), max(1, math.ceil(rw / zoom)))
     layer = _randn((batch, 1, *small), ctx.generator, x.device, x.dtype, mean=c[0], std=c[1])
     if small != (rh, rw):
         layer = F.interpolate(layer, size=(rh, rw), mode="bilinear", align_corners=True)
-    layer = torch.where(layer < c[3], torch.zeros_like(layer), layer).clamp_(0.0, 1.0)
+    layer = layer.masked_fill_(layer < c[3], 0.0).clamp_(0.0, 1.0)
     angles = _rand((batch,), ctx.generator, torch.device("cpu"), torch.float64, -135.0, -45.0)
     kernels = _taps_to_kernels(*motion_blur_taps(c[4], c[5], angles))
-    layer = _resize(_filter_per_image(layer, kernels, mode="edge"), height, width)
+    if ctx.native:
+        # The motion blur, the costly part, runs on the image grid: the
+        # thresholded layer is area-averaged first and the line kernel is
+        # area-averaged onto the image's pixels (as defocus does).
+        layer = _filter_per_image(_resize(layer, height, width), _shrink_kernels(kernels, ctx.scale), mode="edge")
+    else:
+        layer = _resize(_filter_per_image(layer, kernels, mode="edge"), height, width)
     grey = x if channels == 1 else _luma(x)
     x = c[6] * x + (1 - c[6]) * torch.maximum(x, grey * 1.5 + 0.5)
     return x + layer + layer.flip(-2, -1)
@@ -773,20 +822,44 @@ def _pixelate(x: torch.Tensor, c: float, ctx: _Context) -> torch.Tensor:
     return small.index_select(-2, up_rows).index_select(-1, up_cols)
 
 
+@lru_cache(maxsize=64)
+def _field_matrix(n_ref: int, n: int, sigma: float) -> torch.Tensor:
+    """Smoothing on the reference grid (σ, truncate 3, symmetric borders), then resizing to ``n``: ``n×n_ref``."""
+    smooth = (_gaussian_matrix(n_ref, sigma, 3.0, "symmetric") if sigma > 0 and int(3.0 * sigma + 0.5) > 0
+              else torch.eye(n_ref, dtype=torch.float64))
+    return _resize_matrix(n_ref, n) @ smooth
+
+
+@lru_cache(maxsize=64)
+def _field_root(n_ref: int, n: int, sigma: float) -> torch.Tensor:
+    """The symmetric square root ``L`` of ``M·Mᵀ``, ``M = _field_matrix``: ``L·Z`` and ``M·U`` share their covariance."""
+    m = _field_matrix(n_ref, n, sigma)
+    values, vectors = torch.linalg.eigh(m @ m.T)
+    return (vectors * values.clamp_min(0.0).sqrt()) @ vectors.T
+
+
 def _elastic_transform(x: torch.Tensor, c: float | tuple, ctx: _Context) -> torch.Tensor:
     batch, _, height, width = x.shape
     rh, rw = ctx.reference_grid(height, width)
     device, dtype, gen = x.device, x.dtype, ctx.generator
-    # The displacement field is built in reference pixels on the reference
-    # grid, where the tables are defined, then resized and rescaled to the image.
+    # The displacement field is defined in reference pixels on the reference
+    # grid: uniform noise, smoothed, scaled by alpha, then resized to the
+    # image. Smoothing and resizing are linear and separable, so they are one
+    # n×n_ref matrix per axis. With native layers the field is drawn on the
+    # image grid instead, as Gaussian noise shaped to the same covariance.
     affine = None
     if ctx.parameter_set == "imagenet":
         alpha, sigma_y, sigma_x, shift = float(c), 0.01 * rh, 0.01 * rw, 0.005 * rh
-        noise = _rand((batch, 2, rh, rw), gen, device, dtype, -shift, shift)
     else:
         alpha, sigma_y, affine_shift = c
         sigma_x, shift = sigma_y, 1.0
-        noise = _rand((batch, 2, rh, rw), gen, device, dtype, -1.0, 1.0)
+    if ctx.native:
+        noise = _randn((batch, 2, height, width), gen, device, dtype, std=shift / math.sqrt(3.0))
+        rows, cols = _field_root(rh, height, float(sigma_y)), _field_root(rw, width, float(sigma_x))
+    else:
+        noise = _rand((batch, 2, rh, rw), gen, device, dtype, -shift, shift)
+        rows, cols = _field_matrix(rh, height, float(sigma_y)), _field_matrix(rw, width, float(sigma_x))
+    if ctx.parameter_set == "cifar10":
         # make_cifar_c's random affine: three control points around the centre
         # move by U(-c, c) reference pixels; we need the map from output to source.
         centre = torch.tensor([rw // 2, rh // 2], dtype=torch.float64)
@@ -797,10 +870,10 @@ def _elastic_transform(x: torch.Tensor, c: float | tuple, ctx: _Context) -> torc
         affine = torch.linalg.solve(homogeneous, source.expand(batch, 3, 2)).transpose(1, 2)  # B×2×3
         affine = affine.to(device=device, dtype=dtype)
     if alpha > 0:
-        field = _gaussian_blur(noise, sigma_y, sigma_x, truncate=3.0, mode="symmetric") * alpha
+        rows, cols = rows.to(device=device, dtype=dtype), cols.to(device=device, dtype=dtype)
+        field = torch.matmul(torch.matmul(rows, noise), cols.T).mul_(alpha)  # (dy, dx) in reference pixels
     else:
-        field = torch.zeros_like(noise)
-    field = _resize(field, height, width)  # (dy, dx) in reference pixels
+        field = torch.zeros(batch, 2, height, width, device=device, dtype=dtype)
     sy, sx = height / rh, width / rw
     ys = (torch.arange(height, device=device, dtype=dtype) + 0.5) / sy - 0.5
     xs = (torch.arange(width, device=device, dtype=dtype) + 0.5) / sx - 0.5
@@ -856,12 +929,15 @@ def _equalize_hist(v: torch.Tensor) -> torch.Tensor:
     return lut.gather(1, flat).to(v.dtype).view_as(v)
 
 
-def _spatter(x: torch.Tensor, c: tuple, ctx: _Context) -> torch.Tensor:
-    batch, channels, height, width = x.shape
-    rh, rw = ctx.reference_grid(height, width)
-    device, dtype = x.device, x.dtype
-    liquid = _randn((batch, 1, rh, rw), ctx.generator, device, dtype, mean=c[0], std=c[1])
-    liquid = _gaussian_blur(liquid, c[2])
+def _spatter_layer(batch: int, grid: tuple[int, int], unit: float, c: tuple, generator: torch.Generator | None,
+                   device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The water light or the mud cover, ``batch×1×grid``; ``unit`` = grid pixels per reference pixel."""
+    # Off the reference grid every length is multiplied by `unit`, and the
+    # noise by the ratio of the blurs' Σg², so that the smoothed liquid has the
+    # reference's mean and spread and the threshold wets the same fraction.
+    spread = c[1] * _kernel_energy(c[2]) / _kernel_energy(c[2] * unit)
+    liquid = _randn((batch, 1, *grid), generator, device, dtype, mean=c[0], std=spread)
+    liquid = _gaussian_blur(liquid, c[2] * unit)
     liquid = torch.where(liquid < c[3], torch.zeros_like(liquid), liquid)
     if c[5] == 0:  # water drops: pale turquoise, brighter towards one side of each drop
         liquid8 = torch.floor(liquid.clamp(0.0, 1.0) * 255)
@@ -871,7 +947,9 @@ def _spatter(x: torch.Tensor, c: tuple, ctx: _Context) -> torch.Tensor:
         # with a dry 4-neighbour, a one-pixel line like Canny's.
         dry = ~_pad(wet, 1, 1, 1, 1, "edge")
         rims = wet & (dry[..., :-2, 1:-1] | dry[..., 2:, 1:-1] | dry[..., 1:-1, :-2] | dry[..., 1:-1, 2:])
-        dist = _truncated_distance(rims, 20.0, dtype)
+        # (at least 3 px: on a coarse grid a cap under a pixel would floor the
+        # whole distance map to zero and leave no light)
+        dist = _truncated_distance(rims, 20.0 if unit == 1.0 else max(20.0 * unit, 3.0), dtype)
         box = torch.full((3, 3), 1.0 / 9.0, dtype=torch.float64)
         dist = torch.floor(_filter2d(dist, box))
         dist = _equalize_hist(dist)
@@ -879,16 +957,43 @@ def _spatter(x: torch.Tensor, c: tuple, ctx: _Context) -> torch.Tensor:
         dist = torch.round(_filter2d(dist, emboss)).clamp_(0, 255)
         dist = _filter2d(dist, box)
         m = liquid8 * dist
-        m = m / m.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12) * c[4]
-        m = _resize(m, height, width)
+        return m / m.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12) * c[4]
+    # mud: opaque brown blotches
+    m = _gaussian_blur((liquid > c[3]).to(dtype), c[4] * unit)
+    return torch.where(m < 0.8, torch.zeros_like(m), m)
+
+
+_CALIBRATION_IMAGES = 16
+
+
+@lru_cache(maxsize=128)
+def _spatter_gain(c: tuple, reference_grid: tuple[int, int], grid: tuple[int, int], unit: float) -> float:
+    """Mean of the reference-grid layer over the mean of the native one, from a fixed private seed."""
+    # Drops and blotches a few reference pixels wide are under a pixel on
+    # the image grid, so their shapes, and with them the layer's mean, cannot
+    # follow the reference there. The native layer is scaled to the
+    # reference's mean light (water) or mean cover (mud).
+    generator = torch.Generator().manual_seed(0)
+    cpu = torch.device("cpu")
+    reference = _spatter_layer(_CALIBRATION_IMAGES, reference_grid, 1.0, c, generator, cpu, torch.float32)
+    native = _spatter_layer(_CALIBRATION_IMAGES, grid, unit, c, generator, cpu, torch.float32)
+    return float(reference.mean() / native.mean().clamp_min(1e-12))
+
+
+def _spatter(x: torch.Tensor, c: tuple, ctx: _Context) -> torch.Tensor:
+    batch, channels, height, width = x.shape
+    device, dtype = x.device, x.dtype
+    rh, rw = ctx.reference_grid(height, width)
+    if ctx.native:
+        m = _spatter_layer(batch, (height, width), ctx.scale, c, ctx.generator, device, dtype)
+        m = m * _spatter_gain(tuple(c), (rh, rw), (height, width), round(ctx.scale, 9))
+    else:
+        m = _resize(_spatter_layer(batch, (rh, rw), 1.0, c, ctx.generator, device, dtype), height, width)
+    if c[5] == 0:
         water = torch.tensor((175 / 255, 238 / 255, 238 / 255), device=device, dtype=dtype).view(1, 3, 1, 1)
         if channels == 3:
             return x + m * water
         return x + _luma((m * water).clamp(0.0, 1.0))
-    # mud: opaque brown blotches
-    m = _gaussian_blur((liquid > c[3]).to(dtype), c[4])
-    m = torch.where(m < 0.8, torch.zeros_like(m), m)
-    m = _resize(m, height, width)
     mud = _colour((63 / 255, 42 / 255, 20 / 255), channels, device, dtype)
     return x * (1 - m) + mud * m
 
@@ -929,6 +1034,13 @@ def _check_parameter_set(parameter_set: str) -> str:
     return key
 
 
+def _check_layer_resolution(layer_resolution: str) -> str:
+    if layer_resolution not in LAYER_RESOLUTIONS:
+        raise StableTrainError(f"unknown layer resolution {layer_resolution!r}; "
+                               f"known: {', '.join(LAYER_RESOLUTIONS)}")
+    return layer_resolution
+
+
 def _check_name(name: str) -> str:
     if name not in _IMPLEMENTATIONS:
         raise StableTrainError(f"unknown corruption {name!r}; known corruptions: {', '.join(_ALL)}")
@@ -950,9 +1062,16 @@ class Corruption(Distortion):
         name: one of :data:`CORRUPTIONS` or :data:`HELD_OUT`.
         severity: an integer in 1..5.
         parameter_set: ``"imagenet"`` (default) or ``"cifar10"`` (alias ``"c10"``).
+        layer_resolution: where ``snow``, ``spatter`` and ``elastic_transform``
+            build their random layers on images smaller than the reference
+            side: ``"reference"`` (default; on the reference grid, then
+            resized) or ``"native"`` (on the image grid, with the layer's
+            statistics matched; many times faster on small images). See
+            :data:`LAYER_RESOLUTIONS`.
 
     The spec (and family) is ``name`` for the ImageNet-C set and
-    ``c10/name`` for the CIFAR-10-C set, with the severity as parameter.
+    ``c10/name`` for the CIFAR-10-C set, with the severity as parameter; the
+    layer resolution is not part of the spec.
 
     Example:
         >>> c = Corruption("zoom_blur", 2, "cifar10")
@@ -960,13 +1079,17 @@ class Corruption(Distortion):
         ('c10/zoom_blur-2', 2, 12)
         >>> c(torch.full((1, 3, 16, 16), 0.5)).shape
         torch.Size([1, 3, 16, 16])
+        >>> Corruption("snow", 3, layer_resolution="native")
+        Corruption('snow-3', layer_resolution='native')
     """
 
     stronger_when_larger = True
 
-    def __init__(self, name: str, severity: int, parameter_set: str = "imagenet") -> None:
+    def __init__(self, name: str, severity: int, parameter_set: str = "imagenet",
+                 layer_resolution: str = "reference") -> None:
         self.name = _check_name(name)
         self.parameter_set = _check_parameter_set(parameter_set)
+        self.layer_resolution = _check_layer_resolution(layer_resolution)
         self.family = name if self.parameter_set == "imagenet" else f"c10/{name}"
         super().__init__(_check_severity(severity))
 
@@ -983,6 +1106,11 @@ class Corruption(Distortion):
     def reference_side(self) -> int:
         return REFERENCE_SIDE[self.parameter_set]
 
+    def __repr__(self) -> str:
+        if self.layer_resolution == "reference":
+            return super().__repr__()
+        return f"{type(self).__name__}({self.spec!r}, layer_resolution={self.layer_resolution!r})"
+
     def apply(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         channels, height, width = x.shape[1:]
         if channels not in (1, 3):
@@ -993,7 +1121,8 @@ class Corruption(Distortion):
         # Half-precision inputs are processed in float32: CPU convolutions and
         # FFTs lack float16 kernels and the fog/plasma sums need the range.
         work = torch.float64 if x.dtype == torch.float64 else torch.float32
-        ctx = _Context(self.parameter_set, min(height, width) / self.reference_side, generator)
+        ctx = _Context(self.parameter_set, min(height, width) / self.reference_side, generator,
+                       self.layer_resolution)
         inputs = x.detach().to(work)
         out = _IMPLEMENTATIONS[self.name](inputs, self.parameters, ctx)
         if out is inputs or out.data_ptr() == x.data_ptr():
@@ -1002,23 +1131,27 @@ class Corruption(Distortion):
 
 
 def corrupt(x: torch.Tensor, name: str, severity: int, parameter_set: str = "imagenet",
-            generator: torch.Generator | None = None) -> torch.Tensor:
+            generator: torch.Generator | None = None, layer_resolution: str = "reference") -> torch.Tensor:
     """Apply one corruption at one severity to a batch; a new ``B×C×H×W`` tensor in [0, 1].
+
+    ``layer_resolution`` is that of :class:`Corruption`.
 
     Example:
         >>> x = torch.full((1, 1, 8, 8), 0.5)
         >>> round(float(corrupt(x, "brightness", 5, "cifar10").mean()), 4)
         0.8
     """
-    return Corruption(name, severity, parameter_set)(x, generator)
+    return Corruption(name, severity, parameter_set, layer_resolution)(x, generator)
 
 
 def corruption_suite(parameter_set: str = "imagenet", names: Iterable[str] | str | None = None,
-                     severities: Sequence[int] = (1, 2, 3, 4, 5)) -> list[Corruption]:
+                     severities: Sequence[int] = (1, 2, 3, 4, 5),
+                     layer_resolution: str = "reference") -> list[Corruption]:
     """Corruptions for a robustness sweep: every name at every severity, name-major.
 
     ``names`` defaults to the fifteen :data:`CORRUPTIONS`; pass
-    ``CORRUPTIONS + HELD_OUT`` for all nineteen.
+    ``CORRUPTIONS + HELD_OUT`` for all nineteen. ``layer_resolution`` is that
+    of :class:`Corruption`.
 
     Example:
         >>> [c.spec for c in corruption_suite("cifar10", names=["fog"], severities=(1, 5))]
@@ -1030,7 +1163,7 @@ def corruption_suite(parameter_set: str = "imagenet", names: Iterable[str] | str
     steps = list(severities)
     if not steps:
         raise StableTrainError("no corruption severities given")
-    return [Corruption(name, severity, parameter_set) for name in chosen for severity in steps]
+    return [Corruption(name, severity, parameter_set, layer_resolution) for name in chosen for severity in steps]
 
 
 def _register() -> None:
