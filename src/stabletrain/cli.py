@@ -258,6 +258,17 @@ def _launch_train(args: argparse.Namespace, config: Any) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from . import distributed
+
+    # under torchrun every rank evaluates a share of the sweep; rank 0 writes the report
+    context = distributed.setup(args.device)
+    try:
+        return _evaluate(args, context)
+    finally:
+        distributed.teardown()
+
+
+def _evaluate(args: argparse.Namespace, context: Any) -> int:
     from .data import load_data, load_patches
     from .distortions import paper_sweep, parse_distortions
     from .evaluation import DEFAULT_EPSILONS, SUITES, evaluate_suites
@@ -265,10 +276,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .models import Embedder
     from .reports import text_table, write_evaluation, write_similarity_report
     from .similarity import build_benchmark, evaluate_similarity, similarity_sweep
-    from .training import load_model, resolve_device
+    from .training import load_model
 
     distortions = None if args.distortions == "paper" else parse_distortions(args.distortions)
-    device = resolve_device(args.device)
+    device = context.device
     model, checkpoint = load_model(args.checkpoint, device=device)
     stored = checkpoint["config"]
     trained_task = stored.get("task", "classification")
@@ -279,6 +290,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else run_dir / ("evaluation" if task == trained_task else f"evaluation-{task}")
     name = stored["method"]
     if task == "similarity":
+        if not context.is_main:  # the near-duplicate benchmark is not sharded; rank 0 runs it
+            return 0
         if trained_task == "classification":
             model = Embedder(model).eval()
         data = load_patches(data_source, image_size=stored.get("image_size"), split_seed=stored.get("split_seed", 0),
@@ -339,7 +352,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_suites(models, data.test, suites, paper_distortions=distortions, corruption_set=corruption_set,
                              epsilons=epsilons, attack=args.attack, attack_steps=args.attack_steps,
                              attack_examples=args.attack_examples, baseline=baseline_name, seed=args.seed,
-                             batch_size=args.batch_size, progress=not args.quiet)
+                             batch_size=args.batch_size, progress=not args.quiet, context=context)
+    if not context.is_main:
+        return 0
     rows = result["rows"]
     settings = {"checkpoint": str(args.checkpoint), "method": name, "data": data_source,
                 "test images": len(data.test), "suites": ", ".join(suites), "distortion seed": args.seed}
