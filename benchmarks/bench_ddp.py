@@ -120,7 +120,7 @@ def main() -> None:
     lines = [f"SmallCNN (width 32), 3×32×32 synthetic images, global batch {args.batch}, {args.steps} timed "
              f"steps after {args.warmup} warm-up steps, {args.rounds} rounds round-robin; torch {torch.__version__}, "
              f"{cores} CPU cores. Load average after the run: {load:.1f} (other jobs shared the machine).", "",
-             "| method | setup | images/s (best round) | images/s (median) | × 1 process |",
+             f"| method | setup | images/s (best round) | images/s (median) | × 1 process × {cores} threads |",
              "|---|---|---:|---:|---:|"]
     lines += [f"| {r['method']} | {r['setup']} | {r['best_images_per_s']:.0f} | {r['median_images_per_s']:.0f} | "
               f"{r['vs_one_process']:.2f} |" for r in rows]
