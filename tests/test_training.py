@@ -155,3 +155,82 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_weights(tmp_path):
     b, _ = load_model(killed)
     for key, value in a.state_dict().items():
         assert torch.equal(value, b.state_dict()[key]), key
+
+
+def test_sigkill_after_a_mid_epoch_checkpoint_then_resume_gives_identical_weights(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = [sys.executable, "-m", "stabletrain", "train", "--data", "digits", "--image-size", "16", "--width", "8",
+            "--batch-size", "32", "--epochs", "2", "--method", "stability", "--checkpoint-every", "5", "--quiet"]
+    straight = tmp_path / "straight"
+    subprocess.run(args + ["--out", str(straight)], check=True, capture_output=True, timeout=300)
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(args + ["--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        try:
+            position = load_checkpoint(killed / "checkpoint.pt")
+        except StableTrainError:  # not written yet
+            time.sleep(0.02)
+            continue
+        if position["epoch"] == 1 and position["step"] >= 10:  # well into the second epoch
+            break
+        time.sleep(0.02)
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+    stored = load_checkpoint(killed / "checkpoint.pt")
+    assert stored["epoch"] == 1 and stored["step"] > 0, "the kill should land mid-epoch, after a step checkpoint"
+    assert set(stored["progress"]) == {"noise", "totals", "correct", "seen"} and "torch" in stored["rng"]
+    subprocess.run(args + ["--out", str(killed), "--resume"], check=True, capture_output=True, timeout=300)
+    a, _ = load_model(straight)
+    b, _ = load_model(killed)
+    for key, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[key]), key
+    import json
+
+    losses = [[row["loss"] for row in json.loads((run / "history.json").read_text())] for run in (straight, killed)]
+    assert losses[0] == losses[1]  # the epoch's running sums were checkpointed too
+
+
+def test_nan_loss_keeps_the_last_step_checkpoint(tmp_path):
+    register_objective("nan-test", lambda **_: NaNAtStep())
+    NaNAtStep.calls = 0
+    # 12 steps per epoch, a checkpoint every 5 steps: the last good one is step 15 = step 3 of epoch 2
+    with pytest.raises(StableTrainError, match=r"step 16; .*last good checkpoint \(epoch 1, step 3 of epoch 2\)"):
+        train(small(method="nan-test", epochs=3, checkpoint_every=5), tmp_path / "run", progress=False)
+    checkpoint = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert (checkpoint["epoch"], checkpoint["step"]) == (1, 3) and not checkpoint["complete"]
+    model, _ = load_model(tmp_path / "run")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_bf16_autocast_trains_and_keeps_float32_weights(tmp_path):
+    result = train(small(epochs=1, amp="bf16", norm="group"), tmp_path / "run", progress=False)
+    assert result.history[-1]["test_accuracy"] > 0.3  # 10 classes: well above chance after one epoch
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())
+    model, checkpoint = load_model(tmp_path / "run")
+    assert checkpoint["config"]["amp"] == "bf16" and checkpoint["model"]["kwargs"]["norm"] == "group"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"amp": "fp8"}, "amp"),
+    ({"norm": "layer"}, "norm"),
+    ({"checkpoint_every": -1}, "checkpoint_every"),
+    ({"workers": -2}, "workers"),
+])
+def test_bad_scale_options(overrides, message, tmp_path):
+    with pytest.raises(StableTrainError, match=message):
+        train(small(**overrides), tmp_path / "run", progress=False)
+
+
+def test_dataloader_workers_give_the_same_weights(tmp_path):
+    direct = train(small(epochs=1, method="plain"), tmp_path / "direct", progress=False)
+    loaded = train(small(epochs=1, method="plain", workers=1), tmp_path / "loaded", progress=False)
+    for key, value in direct.model.state_dict().items():
+        assert torch.equal(value, loaded.model.state_dict()[key]), key

@@ -73,6 +73,19 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--weight-decay", type=float)
     g.add_argument("--seed", type=int, help="seed of initialization, shuffling and noise (default 0)")
     g.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
+    g = parser.add_argument_group("scale and fault tolerance (docs/scaling.md)")
+    g.add_argument("--nproc", type=_positive_int,
+                   help="train with DistributedDataParallel on N local processes (re-runs itself under torchrun; "
+                        "nccl on GPUs, gloo on the CPU); --batch-size is the global batch")
+    g.add_argument("--norm", choices=["batch", "group"],
+                   help="normalization layers of small_cnn (default batch); group is exact under data parallelism")
+    g.add_argument("--sync-bn", action="store_true", default=None,
+                   help="SyncBatchNorm across processes (GPUs only)")
+    g.add_argument("--amp", choices=["off", "bf16"], help="bfloat16 autocast of the forward passes (default off)")
+    g.add_argument("--compile", action="store_true", default=None, help="run the model through torch.compile")
+    g.add_argument("--checkpoint-every", type=int, metavar="STEPS",
+                   help="also checkpoint every STEPS optimizer steps within an epoch (default 0: per epoch)")
+    g.add_argument("--workers", type=int, help="DataLoader worker processes (default 0: batches indexed in memory)")
 
 
 _TRAIN_KEYS = {"task": "task", "margin": "margin", "jsd_lambda": "jsd_lambda", "trades_beta": "trades_beta",
@@ -82,7 +95,8 @@ _TRAIN_KEYS = {"task": "task", "margin": "margin", "jsd_lambda": "jsd_lambda", "
                "width": "width", "method": "method", "alpha": "alpha", "sigma": "sigma",
                "detach_clean": "detach_clean", "noise": "noise", "jet_input": "jet_input", "batching": "batching", "bn_stats": "bn_stats", "epochs": "epochs",
                "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay", "seed": "seed",
-               "device": "device"}
+               "device": "device", "norm": "norm", "sync_bn": "sync_bn", "amp": "amp", "compile": "compile",
+               "checkpoint_every": "checkpoint_every", "workers": "workers"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,6 +216,7 @@ def _log(quiet: bool):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from . import distributed
     from .files import read_yaml
     from .training import TrainConfig, train
 
@@ -214,8 +229,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if value is not None:
             values[key] = value
     config = TrainConfig.from_dict(values)
-    result = train(config, args.out, resume=args.resume, init=args.init, overwrite=args.overwrite,
-                   progress=not args.quiet, log=_log(args.quiet))
+    if args.nproc and args.nproc > 1 and not distributed.launched_by_torchrun():
+        return _launch_train(args, config)
+    try:
+        result = train(config, args.out, resume=args.resume, init=args.init, overwrite=args.overwrite,
+                       progress=not args.quiet, log=_log(args.quiet))
+    finally:
+        distributed.teardown()
+    if result.extra.get("rank", 0) != 0:
+        return 0
     from .tasks import get_task
 
     metric = get_task(config.task).metric
@@ -226,7 +248,37 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _launch_train(args: argparse.Namespace, config: Any) -> int:
+    """Re-run this ``train`` under torchrun with the resolved, already validated options."""
+    import tempfile
+
+    from . import distributed
+    from .files import write_yaml
+
+    with tempfile.TemporaryDirectory(prefix="stabletrain-launch-") as folder:
+        resolved = Path(folder) / "config.yaml"
+        write_yaml(resolved, config.to_dict())
+        argv = ["train", "--config", str(resolved), "--out", str(args.out)]
+        argv += [flag for flag, on in (("--resume", args.resume), ("--overwrite", args.overwrite),
+                                       ("--quiet", args.quiet)) if on]
+        argv += ["--init", str(args.init)] if args.init else []
+        status = distributed.launch(argv, args.nproc)
+    # the workers printed their own errors; torchrun exits 1 when a worker fails
+    return status
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from . import distributed
+
+    # under torchrun every rank evaluates a share of the sweep; rank 0 writes the report
+    context = distributed.setup(args.device)
+    try:
+        return _evaluate(args, context)
+    finally:
+        distributed.teardown()
+
+
+def _evaluate(args: argparse.Namespace, context: Any) -> int:
     from .data import load_data, load_patches
     from .distortions import paper_sweep, parse_distortions
     from .evaluation import DEFAULT_EPSILONS, SUITES, evaluate_suites
@@ -234,10 +286,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .models import Embedder
     from .reports import text_table, write_evaluation, write_similarity_report
     from .similarity import build_benchmark, evaluate_similarity, similarity_sweep
-    from .training import load_model, resolve_device
+    from .training import load_model
 
     distortions = None if args.distortions == "paper" else parse_distortions(args.distortions)
-    device = resolve_device(args.device)
+    device = context.device
     model, checkpoint = load_model(args.checkpoint, device=device)
     stored = checkpoint["config"]
     trained_task = stored.get("task", "classification")
@@ -248,6 +300,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else run_dir / ("evaluation" if task == trained_task else f"evaluation-{task}")
     name = stored["method"]
     if task == "similarity":
+        if not context.is_main:  # the near-duplicate benchmark is not sharded; rank 0 runs it
+            return 0
         if trained_task == "classification":
             model = Embedder(model).eval()
         data = load_patches(data_source, image_size=stored.get("image_size"), split_seed=stored.get("split_seed", 0),
@@ -308,7 +362,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_suites(models, data.test, suites, paper_distortions=distortions, corruption_set=corruption_set,
                              epsilons=epsilons, attack=args.attack, attack_steps=args.attack_steps,
                              attack_examples=args.attack_examples, baseline=baseline_name, seed=args.seed,
-                             batch_size=args.batch_size, progress=not args.quiet)
+                             batch_size=args.batch_size, progress=not args.quiet, context=context)
+    if not context.is_main:
+        return 0
     rows = result["rows"]
     settings = {"checkpoint": str(args.checkpoint), "method": name, "data": data_source,
                 "test images": len(data.test), "suites": ", ".join(suites), "distortion seed": args.seed}

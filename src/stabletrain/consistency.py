@@ -33,7 +33,7 @@ from torch import nn
 
 from .checks import StableTrainError, check_nonnegative
 from .objectives import Objective, register_objective, stability_kl
-from .perturbations import GaussianNoise, randn_like
+from .perturbations import GaussianNoise, rand_like, randn_like
 
 __all__ = ["js_divergence", "consistency_regularizer", "JSDObjective", "TradesObjective",
            "AdversarialObjective", "ConsistencyObjective"]
@@ -183,8 +183,7 @@ class AdversarialObjective(Objective):
         from .attacks import maximize_loss
 
         self._check(x)
-        gen_device = generator.device if generator is not None else x.device
-        uniform = torch.rand(x.shape, generator=generator, device=gen_device, dtype=x.dtype).to(x.device)
+        uniform = rand_like(x, generator)
         start = x + (uniform * 2 - 1) * self.epsilon
         x_adv = maximize_loss(model, x, lambda logits: F.cross_entropy(logits, y, reduction="sum"),
                               epsilon=self.epsilon, steps=self.steps, step_size=self.step_size, start=start)

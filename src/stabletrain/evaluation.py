@@ -16,7 +16,7 @@ Per (model, distortion) it reports:
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -27,6 +27,9 @@ from .data import ImageDataset
 from .distortions import Distortion, Identity
 from .objectives import stability_kl
 from .seeding import make_generator
+
+if TYPE_CHECKING:
+    from .distributed import DistContext
 
 __all__ = ["eval_mode", "predict_logits", "accuracy", "evaluate_distortions", "results_by_model", "evaluate_suites",
            "mean_corruption_error", "SUITES", "DEFAULT_EPSILONS"]
@@ -84,11 +87,17 @@ def evaluate_distortions(
     seed: int = 0,
     batch_size: int = 512,
     progress: bool = True,
+    context: "DistContext | None" = None,
 ) -> list[dict]:
     """Evaluate several models on the clean test set and under each distortion.
 
     Returns one row per (model, distortion), the clean rows first, with
     keys ``model, distortion, family, param, accuracy, mean_kl, flip_rate, n``.
+
+    With a distributed ``context`` (see :mod:`stabletrain.distributed`) each
+    rank evaluates every ``world_size``-th distortion and the rows are
+    gathered, in sweep order, on every rank. A distortion draws from its own
+    seeded generator, so the rows equal those of a single process.
 
     Example:
         >>> from stabletrain.models import SmallCNN
@@ -107,7 +116,11 @@ def evaluate_distortions(
                      "accuracy": int((logits.argmax(1) == labels).sum()) / len(labels),
                      "mean_kl": 0.0, "flip_rate": 0.0, "n": len(labels)})
     sweep = [d for d in distortions if not isinstance(d, Identity)]
-    bar = tqdm(sweep, desc="distortions", unit="spec", disable=not progress or None, leave=False)
+    ranked = context is not None and context.is_distributed
+    if ranked:
+        sweep = sweep[context.rank::context.world_size]
+    bar = tqdm(sweep, desc="distortions", unit="spec", disable=not progress or (ranked and not context.is_main) or None,
+               leave=False)
     for distortion in bar:
         bar.set_postfix_str(distortion.spec)
         generator = make_generator(seed, "distortion", distortion.spec)
@@ -126,6 +139,16 @@ def evaluate_distortions(
             rows.append({"model": name, "distortion": distortion.spec, "family": distortion.family,
                          "param": distortion.param, "accuracy": sums[name]["correct"] / n,
                          "mean_kl": sums[name]["kl"] / n, "flip_rate": sums[name]["flips"] / n, "n": n})
+    if ranked:
+        from .distributed import all_gather
+
+        clean_count = len(models)
+        shards = [shard[clean_count:] for shard in all_gather(rows, context)]
+        rows = rows[:clean_count]
+        # rank r computed distortions r, r + W, …: interleave the shards back into sweep order
+        for position in range(max(len(shard) for shard in shards) // max(clean_count, 1)):
+            for shard in shards:
+                rows += shard[position * clean_count:(position + 1) * clean_count]
     return rows
 
 
@@ -203,13 +226,17 @@ def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suit
                     severities: Sequence[int] = (1, 2, 3, 4, 5), epsilons: Sequence[float] = DEFAULT_EPSILONS,
                     attack: str = "pgd", attack_steps: int = 10, attack_examples: int | None = None,
                     baseline: str | None = None, seed: int = 0, batch_size: int = 512,
-                    progress: bool = True) -> dict:
+                    progress: bool = True, context: "DistContext | None" = None) -> dict:
     """Run the ``paper``, ``common`` (corruptions) and ``adversarial`` suites on several models.
 
     Returns ``{'rows': [...], 'models': {name: summary}}``. Rows have the
     columns of :func:`evaluate_distortions`; corruption rows have the
     corruption as family and the severity as param; attack rows have family
     = the attack, param = epsilon and ``accuracy`` = robust accuracy.
+
+    A distributed ``context`` shards the distortion and corruption sweep over
+    the ranks (see :func:`evaluate_distortions`); rank 0 runs the attacks and
+    shares their rows, so every rank returns the whole result.
     """
     from .distortions import paper_sweep, parse_distortions
 
@@ -227,11 +254,13 @@ def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suit
 
         common, held_out = list(CORRUPTIONS), list(HELD_OUT)
         distortions += corruption_suite(corruption_set, names=common + held_out, severities=tuple(severities))
-    rows = evaluate_distortions(models, dataset, distortions, seed=seed, batch_size=batch_size, progress=progress)
+    rows = evaluate_distortions(models, dataset, distortions, seed=seed, batch_size=batch_size, progress=progress,
+                                context=context)
     for row in rows:
         if row["family"].startswith("c10/"):
             row["family"] = row["family"][4:]
-    if "adversarial" in chosen:
+    attack_main = context is None or context.is_main
+    if "adversarial" in chosen and attack_main:
         from .attacks import robustness_curve
         from .seeding import make_generator
 
@@ -246,6 +275,11 @@ def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suit
                 rows.append({"model": name, "distortion": f"{attack}-{point['epsilon']:.4g}", "family": attack,
                              "param": point["epsilon"], "accuracy": point["robust_accuracy"], "mean_kl": None,
                              "flip_rate": point["success_rate"], "n": point["n"]})
+    if "adversarial" in chosen and context is not None and context.is_distributed:
+        from .distributed import broadcast_object
+
+        # the attack curve's random starts come from one generator per model, so it is not split
+        rows = broadcast_object(rows, context)
     summaries: dict[str, dict] = {}
     for name in models:
         mine = [r for r in rows if r["model"] == name]

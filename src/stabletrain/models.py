@@ -7,6 +7,7 @@ statistics it was trained with.
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import torch
@@ -60,10 +61,21 @@ class NormalizedClassifier(nn.Module):
         return self.model(self.normalize(x))
 
 
-def _conv_block(cin: int, cout: int) -> nn.Sequential:
+NORMS = ("batch", "group")
+
+
+def _norm_layer(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(math.gcd(channels, 8), channels)
+    raise StableTrainError(f"norm must be one of {', '.join(NORMS)}, got {kind!r}")
+
+
+def _conv_block(cin: int, cout: int, norm: str = "batch") -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
+        _norm_layer(norm, cout),
         nn.ReLU(inplace=True),
     )
 
@@ -80,6 +92,9 @@ class SmallCNN(nn.Module):
         num_classes: number of output logits.
         width: channels of the first stage; later stages use 2× and 4×.
         mean, std: per-channel input statistics, applied inside the model.
+        norm: ``'batch'`` (default) or ``'group'``. Group norm normalizes each
+            example on its own, so a data-parallel run computes exactly what
+            one process computes on the whole batch, with no SyncBatchNorm.
 
     Example:
         >>> model = SmallCNN(in_channels=1, num_classes=10)
@@ -89,7 +104,7 @@ class SmallCNN(nn.Module):
 
     def __init__(self, in_channels: int = 3, num_classes: int = 10, width: int = 32,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, norm: str = "batch") -> None:
         super().__init__()
         if in_channels < 1 or num_classes < 2 or width < 1:
             raise StableTrainError(
@@ -98,9 +113,9 @@ class SmallCNN(nn.Module):
         self.normalize = Normalize(mean if mean is not None else [0.5] * in_channels,
                                    std if std is not None else [0.25] * in_channels)
         self.body = nn.Sequential(
-            _conv_block(in_channels, width), nn.MaxPool2d(2),
-            _conv_block(width, 2 * width), nn.MaxPool2d(2),
-            _conv_block(2 * width, 4 * width), nn.MaxPool2d(2),
+            _conv_block(in_channels, width, norm), nn.MaxPool2d(2),
+            _conv_block(width, 2 * width, norm), nn.MaxPool2d(2),
+            _conv_block(2 * width, 4 * width, norm), nn.MaxPool2d(2),
             nn.AdaptiveAvgPool2d(1), nn.Flatten(),
         )
         self.feature_dim = 4 * width
@@ -154,10 +169,10 @@ class Embedder(nn.Module):
 
 def small_embedder(in_channels: int = 3, num_classes: int = 2, width: int = 32, mean: Sequence[float] | None = None,
                    std: Sequence[float] | None = None, embedding_dim: int | None = None,
-                   l2_normalize: bool = True) -> Embedder:
+                   l2_normalize: bool = True, norm: str = "batch") -> Embedder:
     """A :class:`SmallCNN` used as an :class:`Embedder`; ``num_classes`` only sizes the unused head,
     so that a classifier checkpoint of the same shape loads into it."""
-    backbone = SmallCNN(in_channels, max(2, num_classes), width=width, mean=mean, std=std)
+    backbone = SmallCNN(in_channels, max(2, num_classes), width=width, mean=mean, std=std, norm=norm)
     return Embedder(backbone, embedding_dim=embedding_dim, l2_normalize=l2_normalize)
 
 

@@ -7,12 +7,67 @@ treat the same way. It is random, so it takes an optional
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from typing import Callable, Iterator
+
 import torch
 from torch import nn
 
-from .checks import check_nonnegative
+from .checks import StableTrainError, check_nonnegative
 
-__all__ = ["PERTURBATIONS", "GaussianNoise", "RelativeNoise", "build_perturbation", "randn_like"]
+__all__ = ["PERTURBATIONS", "GaussianNoise", "RelativeNoise", "build_perturbation", "randn_like", "rand_like",
+           "noise_shard"]
+
+# (offset, count, total) of the examples this process holds within the global batch; see noise_shard.
+_SHARD: contextvars.ContextVar[tuple[int, int, int] | None] = contextvars.ContextVar("noise_shard", default=None)
+
+
+@contextlib.contextmanager
+def noise_shard(offset: int, count: int, total: int) -> Iterator[None]:
+    """Within the block, a batch of ``count`` examples gets the noise that rows
+    ``offset:offset + count`` of a batch of ``total`` examples would get.
+
+    Data-parallel training cuts each global batch into one shard per process.
+    Drawing the noise of the whole global batch on every process and keeping
+    this process's rows gives every example the same noise whatever the number
+    of processes, so a 2-process run follows the single-process run. The cost
+    is drawing ``total / count`` times more noise than needed, which is small
+    next to a forward pass. A batch whose rows are a multiple of ``count``
+    (triplets flattened to ``3 × count`` images) is sharded by that multiple.
+
+    Example:
+        >>> full = randn_like(torch.zeros(4, 2), torch.Generator().manual_seed(0))
+        >>> with noise_shard(2, 2, 4):
+        ...     part = randn_like(torch.zeros(2, 2), torch.Generator().manual_seed(0))
+        >>> torch.equal(part, full[2:])
+        True
+    """
+    if not (0 <= offset and 0 < count and offset + count <= total):
+        raise StableTrainError(f"noise shard must satisfy 0 <= offset, 0 < count, offset + count <= total; got "
+                               f"{offset}, {count}, {total}")
+    token = _SHARD.set((offset, count, total))
+    try:
+        yield
+    finally:
+        _SHARD.reset(token)
+
+
+def _draw(sample: Callable[..., torch.Tensor], x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    shape, rows = tuple(x.shape), None
+    shard = _SHARD.get()
+    if shard is not None and x.ndim > 0:
+        offset, count, total = shard
+        if x.shape[0] % count:
+            raise StableTrainError(f"a batch of {x.shape[0]} rows cannot be a noise shard of {count} examples")
+        factor = x.shape[0] // count
+        shape = (total * factor, *x.shape[1:])
+        rows = slice(offset * factor, (offset + count) * factor)
+    device = generator.device if generator is not None else x.device
+    noise = sample(shape, generator=generator, device=device, dtype=x.dtype)
+    if rows is not None:
+        noise = noise[rows]
+    return noise if noise.device == x.device else noise.to(x.device, non_blocking=True)
 
 
 def randn_like(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -20,12 +75,15 @@ def randn_like(x: torch.Tensor, generator: torch.Generator | None = None) -> tor
 
     The generator may live on another device than ``x`` (a CPU generator with
     a CUDA batch, say); the noise is then drawn there and moved, so the same
-    seed gives the same noise on every device.
+    seed gives the same noise on every device. Inside :func:`noise_shard` the
+    noise is this process's rows of the global batch's noise.
     """
-    if generator is None or generator.device == x.device:
-        return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    noise = torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype)
-    return noise.to(x.device, non_blocking=True)
+    return _draw(torch.randn, x, generator)
+
+
+def rand_like(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Uniform noise in [0, 1) shaped like ``x``; devices and sharding as in :func:`randn_like`."""
+    return _draw(torch.rand, x, generator)
 
 
 class GaussianNoise(nn.Module):

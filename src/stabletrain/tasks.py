@@ -38,8 +38,12 @@ def _index_batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
 def _spec(name: str, config: Any, data: DataSplit) -> dict[str, Any]:
     """What a checkpoint stores to rebuild the model: its registry name and constructor arguments."""
     mean, std = data.channel_stats()
-    return {"name": name, "kwargs": {"in_channels": data.channels, "num_classes": data.num_classes,
-                                     "width": config.width, "mean": mean, "std": std}}
+    kwargs = {"in_channels": data.channels, "num_classes": data.num_classes, "width": config.width, "mean": mean,
+              "std": std}
+    norm = getattr(config, "norm", "batch")
+    if norm != "batch":  # only then, so that batch-norm checkpoints keep the spec they always had
+        kwargs["norm"] = norm
+    return {"name": name, "kwargs": kwargs}
 
 
 class Task:

@@ -150,6 +150,8 @@ class JetTaggingTask(ClassificationTask):
     def model_spec(self, config: Any, data: DataSplit) -> dict[str, Any]:
         if config.model not in ("small_cnn", "jet_cnn"):
             return super().model_spec(config, data)
+        if getattr(config, "norm", "batch") != "batch":
+            raise StableTrainError("the jet tagger uses batch norm; drop --norm for --task jets")
         kwargs: dict[str, Any] = {"in_channels": data.channels, "num_classes": data.num_classes,
                                   "width": config.width, "image_size": data.image_size[0], "input": config.jet_input}
         if config.jet_input == "standardize":
