@@ -76,3 +76,25 @@ def test_training_through_the_common_interface(jet_file, tmp_path):
     assert checkpoint["objective"]["sigma"] == 0.3
     with pytest.raises(StableTrainError, match="relative"):
         TrainConfig(task="classification", noise="relative").validated()
+
+
+def test_jets_evaluate_command(jet_file, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from stabletrain.training import TrainConfig, train
+
+    train(TrainConfig(task="jets", data=str(jet_file), method="plain", epochs=1, width=4), tmp_path / "plain",
+          progress=False)
+    out = tmp_path / "eval"
+    run = subprocess.run([sys.executable, "-m", "stabletrain", "jets", "evaluate", str(tmp_path / "plain"),
+                          "--distortions", "smear-1,threshold-2", "--out", str(out), "--quiet"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert {(r["model"], r["distortion"]) for r in rows} == {
+        (m, d) for m in ("mass-window", "plain") for d in ("clean", "smear-1", "threshold-2")}
+    bad = subprocess.run([sys.executable, "-m", "stabletrain", "jets", "evaluate", str(tmp_path / "plain"),
+                          "--distortions", "smear-x", "--out", str(out)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "smear-x" in bad.stderr and "Traceback" not in bad.stderr

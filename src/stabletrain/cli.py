@@ -50,7 +50,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--noise", choices=["auto", "gaussian", "relative"],
                    help="perturbation of gaussian/stability: gaussian (additive), relative (multiplicative on occupied "
                         "cells, for jets); auto = relative for --task jets, else gaussian")
-    g.add_argument("--jet-input", choices=["log", "standardize"], help="jet tagger input transform (default log)")
+    g.add_argument("--jet-input", choices=["log", "standardize", "linear"], help="jet tagger input transform (default log)")
     g.add_argument("--detach-clean", action="store_true", default=None,
                    help="treat the clean prediction as a fixed target (paper's cross-entropy gradient)")
     g.add_argument("--batching", choices=["auto", "separate", "concat"],
@@ -430,7 +430,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     if args.data == "jets":
         return run_jet_demo_command(args, _log(args.quiet))
-    jet_flags = [f"--{k}" for k in ("n", "workers", "noise") if getattr(args, k, None) is not None]
+    jet_flags = [f"--{k}" for k in ("n", "workers", "noise", "sample") if getattr(args, k, None) is not None]
     if jet_flags:
         raise StableTrainError(f"{', '.join(jet_flags)} only apply with --data jets")
     overrides = {k: getattr(args, k) for k in ("epochs", "alpha", "sigma", "width") if getattr(args, k) is not None}

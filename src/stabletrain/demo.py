@@ -32,7 +32,10 @@ from .objectives import available_methods
 from .reports import text_table, write_evaluation, write_similarity_report
 from .similarity import build_benchmark, evaluate_similarity, similarity_sweep
 from .tasks import TASK_NAMES, get_task
-from .training import TrainConfig, load_checkpoint, load_model, train
+from .training import TrainConfig, changed_options, load_checkpoint, load_model, train
+
+#: Options that change how a model is trained, not which model results (reusing a finished model ignores them).
+_NOT_PART_OF_THE_MODEL = ("device", "batching", "workers", "checkpoint_every", "compile")
 
 __all__ = ["DemoConfig", "run_demo", "QUICK_SWEEP", "claims", "similarity_claims"]
 
@@ -167,8 +170,7 @@ def run_demo(config: DemoConfig, out_dir: str | Path, *, overwrite: bool = False
         train_config = config.train_config(method)
         if checkpoint.exists() and not overwrite:
             stored = load_checkpoint(checkpoint)
-            changed = [k for k, v in train_config.to_dict().items()
-                       if k not in ("device", "batching") and stored["config"].get(k) != v]
+            changed = changed_options(stored["config"], train_config, ignore=_NOT_PART_OF_THE_MODEL)
             if changed:
                 raise StableTrainError(f"{run_dir} was trained with different {', '.join(changed)}; "
                                        f"choose another --out or pass --overwrite")

@@ -45,7 +45,7 @@ from .perturbations import PERTURBATIONS, noise_shard
 from .seeding import make_generator
 from .tasks import METHOD_OPTIONS, TASK_NAMES, get_task
 
-__all__ = ["TrainConfig", "TrainResult", "train", "load_checkpoint", "load_model", "resolve_device",
+__all__ = ["TrainConfig", "TrainResult", "train", "load_checkpoint", "load_model", "resolve_device", "changed_options",
            "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = "stabletrain.checkpoint/1"
@@ -173,8 +173,8 @@ class TrainConfig:
             raise StableTrainError(f"unknown noise model {self.noise!r}; known: auto, {', '.join(PERTURBATIONS)}")
         if self.noise == "relative" and self.task != "jets":
             raise StableTrainError("noise 'relative' is meant for sparse jet images (task jets)")
-        if self.jet_input not in ("log", "standardize"):
-            raise StableTrainError(f"unknown jet input transform {self.jet_input!r}; known: log, standardize")
+        if self.jet_input not in ("log", "standardize", "linear"):
+            raise StableTrainError(f"unknown jet input transform {self.jet_input!r}; known: log, standardize, linear")
         resolve_batching(self.batching, "cpu")
         if self.bn_stats not in ("clean", "both"):
             raise StableTrainError(f"bn_stats must be 'clean' or 'both', got {self.bn_stats!r}")
@@ -215,6 +215,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise StableTrainError(f"{path} is not a stabletrain checkpoint")
     return checkpoint
+
+
+def changed_options(stored: dict[str, Any], config: TrainConfig, ignore: tuple[str, ...] = ()) -> list[str]:
+    """Options of ``config`` that differ from a stored run's config; options added later count as defaults."""
+    defaults = TrainConfig().to_dict()
+    return [k for k, v in config.to_dict().items() if k not in ignore and stored.get(k, defaults[k]) != v]
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:

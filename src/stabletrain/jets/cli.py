@@ -77,12 +77,13 @@ def add_jet_demo_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n", type=_int_at_least(100), help="jets to generate for the demo sample (default 4000)")
     g.add_argument("--workers", type=_int_at_least(1), help="generation workers (default 2)")
     g.add_argument("--noise", choices=["relative", "gaussian"], help="perturbation of gaussian/stability training")
+    g.add_argument("--sample", help="use this jet file (or comma list / glob of shards) instead of generating one")
 
 
 def run_jet_demo_command(args: argparse.Namespace, log: Any) -> int:
     from .demo import JetDemoConfig, run_jet_demo
 
-    overrides = {k: getattr(args, k) for k in ("epochs", "alpha", "sigma", "width", "n", "workers", "noise")
+    overrides = {k: getattr(args, k) for k in ("epochs", "alpha", "sigma", "width", "n", "workers", "noise", "sample")
                  if getattr(args, k, None) is not None}
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     config = JetDemoConfig(methods=methods, seed=args.seed, quick=args.quick,

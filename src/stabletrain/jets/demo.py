@@ -36,7 +36,8 @@ from ..data import DataSplit, ImageDataset, load_digits
 from ..files import write_csv, write_json, write_yaml
 from ..reports import _pyplot, _save_figure, plot_severity_curves, write_markdown
 from ..seeding import make_generator
-from ..training import TrainConfig, load_checkpoint, load_model, train
+from ..tasks import METHOD_OPTIONS
+from ..training import TrainConfig, changed_options, load_checkpoint, load_model, train
 from .data import PIXEL_UNIT_GEV, load_jets
 from .detector import build_pileup_pool, detector_sweep, set_pileup_pool
 from .generation import GenerationConfig, generate_jets
@@ -54,6 +55,8 @@ class JetDemoConfig:
     """Settings of :func:`run_jet_demo`; ``quick`` shrinks everything for tests."""
 
     signal: str = "w"
+    #: An existing jet file (or list/glob of shards) to use instead of generating the cached demo sample.
+    sample: str | None = None
     n: int = 4000
     generation_seed: int = 0
     workers: int = 2
@@ -67,15 +70,25 @@ class JetDemoConfig:
     sigma: float = 0.3
     noise: str = "relative"
     jet_input: str = "log"
+    #: PGD training (``adversarial``, ``trades``) in TeV units: 0.5 GeV per cell, 5 steps of 0.2 GeV.
+    adv_epsilon: float = 0.0005
+    adv_steps: int = 5
+    adv_step_size: float = 0.0002
     seed: int = 0
     distortions: tuple[str, ...] | None = None
-    epsilons_gev: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0)
+    epsilons_gev: tuple[float, ...] = (0.1, 0.5, 1.0, 2.0, 5.0)
+    #: Total |ΔpT| per jet allowed to the budgeted PGD, GeV.
+    budget_gev: float = 10.0
+    #: Additive-noise stability training, to compare the noise models (σ in GeV; 0 skips it).
+    additive_sigma_gev: float = 1.0
     ks: tuple[int, ...] = (1, 2, 4, 8)
     sparse_max_change_gev: float = 20.0
     attack_examples: int = 600
     sparsity_epsilons: tuple[float, ...] = (0.005, 0.01, 0.02, 0.05, 0.1)
     sparsity_ks: tuple[int, ...] = (1, 2, 4, 8)
     sparsity_epochs: int = 8
+    #: Input transform of the sparse-versus-dense models: ``linear`` lets no data statistics in.
+    sparsity_input: str = "linear"
     device: str = "cpu"
     quick: bool = False
 
@@ -97,7 +110,9 @@ class JetDemoConfig:
     def train_config(self, method: str, data: str) -> TrainConfig:
         return TrainConfig(task="jets", data=data, method=method, epochs=self.epochs, width=self.width,
                            batch_size=self.batch_size, lr=self.lr, alpha=self.alpha, sigma=self.sigma,
-                           noise=self.noise, jet_input=self.jet_input, seed=self.seed, device=self.device).validated()
+                           noise=self.noise, jet_input=self.jet_input, seed=self.seed, device=self.device,
+                           adv_epsilon=self.adv_epsilon, adv_steps=self.adv_steps,
+                           adv_step_size=self.adv_step_size).validated()
 
 
 def demo_sample_path(config: JetDemoConfig) -> Path:
@@ -105,13 +120,19 @@ def demo_sample_path(config: JetDemoConfig) -> Path:
     return cache_dir("jets") / f"demo-{config.signal}-n{config.n}-seed{config.generation_seed}.h5"
 
 
+#: The option prefixes each method reads (see ``stabletrain.tasks.METHOD_OPTIONS``); other options don't matter.
+_METHOD_PREFIXES = {"jsd": ("jsd_",), "trades": ("trades_", "adv_"), "adversarial": ("adv_",),
+                    "consistency": ("consistency_",)}
+
+
 def _train_or_reuse(config: TrainConfig, run_dir: Path, data: DataSplit, progress: bool,
                     emit: Callable[[str], None]) -> torch.nn.Module:
     checkpoint = run_dir / "checkpoint.pt"
     if checkpoint.exists():
         stored = load_checkpoint(checkpoint)
-        changed = [k for k, v in config.to_dict().items() if k not in ("device", "batching", "data")
-                   and stored["config"].get(k) != v]
+        unused = tuple(o for o in METHOD_OPTIONS if not o.startswith(_METHOD_PREFIXES.get(config.method, ("-",))))
+        changed = changed_options(stored["config"], config, ignore=("device", "batching", "data", "workers",
+                                                                    "checkpoint_every", "compile", *unused))
         if changed:
             raise StableTrainError(f"{run_dir} was trained with different {', '.join(changed)}; choose another --out")
         if stored.get("complete"):
@@ -147,9 +168,9 @@ def run_jet_demo(config: JetDemoConfig, out_dir: str | Path, *, progress: bool =
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    sample = demo_sample_path(config)
+    sample = Path(config.sample) if config.sample else demo_sample_path(config)
     generation: dict[str, Any] = {}
-    if not sample.exists():
+    if config.sample is None and not sample.exists():
         emit(f"generating {config.n} {config.signal}/QCD jets with Pythia 8 into {sample} ({config.workers} workers)")
         generation = generate_jets(GenerationConfig(signal=config.signal, n=config.n, seed=config.generation_seed),
                                    sample, workers=config.workers, progress=progress, log=emit)
@@ -163,6 +184,11 @@ def run_jet_demo(config: JetDemoConfig, out_dir: str | Path, *, progress: bool =
     for method in config.methods:
         models[method] = _train_or_reuse(config.train_config(method, str(sample)), out / "models" / method, data,
                                          progress, emit)
+    if "stability" in config.methods and config.additive_sigma_gev > 0:
+        additive = dataclasses.replace(config.train_config("stability", str(sample)), noise="gaussian",
+                                       sigma=config.additive_sigma_gev / PIXEL_UNIT_GEV)
+        models["stability-additive"] = _train_or_reuse(additive, out / "models" / "stability-additive", data,
+                                                       progress, emit)
     emit(f"evaluating {len(models)} taggers and the mass window under {len(specs)} detector effects")
     rows = evaluate_taggers(models, data.test, specs, seed=config.seed, progress=progress)
 
@@ -170,14 +196,17 @@ def run_jet_demo(config: JetDemoConfig, out_dir: str | Path, *, progress: bool =
     n_attack = min(config.attack_examples, len(data.test))
     x_attack, y_attack = data.test.x[:n_attack], data.test.y[:n_attack]
     unit = 1.0 / PIXEL_UNIT_GEV
-    attacks = attack_rows(models, x_attack, y_attack, epsilons=[e * unit for e in config.epsilons_gev], ks=config.ks,
+    epsilons = [e * unit for e in config.epsilons_gev]
+    attacks = attack_rows(models, x_attack, y_attack, epsilons=epsilons, ks=config.ks,
                           max_change=config.sparse_max_change_gev * unit, unit=PIXEL_UNIT_GEV, progress=progress)
+    attacks += attack_rows(models, x_attack, y_attack, epsilons=epsilons, budget=config.budget_gev * unit,
+                           unit=PIXEL_UNIT_GEV, progress=progress, pgd_label=f"pgd, ≤{config.budget_gev:g} GeV total")
 
     emit("sparse versus dense: training the same architecture on digits and on jets with and without pile-up")
     sparsity: list[dict[str, Any]] = []
     for label, split in _sparsity_sets(data, config).items():
         run_config = dataclasses.replace(config.train_config("plain", str(sample)), epochs=config.sparsity_epochs,
-                                         jet_input="standardize")
+                                         jet_input=config.sparsity_input)
         model = _train_or_reuse(run_config, out / "sparsity" / split.name, split, progress, emit)
         n = min(config.attack_examples, len(split.test))
         for row in attack_rows({label: model}, split.test.x[:n], split.test.y[:n], epsilons=config.sparsity_epsilons,
@@ -204,27 +233,33 @@ def claims(rows: list[dict], attacks: list[dict]) -> list[dict[str, Any]]:
                     "held": all(clean[m]["auc"] > clean["mass-window"]["auc"] for m in taggers),
                     "detail": f"mass window {clean['mass-window']['auc']:.3f}; " +
                               ", ".join(f"{m} {clean[m]['auc']:.3f}" for m in taggers) + f" (best: {best})"})
-    if "plain" in clean and "stability" in clean:
-        distorted = [r for r in rows if r["distortion"] != "clean"]
-        by = {(r["model"], r["distortion"]): r["auc"] for r in distorted}
-        specs = sorted({r["distortion"] for r in distorted})
-        wins = sum(by[("stability", s)] > by[("plain", s)] for s in specs)
-        mean_drop = {m: float(np.mean([clean[m]["auc"] - by[(m, s)] for s in specs])) for m in ("plain", "stability")}
-        out.append({"claim": "stability training keeps the AUC better than plain training under detector effects",
-                    "held": wins > len(specs) / 2 and mean_drop["stability"] < mean_drop["plain"],
-                    "detail": f"higher AUC on {wins}/{len(specs)} effects; mean AUC loss {mean_drop['stability']:.3f} "
-                              f"vs {mean_drop['plain']:.3f}"})
+    distorted = [r for r in rows if r["distortion"] != "clean"]
+    by = {(r["model"], r["distortion"]): r["auc"] for r in distorted}
+    specs = sorted({r["distortion"] for r in distorted})
+    for candidate, noise in (("stability", "relative noise"), ("stability-additive", "additive noise")):
+        if "plain" not in clean or candidate not in clean or not specs:
+            continue
+        wins = sum(by[(candidate, s)] > by[("plain", s)] for s in specs)
+        mean_auc = {m: float(np.mean([by[(m, s)] for s in specs])) for m in ("plain", candidate)}
+        out.append({"claim": f"stability training ({noise}) keeps a higher AUC than plain training under detector "
+                             f"effects",
+                    "held": wins > len(specs) / 2 and mean_auc[candidate] > mean_auc["plain"],
+                    "detail": f"higher AUC on {wins}/{len(specs)} effects; mean AUC over the effects "
+                              f"{mean_auc[candidate]:.3f} vs {mean_auc['plain']:.3f}"})
     return out
 
 
 def _plot_attacks(rows: list[dict], key: str, path: Path, title: str, group: str = "model") -> Path:
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=120)
-    for ax, attack, xlabel in ((axes[0], "pgd", "ε per cell"), (axes[1], "sparse", "cells changed k")):
+    for ax, kind, xlabel in ((axes[0], "pgd", "ε per cell"), (axes[1], "sparse", "cells changed k")):
+        attacks = list(dict.fromkeys(r["attack"] for r in rows if r["attack"].startswith(kind)))
         for i, name in enumerate(dict.fromkeys(r[group] for r in rows)):
-            pts = sorted((r["strength"], r[key]) for r in rows if r[group] == name and r["attack"] == attack)
-            if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=f"C{i}", label=name)
+            for j, attack in enumerate(attacks):
+                pts = sorted((r["strength"], r[key]) for r in rows if r[group] == name and r["attack"] == attack)
+                if pts:
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="os^"[j % 3], color=f"C{i}",
+                            linestyle="-" if j == 0 else "--", label=name if len(attacks) == 1 else f"{name}, {attack}")
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(key.replace("_", " "))
@@ -248,7 +283,7 @@ def _write_report(out: Path, config: JetDemoConfig, data: DataSplit, sample: Pat
     plots = plot_severity_curves([{**r, "accuracy": r["auc"]} for r in rows], out / "plots", "accuracy",
                                  title_prefix="ROC AUC (%) under ")
     plots.append(_plot_attacks(attacks, "auc", out / "plots" / "attacks_auc.png", "tagger AUC under attack (GeV)"))
-    plots.append(_plot_attacks(sparsity, "success_rate", out / "plots" / "sparsity_success.png",
+    plots.append(_plot_attacks(sparsity, "flipped_correct", out / "plots" / "sparsity_success.png",
                                "attack success, images scaled to max 1", group="data"))
 
     models = list(dict.fromkeys(r["model"] for r in rows))
@@ -269,8 +304,8 @@ def _write_report(out: Path, config: JetDemoConfig, data: DataSplit, sample: Pat
             lines.append(f"| {s} | {occ:.3f} | " + " | ".join(
                 _fmt(lookup[(m, s)][metric], 3 if metric == "auc" else 1) for m in models) + " |")
     lines += ["", "## Attacks with physical constraints (cells stay ≥ 0)", "",
-              (f"PGD-10 with ε GeV per cell; the sparse attack changes k cells by up to "
-              f"{config.sparse_max_change_gev:g} GeV each. {min(config.attack_examples, len(data.test))} test jets."),
+              (f"PGD-10 with ε GeV per cell, without and with a budget of {config.budget_gev:g} GeV of total |ΔpT| "
+              f"per jet; the sparse attack changes k cells by up to {config.sparse_max_change_gev:g} GeV each. {min(config.attack_examples, len(data.test))} test jets."),
               "", "| model | attack | strength | success rate | AUC | cells changed |", "|---|---|---:|---:|---:|---:|"]
     lines += [f"| {r['model']} | {r['attack']} | {r['strength']:g} | {r['success_rate']:.3f} | {r['auc']:.3f} | "
               f"{r['changed_cells']:.1f} |" for r in attacks]

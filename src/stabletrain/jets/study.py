@@ -123,10 +123,16 @@ def normalize_max(x: torch.Tensor) -> torch.Tensor:
 
 def attack_rows(models: Mapping[str, nn.Module], x: torch.Tensor, y: torch.Tensor, *, epsilons: Sequence[float] = (),
                 ks: Sequence[int] = (), max_change: float | None = None, budget: float | None = None,
-                steps: int = 10, upper: float = 1.0, unit: float = 1.0, progress: bool = True) -> list[dict[str, Any]]:
+                steps: int = 10, upper: float = 1.0, unit: float = 1.0, progress: bool = True,
+                pgd_label: str = "pgd") -> list[dict[str, Any]]:
     """Success rate and AUC of each model under PGD at each ε and the sparse attack at each k.
 
-    ``unit`` converts budgets for reporting (1000 reports TeV images in GeV).
+    ``success_rate`` counts every jet classified wrongly after the attack;
+    ``flipped_correct`` only those the model had right before it (so models
+    of different clean accuracy compare fairly).
+
+    ``unit`` converts budgets for reporting (1000 reports TeV images in GeV);
+    ``pgd_label`` names the PGD rows (e.g. to tell budgets apart).
     """
     from tqdm.auto import tqdm
 
@@ -145,9 +151,12 @@ def attack_rows(models: Mapping[str, nn.Module], x: torch.Tensor, y: torch.Tenso
             scores = tagger_scores(model, adv)
             metrics = tagging_metrics(scores, labels)
             wrong = ((scores >= 0.5).astype(int) != labels)
-            rows.append({"model": name, "attack": attack,
+            right_before = (clean_scores >= 0.5).astype(int) == labels
+            rows.append({"model": name, "attack": pgd_label if attack == "pgd" else attack,
                          "strength": float(strength) * (unit if attack == "pgd" else 1.0),
-                         "success_rate": float(wrong.mean()), "auc": metrics["auc"],
+                         "success_rate": float(wrong.mean()),
+                         "flipped_correct": float(wrong[right_before].mean()) if right_before.any() else 0.0,
+                         "auc": metrics["auc"],
                          "rejection_50": metrics["rejection_50"], "clean_auc": clean["auc"],
                          "clean_error": float(((clean_scores >= 0.5).astype(int) != labels).mean()),
                          "changed_cells": float(((adv - x).abs() > 0).flatten(1).sum(1).float().mean())})
