@@ -20,7 +20,7 @@ def test_quick_jets_demo_writes_the_report(jet_file, jet_cache, tmp_path):
     pileup = [r for r in result["detector"] if r["distortion"] == "pileup-20"][0]
     clean = [r for r in result["detector"] if r["distortion"] == "clean"][0]
     assert pileup["occupancy"] > 5 * clean["occupancy"]          # pile-up fills the empty cells
-    assert {r["attack"] for r in result["attacks"]} == {"pgd", "sparse", "pgd, ≤10 GeV total"}
+    assert {r["attack"] for r in result["attacks"]} == {"pgd", "fgsm", "sparse", "pgd, ≤10 GeV total"}
     occupancy = {r["data"]: r["occupancy"] for r in result["sparsity"]}
     assert occupancy["digits (0–4 vs 5–9)"] > 5 * occupancy["jets"]
     assert len(result["checks"]) == 3

@@ -58,3 +58,16 @@ def test_attack_rows_and_normalization():
     assert [r["attack"] for r in rows] == ["pgd", "pgd", "sparse"]
     assert rows[0]["success_rate"] == pytest.approx(rows[0]["clean_error"])
     assert rows[1]["success_rate"] >= rows[0]["success_rate"]
+
+
+def test_fgsm_equals_its_closed_form_on_a_linear_model():
+    from stabletrain.jets.study import physical_fgsm
+
+    model = _linear()
+    x = torch.rand(6, 1, 5, 5) * 0.1
+    y = torch.tensor([0, 1, 0, 1, 1, 0])
+    weight = model[1].weight.detach()
+    probs = model(x).softmax(1).detach()
+    grad = ((probs - torch.nn.functional.one_hot(y, 2).float()) @ weight).view_as(x)
+    expected = (x + 0.02 * grad.sign()).clamp(0.0, 1.0)
+    torch.testing.assert_close(physical_fgsm(model, x, y, 0.02), expected)

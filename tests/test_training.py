@@ -123,77 +123,64 @@ def test_config_from_dict_rejects_unknown_keys():
         TrainConfig.from_dict({"epochz": 3})
 
 
-def test_sigkill_mid_epoch_then_resume_gives_identical_weights(tmp_path):
-    import json
+def _straight_killed_resumed(tmp_path, args, ready, settle=0.0):
+    """Run ``args`` uninterrupted, and again with a SIGKILL once ``ready(out)`` holds, then ``--resume`` it."""
     import os
     import signal
     import subprocess
-    import sys
     import time
 
-    args = [sys.executable, "-m", "stabletrain", "train", "--data", "digits", "--image-size", "16", "--width", "8",
-            "--batch-size", "32", "--epochs", "3", "--method", "stability", "--quiet"]
-    straight = tmp_path / "straight"
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
     subprocess.run(args + ["--out", str(straight)], check=True, capture_output=True, timeout=300)
-
-    killed = tmp_path / "killed"
     process = subprocess.Popen(args + ["--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
-    while time.time() < deadline and process.poll() is None:
-        history = killed / "history.json"
-        if history.exists() and len(json.loads(history.read_text() or "[]")) >= 1:
-            break
-        time.sleep(0.05)
-    time.sleep(0.3)  # into the second epoch
+    while time.time() < deadline and process.poll() is None and not ready(killed):
+        time.sleep(0.02)
+    time.sleep(settle)
     if process.poll() is None:
         os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=60)
-    # Whatever moment the kill hit, the checkpoint on disk is a whole one.
-    assert load_checkpoint(killed / "checkpoint.pt")["epoch"] >= 1
+    stored = load_checkpoint(killed / "checkpoint.pt")  # whatever moment the kill hit, a whole checkpoint
     subprocess.run(args + ["--out", str(killed), "--resume"], check=True, capture_output=True, timeout=300)
     a, _ = load_model(straight)
     b, _ = load_model(killed)
     for key, value in a.state_dict().items():
         assert torch.equal(value, b.state_dict()[key]), key
+    return straight, killed, stored
+
+
+_SIGKILL_ARGS = ["-m", "stabletrain", "train", "--data", "digits", "--image-size", "16", "--width", "8",
+                 "--batch-size", "32", "--method", "stability", "--quiet"]
+
+
+def test_sigkill_mid_epoch_then_resume_gives_identical_weights(tmp_path):
+    import json
+    import sys
+
+    def one_epoch_done(out):
+        history = out / "history.json"
+        return history.exists() and len(json.loads(history.read_text() or "[]")) >= 1
+
+    _, _, stored = _straight_killed_resumed(tmp_path, [sys.executable, *_SIGKILL_ARGS, "--epochs", "3"],
+                                            one_epoch_done, settle=0.3)  # into the second epoch
+    assert stored["epoch"] >= 1
 
 
 def test_sigkill_after_a_mid_epoch_checkpoint_then_resume_gives_identical_weights(tmp_path):
-    import os
-    import signal
-    import subprocess
+    import json
     import sys
-    import time
 
-    args = [sys.executable, "-m", "stabletrain", "train", "--data", "digits", "--image-size", "16", "--width", "8",
-            "--batch-size", "32", "--epochs", "2", "--method", "stability", "--checkpoint-every", "5", "--quiet"]
-    straight = tmp_path / "straight"
-    subprocess.run(args + ["--out", str(straight)], check=True, capture_output=True, timeout=300)
-
-    killed = tmp_path / "killed"
-    process = subprocess.Popen(args + ["--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline and process.poll() is None:
+    def well_into_second_epoch(out):
         try:
-            position = load_checkpoint(killed / "checkpoint.pt")
+            position = load_checkpoint(out / "checkpoint.pt")
         except StableTrainError:  # not written yet
-            time.sleep(0.02)
-            continue
-        if position["epoch"] == 1 and position["step"] >= 10:  # well into the second epoch
-            break
-        time.sleep(0.02)
-    if process.poll() is None:
-        os.kill(process.pid, signal.SIGKILL)
-    process.wait(timeout=60)
-    stored = load_checkpoint(killed / "checkpoint.pt")
+            return False
+        return position["epoch"] == 1 and position["step"] >= 10
+
+    straight, killed, stored = _straight_killed_resumed(
+        tmp_path, [sys.executable, *_SIGKILL_ARGS, "--epochs", "2", "--checkpoint-every", "5"], well_into_second_epoch)
     assert stored["epoch"] == 1 and stored["step"] > 0, "the kill should land mid-epoch, after a step checkpoint"
     assert set(stored["progress"]) == {"noise", "totals", "correct", "seen"} and "torch" in stored["rng"]
-    subprocess.run(args + ["--out", str(killed), "--resume"], check=True, capture_output=True, timeout=300)
-    a, _ = load_model(straight)
-    b, _ = load_model(killed)
-    for key, value in a.state_dict().items():
-        assert torch.equal(value, b.state_dict()[key]), key
-    import json
-
     losses = [[row["loss"] for row in json.loads((run / "history.json").read_text())] for run in (straight, killed)]
     assert losses[0] == losses[1]  # the epoch's running sums were checkpointed too
 

@@ -116,6 +116,7 @@ def evaluate_distortions(
                      "accuracy": int((logits.argmax(1) == labels).sum()) / len(labels),
                      "mean_kl": 0.0, "flip_rate": 0.0, "n": len(labels)})
     sweep = [d for d in distortions if not isinstance(d, Identity)]
+    device = _device_of(next(iter(models.values()))) if models else torch.device("cpu")
     ranked = context is not None and context.is_distributed
     if ranked:
         sweep = sweep[context.rank::context.world_size]
@@ -126,7 +127,9 @@ def evaluate_distortions(
         generator = make_generator(seed, "distortion", distortion.spec)
         sums = {name: {"correct": 0.0, "kl": 0.0, "flips": 0.0} for name in models}
         for start in range(0, len(dataset), batch_size):
-            distorted = distortion(dataset.x[start:start + batch_size], generator)
+            # distort where the (first) model lives, so a GPU model gets GPU corruptions; draws come from a CPU
+            # generator, so the distorted images are the same on every device
+            distorted = distortion(dataset.x[start:start + batch_size].to(device), generator)
             y = labels[start:start + batch_size]
             for name, model in models.items():
                 logits = predict_logits(model, distorted, batch_size)

@@ -197,7 +197,7 @@ def run_jet_demo(config: JetDemoConfig, out_dir: str | Path, *, progress: bool =
     x_attack, y_attack = data.test.x[:n_attack], data.test.y[:n_attack]
     unit = 1.0 / PIXEL_UNIT_GEV
     epsilons = [e * unit for e in config.epsilons_gev]
-    attacks = attack_rows(models, x_attack, y_attack, epsilons=epsilons, ks=config.ks,
+    attacks = attack_rows(models, x_attack, y_attack, epsilons=epsilons, ks=config.ks, fgsm_epsilons=epsilons,
                           max_change=config.sparse_max_change_gev * unit, unit=PIXEL_UNIT_GEV, progress=progress)
     attacks += attack_rows(models, x_attack, y_attack, epsilons=epsilons, budget=config.budget_gev * unit,
                            unit=PIXEL_UNIT_GEV, progress=progress, pgd_label=f"pgd, ≤{config.budget_gev:g} GeV total")
@@ -253,7 +253,8 @@ def _plot_attacks(rows: list[dict], key: str, path: Path, title: str, group: str
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=120)
     for ax, kind, xlabel in ((axes[0], "pgd", "ε per cell"), (axes[1], "sparse", "cells changed k")):
-        attacks = list(dict.fromkeys(r["attack"] for r in rows if r["attack"].startswith(kind)))
+        prefixes = ("pgd", "fgsm") if kind == "pgd" else (kind,)
+        attacks = list(dict.fromkeys(r["attack"] for r in rows if r["attack"].startswith(prefixes)))
         for i, name in enumerate(dict.fromkeys(r[group] for r in rows)):
             for j, attack in enumerate(attacks):
                 pts = sorted((r["strength"], r[key]) for r in rows if r[group] == name and r["attack"] == attack)
@@ -304,8 +305,8 @@ def _write_report(out: Path, config: JetDemoConfig, data: DataSplit, sample: Pat
             lines.append(f"| {s} | {occ:.3f} | " + " | ".join(
                 _fmt(lookup[(m, s)][metric], 3 if metric == "auc" else 1) for m in models) + " |")
     lines += ["", "## Attacks with physical constraints (cells stay ≥ 0)", "",
-              (f"PGD-10 with ε GeV per cell, without and with a budget of {config.budget_gev:g} GeV of total |ΔpT| "
-              f"per jet; the sparse attack changes k cells by up to {config.sparse_max_change_gev:g} GeV each. {min(config.attack_examples, len(data.test))} test jets."),
+              (f"FGSM and PGD-10 with ε GeV per cell (PGD without and with a budget of {config.budget_gev:g} GeV of total |ΔpT| "
+              f"per jet); the sparse attack changes k cells by up to {config.sparse_max_change_gev:g} GeV each. {min(config.attack_examples, len(data.test))} test jets."),
               "", "| model | attack | strength | success rate | AUC | cells changed |", "|---|---|---:|---:|---:|---:|"]
     lines += [f"| {r['model']} | {r['attack']} | {r['strength']:g} | {r['success_rate']:.3f} | {r['auc']:.3f} | "
               f"{r['changed_cells']:.1f} |" for r in attacks]

@@ -35,14 +35,21 @@ from torch import nn
 
 from ..checks import StableTrainError, check_images
 from ..evaluation import eval_mode
+from ..perturbations import rand_like
 from .tagging import tagger_scores, tagging_metrics
 
-__all__ = ["attack_rows", "normalize_max", "physical_pgd", "sparse_energy_attack"]
+__all__ = ["physical_fgsm", "attack_rows", "normalize_max", "physical_pgd", "sparse_energy_attack"]
 
 
 def _check_budget(value: float | None, name: str) -> None:
     if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
         raise StableTrainError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def _to_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attacks run where the model is (a GPU model attacks on the GPU)."""
+    device = next((p.device for p in model.parameters()), x.device)
+    return x.detach().to(device), torch.as_tensor(y).to(device)
 
 
 def _grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -72,11 +79,12 @@ def physical_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: fl
         raise StableTrainError(f"steps must be >= 1, got {steps}")
     if epsilon == 0 or budget == 0:
         return x.clone()
+    x, y = _to_model(model, x, y)
     step = 2.5 * epsilon / steps if step_size is None else float(step_size)
     with eval_mode(model):
         delta = torch.zeros_like(x)
         if random_start:
-            delta = (torch.rand(x.shape, generator=generator, device=x.device) * 2 - 1) * epsilon
+            delta = (rand_like(x, generator) * 2 - 1) * epsilon
         for _ in range(int(steps)):
             delta = delta + step * _grad(model, x + delta, y).sign()
             delta = delta.clamp(-epsilon, epsilon)
@@ -85,6 +93,22 @@ def physical_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: fl
                 delta = _l1_shrink(delta, budget)
             delta = delta.detach()
     return (x + delta).detach()
+
+
+def physical_fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, *,
+                  budget: float | None = None, upper: float = 1.0) -> torch.Tensor:
+    """FGSM under the same constraints: one signed-gradient step of ``epsilon`` per cell, then the box and budget.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+        >>> x = torch.zeros(2, 1, 2, 2)
+        >>> adv = physical_fgsm(model, x, torch.tensor([0, 1]), epsilon=0.01)
+        >>> bool((adv >= 0).all()) and float((adv - x).abs().max()) <= 0.01
+        True
+    """
+    return physical_pgd(model, x, y, epsilon, steps=1, step_size=epsilon, budget=budget, upper=upper)
 
 
 def sparse_energy_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, *, max_change: float,
@@ -100,6 +124,7 @@ def sparse_energy_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: 
     _check_budget(max_change, "max_change")
     if k == 0 or max_change == 0:
         return x.clone()
+    x, y = _to_model(model, x, y)
     flat = x[0, 0].numel()
     with eval_mode(model):
         delta = torch.zeros_like(x)
@@ -124,7 +149,7 @@ def normalize_max(x: torch.Tensor) -> torch.Tensor:
 def attack_rows(models: Mapping[str, nn.Module], x: torch.Tensor, y: torch.Tensor, *, epsilons: Sequence[float] = (),
                 ks: Sequence[int] = (), max_change: float | None = None, budget: float | None = None,
                 steps: int = 10, upper: float = 1.0, unit: float = 1.0, progress: bool = True,
-                pgd_label: str = "pgd") -> list[dict[str, Any]]:
+                pgd_label: str = "pgd", fgsm_epsilons: Sequence[float] = ()) -> list[dict[str, Any]]:
     """Success rate and AUC of each model under PGD at each ε and the sparse attack at each k.
 
     ``success_rate`` counts every jet classified wrongly after the attack;
@@ -137,7 +162,7 @@ def attack_rows(models: Mapping[str, nn.Module], x: torch.Tensor, y: torch.Tenso
     from tqdm.auto import tqdm
 
     labels = y.numpy()
-    jobs = [("pgd", e) for e in epsilons] + [("sparse", k) for k in ks]
+    jobs = [("pgd", e) for e in epsilons] + [("fgsm", e) for e in fgsm_epsilons] + [("sparse", k) for k in ks]
     rows: list[dict[str, Any]] = []
     for name, model in models.items():
         clean_scores = tagger_scores(model, x)
@@ -145,19 +170,21 @@ def attack_rows(models: Mapping[str, nn.Module], x: torch.Tensor, y: torch.Tenso
         for attack, strength in tqdm(jobs, desc=f"attacks on {name}", disable=not progress or None):
             if attack == "pgd":
                 adv = physical_pgd(model, x, y, float(strength), steps=steps, budget=budget, upper=upper)
+            elif attack == "fgsm":
+                adv = physical_fgsm(model, x, y, float(strength), budget=budget, upper=upper)
             else:
                 cap = upper if max_change is None else max_change
                 adv = sparse_energy_attack(model, x, y, int(strength), max_change=cap, steps=steps, upper=upper)
-            scores = tagger_scores(model, adv)
+            scores = tagger_scores(model, adv.cpu())
             metrics = tagging_metrics(scores, labels)
             wrong = ((scores >= 0.5).astype(int) != labels)
             right_before = (clean_scores >= 0.5).astype(int) == labels
             rows.append({"model": name, "attack": pgd_label if attack == "pgd" else attack,
-                         "strength": float(strength) * (unit if attack == "pgd" else 1.0),
+                         "strength": float(strength) * (unit if attack != "sparse" else 1.0),
                          "success_rate": float(wrong.mean()),
                          "flipped_correct": float(wrong[right_before].mean()) if right_before.any() else 0.0,
                          "auc": metrics["auc"],
                          "rejection_50": metrics["rejection_50"], "clean_auc": clean["auc"],
                          "clean_error": float(((clean_scores >= 0.5).astype(int) != labels).mean()),
-                         "changed_cells": float(((adv - x).abs() > 0).flatten(1).sum(1).float().mean())})
+                         "changed_cells": float(((adv.cpu() - x).abs() > 0).flatten(1).sum(1).float().mean())})
     return rows

@@ -234,7 +234,8 @@ def evaluate_taggers(models: Mapping[str, nn.Module], dataset: ImageDataset, spe
     labels = dataset.y.numpy()
     rows: list[dict[str, Any]] = []
     for distortion in tqdm(distortions, desc="detector effects", unit="effect", disable=not progress or None):
-        x = distortion(dataset.x, make_generator(seed, "detector", distortion.spec))
+        device = next((p.device for m in models.values() for p in m.parameters()), torch.device("cpu"))
+        x = distortion(dataset.x.to(device), make_generator(seed, "detector", distortion.spec)).cpu()
         common = {"distortion": distortion.spec, "family": distortion.family if distortion.spec != "clean" else "clean",
                   "param": distortion.param, "occupancy": float((x > 0).float().mean())}
         baseline = tagging_metrics(mass_window_scores(x, spec, mass), labels)
