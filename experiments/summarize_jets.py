@@ -36,7 +36,8 @@ def main(folders: list[str]) -> None:
         print(f"| {m} | " + " | ".join(cells) + " |")
 
     attack_models = list(dict.fromkeys(a["model"] for a in results[0]["attacks"]))
-    picks = [("pgd", 0.1, "PGD ε=0.1 GeV/cell"), ("pgd, ≤10 GeV total", 1.0, "PGD ε=1 GeV/cell, ≤10 GeV total"),
+    picks = [("fgsm", 0.1, "FGSM ε=0.1 GeV/cell"), ("pgd", 0.1, "PGD ε=0.1 GeV/cell"),
+             ("pgd, ≤10 GeV total", 1.0, "PGD ε=1 GeV/cell, ≤10 GeV total"),
              ("sparse", 1, "1 cell (≤20 GeV)"), ("sparse", 4, "4 cells (≤20 GeV each)")]
     print("\nFraction of correctly tagged jets that the attack flips, and the AUC under attack\n")
     print("| model | " + " | ".join(f"{label}: flipped / AUC" for _, _, label in picks) + " |")
