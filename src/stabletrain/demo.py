@@ -24,20 +24,52 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from torch import nn
+
 from .checks import StableTrainError
+from .data import DataSplit
 from .distortions import Distortion, paper_sweep, parse_distortion, parse_distortions
 from .evaluation import evaluate_distortions
 from .files import write_yaml
 from .objectives import available_methods
 from .reports import text_table, write_evaluation, write_similarity_report
 from .similarity import build_benchmark, evaluate_similarity, similarity_sweep
-from .tasks import TASK_NAMES, get_task
+from .tasks import METHOD_OPTIONS, TASK_NAMES, get_task
 from .training import TrainConfig, changed_options, load_checkpoint, load_model, train
 
 #: Options that change how a model is trained, not which model results (reusing a finished model ignores them).
 _NOT_PART_OF_THE_MODEL = ("device", "batching", "workers", "checkpoint_every", "compile")
+#: The option prefixes each method reads (see ``stabletrain.tasks.METHOD_OPTIONS``); the others don't matter to it.
+_METHOD_PREFIXES = {"jsd": ("jsd_",), "trades": ("trades_", "adv_"), "adversarial": ("adv_",),
+                    "consistency": ("consistency_",)}
 
-__all__ = ["DemoConfig", "run_demo", "QUICK_SWEEP", "claims", "similarity_claims"]
+
+def train_or_reuse(config: TrainConfig, run_dir: Path, data: DataSplit, *, overwrite: bool = False,
+                   progress: bool = True, log: Callable[[str], None] | None = None,
+                   ignore: tuple[str, ...] = ()) -> tuple[nn.Module, float]:
+    """Reuse the finished model in ``run_dir``, resume an unfinished one, or train it; returns (model, seconds).
+
+    A stored run must have been trained with the same options, apart from how it was run and the options
+    of other methods (and ``ignore``); otherwise this is an error, unless ``overwrite``.
+    """
+    emit = log or (lambda line: None)
+    checkpoint = run_dir / "checkpoint.pt"
+    if checkpoint.exists() and not overwrite:
+        stored = load_checkpoint(checkpoint)
+        unused = tuple(o for o in METHOD_OPTIONS if not o.startswith(_METHOD_PREFIXES.get(config.method, ("-",))))
+        changed = changed_options(stored["config"], config, ignore=_NOT_PART_OF_THE_MODEL + unused + ignore)
+        if changed:
+            raise StableTrainError(f"{run_dir} was trained with different {', '.join(changed)}; "
+                                   f"choose another --out or pass --overwrite")
+        if stored.get("complete"):
+            emit(f"{config.method}: reusing the finished model in {run_dir}")
+            return load_model(checkpoint)[0], float(stored["train_seconds"])
+    emit(f"training {config.method} ({config.epochs} epochs, {config.task} on {config.data}) in {run_dir}")
+    result = train(config, run_dir, resume=not overwrite, overwrite=overwrite, progress=progress, data=data,
+                   log=emit)
+    return result.model, result.train_seconds
+
+__all__ = ["train_or_reuse", "DemoConfig", "run_demo", "QUICK_SWEEP", "claims", "similarity_claims"]
 
 #: The reduced sweep of ``--quick``: the strongest setting of each family that the checks use, and one mid one.
 QUICK_SWEEP = ["jpeg-50", "jpeg-10", "thumb-16", "crop-10", "gaussian-0.1", "gaussian-0.3"]
@@ -165,25 +197,8 @@ def run_demo(config: DemoConfig, out_dir: str | Path, *, overwrite: bool = False
     models, train_seconds = {}, {}
     started = time.perf_counter()
     for method in config.methods:
-        run_dir = out / "models" / method
-        checkpoint = run_dir / "checkpoint.pt"
-        train_config = config.train_config(method)
-        if checkpoint.exists() and not overwrite:
-            stored = load_checkpoint(checkpoint)
-            changed = changed_options(stored["config"], train_config, ignore=_NOT_PART_OF_THE_MODEL)
-            if changed:
-                raise StableTrainError(f"{run_dir} was trained with different {', '.join(changed)}; "
-                                       f"choose another --out or pass --overwrite")
-            if stored.get("complete"):
-                emit(f"{method}: reusing the finished model in {run_dir}")
-                models[method], _ = load_model(checkpoint)
-                train_seconds[method] = float(stored["train_seconds"])
-                continue
-        emit(f"training {method} ({config.epochs} epochs, {config.task} on {config.data})")
-        result = train(train_config, run_dir, resume=not overwrite, overwrite=overwrite, progress=progress,
-                       data=data, log=emit)
-        models[method] = result.model
-        train_seconds[method] = result.train_seconds
+        models[method], train_seconds[method] = train_or_reuse(config.train_config(method), out / "models" / method,
+                                                               data, overwrite=overwrite, progress=progress, log=emit)
     base_seconds = train_seconds.get("plain")
     settings = {"task": config.task,
                 "data": f"{config.data} ({len(data.train)} train / {len(data.test)} test, "

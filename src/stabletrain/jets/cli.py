@@ -87,7 +87,7 @@ def run_jet_demo_command(args: argparse.Namespace, log: Any) -> int:
                  if getattr(args, k, None) is not None}
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     config = JetDemoConfig(methods=methods, seed=args.seed, quick=args.quick,
-                           device="cpu" if args.device == "auto" else args.device,
+                           device=args.device,
                            distortions=tuple(s.strip() for s in args.distortions.split(",")) if args.distortions else None,
                            **overrides)
     out = args.out if args.out != "runs/demo" else "runs/demo-jets"

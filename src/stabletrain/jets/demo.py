@@ -36,8 +36,8 @@ from ..data import DataSplit, ImageDataset, load_digits
 from ..files import write_csv, write_json, write_yaml
 from ..reports import _pyplot, _save_figure, plot_severity_curves, write_markdown
 from ..seeding import make_generator
-from ..tasks import METHOD_OPTIONS
-from ..training import TrainConfig, changed_options, load_checkpoint, load_model, train
+from ..demo import train_or_reuse
+from ..training import TrainConfig
 from .data import PIXEL_UNIT_GEV, load_jets
 from .detector import build_pileup_pool, detector_sweep, set_pileup_pool
 from .generation import GenerationConfig, generate_jets
@@ -89,7 +89,7 @@ class JetDemoConfig:
     sparsity_epochs: int = 8
     #: Input transform of the sparse-versus-dense models: ``linear`` lets no data statistics in.
     sparsity_input: str = "linear"
-    device: str = "cpu"
+    device: str = "auto"
     quick: bool = False
 
     def resolved(self) -> JetDemoConfig:
@@ -120,26 +120,10 @@ def demo_sample_path(config: JetDemoConfig) -> Path:
     return cache_dir("jets") / f"demo-{config.signal}-n{config.n}-seed{config.generation_seed}.h5"
 
 
-#: The option prefixes each method reads (see ``stabletrain.tasks.METHOD_OPTIONS``); other options don't matter.
-_METHOD_PREFIXES = {"jsd": ("jsd_",), "trades": ("trades_", "adv_"), "adversarial": ("adv_",),
-                    "consistency": ("consistency_",)}
-
-
 def _train_or_reuse(config: TrainConfig, run_dir: Path, data: DataSplit, progress: bool,
                     emit: Callable[[str], None]) -> torch.nn.Module:
-    checkpoint = run_dir / "checkpoint.pt"
-    if checkpoint.exists():
-        stored = load_checkpoint(checkpoint)
-        unused = tuple(o for o in METHOD_OPTIONS if not o.startswith(_METHOD_PREFIXES.get(config.method, ("-",))))
-        changed = changed_options(stored["config"], config, ignore=("device", "batching", "data", "workers",
-                                                                    "checkpoint_every", "compile", *unused))
-        if changed:
-            raise StableTrainError(f"{run_dir} was trained with different {', '.join(changed)}; choose another --out")
-        if stored.get("complete"):
-            emit(f"reusing the finished model in {run_dir}")
-            return load_model(checkpoint)[0]
-    emit(f"training {config.method} ({config.epochs} epochs) in {run_dir}")
-    return train(config, run_dir, resume=True, progress=progress, data=data, log=emit).model
+    # the sample's path depends on the cache folder, not on the jets in it
+    return train_or_reuse(config, run_dir, data, progress=progress, log=emit, ignore=("data",))[0]
 
 
 def _sparsity_sets(jets: DataSplit, config: JetDemoConfig) -> dict[str, DataSplit]:

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import StableTrainError, check_images
-from ..evaluation import eval_mode
+from ..evaluation import _device_of, eval_mode
 from ..perturbations import rand_like
 from .tagging import tagger_scores, tagging_metrics
 
@@ -48,7 +48,7 @@ def _check_budget(value: float | None, name: str) -> None:
 
 def _to_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Attacks run where the model is (a GPU model attacks on the GPU)."""
-    device = next((p.device for p in model.parameters()), x.device)
+    device = _device_of(model)
     return x.detach().to(device), torch.as_tensor(y).to(device)
 
 

@@ -36,7 +36,7 @@ from torch import nn
 from ..checks import StableTrainError
 from ..data import DataSplit, ImageDataset
 from ..distortions import parse_distortions
-from ..evaluation import predict_logits
+from ..evaluation import _device_of, predict_logits
 from ..metrics import background_rejection, roc_auc
 from ..models import register_model
 from ..seeding import make_generator
@@ -233,8 +233,8 @@ def evaluate_taggers(models: Mapping[str, nn.Module], dataset: ImageDataset, spe
     distortions = parse_distortions(["clean", *[s for s in specs if s != "clean"]])
     labels = dataset.y.numpy()
     rows: list[dict[str, Any]] = []
+    device = _device_of(next(iter(models.values()))) if models else torch.device("cpu")
     for distortion in tqdm(distortions, desc="detector effects", unit="effect", disable=not progress or None):
-        device = next((p.device for m in models.values() for p in m.parameters()), torch.device("cpu"))
         x = distortion(dataset.x.to(device), make_generator(seed, "detector", distortion.spec)).cpu()
         common = {"distortion": distortion.spec, "family": distortion.family if distortion.spec != "clean" else "clean",
                   "param": distortion.param, "occupancy": float((x > 0).float().mean())}
