@@ -278,12 +278,18 @@ def _write_report(out: Path, config: JetDemoConfig, data: DataSplit, sample: Pat
              (f"Sample: {sample} ({len(data.train)} train / {len(data.test)} test jets, 25×25 pT images, "
              f"pixels in TeV). Taggers: {', '.join(config.methods)}, {config.epochs} epochs, "
              f"noise {config.noise} σ={config.sigma}, α={config.alpha}, input {config.jet_input}. "
+             f"stability-additive: additive noise σ={config.additive_sigma_gev:g} GeV. "
              f"Wall time {seconds:.0f} s."), "", "## Checks", ""]
     lines += [f"- **{'held' if c['held'] else 'did NOT hold'}**: {c['claim']} ({c['detail']})" for c in checks]
     for metric, title in (("auc", "ROC AUC"), ("rejection_50", "background rejection 1/ε_B at ε_S = 50 %"),
                           ("rejection_30", "background rejection 1/ε_B at ε_S = 30 %")):
-        lines += ["", f"## {title} under detector effects", "",
-                  "| effect | occupancy | " + " | ".join(models) + " |", "|---|---:|" + "---:|" * len(models)]
+        lines += ["", f"## {title} under detector effects", ""]
+        if metric != "auc":
+            n_background = int((data.test.y == 0).sum())
+            lines += [f"A rejection R means {n_background}/R of the {n_background} test background jets pass: at R = 50 "
+                      f"that is {n_background / 50:.0f} jets, so these values carry large statistical errors "
+                      f"(about 1/√(jets passing)).", ""]
+        lines += ["| effect | occupancy | " + " | ".join(models) + " |", "|---|---:|" + "---:|" * len(models)]
         for s in specs:
             occ = lookup[(models[0], s)]["occupancy"]
             lines.append(f"| {s} | {occ:.3f} | " + " | ".join(
