@@ -43,7 +43,9 @@ def _worker(rank: int, world: int, port: int, threads: int, method: str, batch: 
     ctx = DistContext(rank=rank, world_size=world)
     torch.manual_seed(0)
     model = SmallCNN(3, 10, width=32)
-    objective = build_objective(method, alpha=1.0, sigma=0.1, batching="separate")
+    options = {} if method == "plain" else {"sigma": 0.1} if method == "gaussian" else \
+        {"alpha": 1.0, "sigma": 0.1, "batching": "separate"}
+    objective = build_objective(method, **options)
     runner = wrap_ddp(ObjectiveStep(model, objective), ctx)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     data = torch.rand(batch * 4, 3, 32, 32, generator=torch.Generator().manual_seed(0))

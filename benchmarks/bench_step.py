@@ -3,8 +3,11 @@
 Stability training runs the model on two copies of the batch, so two forward
 and backward passes are its natural cost: the aim is a ratio of at most 2.0
 to a plain step. The two copies can go through the model as two separate
-passes or as one concatenated pass; both are timed, per device, and the
-faster one is what ``batching='auto'`` picks.
+passes or as one concatenated pass; both are timed, per device.
+``batching='auto'`` does not pick by speed: it picks ``separate`` for
+batch-norm models (concat would mix both copies into the statistics) and
+``concat`` otherwise, so the same config trains the same objective on every
+device.
 
     python benchmarks/bench_step.py                 # CPU (and CUDA if present)
     python benchmarks/bench_step.py --write-docs    # also update docs/benchmarks.md
@@ -41,7 +44,11 @@ def make_step(method: str, batching: str, device: torch.device, batch: int, chan
               width: int) -> Callable[[], None]:
     torch.manual_seed(0)
     model = SmallCNN(channels, 10, width=width).to(device)
-    objective = build_objective(method, alpha=1.0, sigma=0.1, batching=batching)
+    # each method takes only its own options; concat on a batch-norm model needs bn_stats='both'
+    options = {"plain": {}, "gaussian": {"sigma": 0.1}}.get(
+        method, {"alpha": 1.0, "sigma": 0.1, "batching": batching, "bn_stats": "both" if batching == "concat"
+                 else "clean"})
+    objective = build_objective(method, **options)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = torch.rand(batch, channels, size, size, device=device)
     y = torch.randint(0, 10, (batch,), device=device)

@@ -95,9 +95,23 @@ def test_consistency_objective_matches_its_definition():
     out = ConsistencyObjective(sigma=0.25, copies=2, lam=20.0, eta=0.5)(model, x, y,
                                                                         generator=torch.Generator().manual_seed(5))
     g = torch.Generator().manual_seed(5)
-    zs = [model((x + 0.25 * torch.randn(x.shape, generator=g)).clamp(0, 1)) for _ in range(2)]
+    # unclipped noise, as in Jeong and Shin's code and in certification (stabletrain.smoothing)
+    noisy = [x + 0.25 * torch.randn(x.shape, generator=g) for _ in range(2)]
+    assert any(bool((n < 0).any() or (n > 1).any()) for n in noisy)  # so a clip would change the loss
+    zs = [model(n) for n in noisy]
     expected = sum(nn.functional.cross_entropy(z, y) for z in zs) / 2 + consistency_regularizer(zs, 20.0, 0.5)
     assert float(out["loss"].detach()) == pytest.approx(float(expected.detach()), rel=1e-6)
+
+
+def test_consistency_training_noise_is_the_certification_noise():
+    """Training and certification see the same N(0, sigma^2) noise: neither clips."""
+    from stabletrain.perturbations import randn_like
+
+    objective = build_objective("consistency", sigma=0.25)
+    x = torch.full((3, 1, 4, 4), 0.02)
+    noisy = objective.perturbation(x, torch.Generator().manual_seed(1))
+    assert torch.allclose(noisy, x + 0.25 * randn_like(x, torch.Generator().manual_seed(1)))
+    assert bool((noisy < 0).any())
 
 
 def test_methods_are_registered_with_documented_defaults():

@@ -179,3 +179,131 @@ def test_sample_triplets_properties():
 def test_patches_refuse_whole_image_sets():
     with pytest.raises(StableTrainError, match="similarity needs 'photos' or a folder of images"):
         load_patches("digits")
+
+
+# --- bad input that used to get through: empty files, odd labels, tiny splits, stray files -----------------------
+
+@pytest.mark.parametrize("arrays, message", [
+    ({}, "holds no arrays"),
+    ({"x": np.zeros((0, 8, 8)), "y": np.zeros(0)}, "'x' holds no images"),
+    ({"x": np.zeros((0, 8, 8), dtype=np.uint8), "y": np.zeros(0, dtype=int)}, "'x' holds no images"),
+    ({"x": np.zeros((6, 8, 8)), "y": np.arange(6) % 2, "x_test": np.zeros((0, 8, 8)), "y_test": np.zeros(0)},
+     "'x_test' holds no images"),
+])
+def test_empty_npz_is_an_error_naming_the_file(tmp_path, arrays, message):
+    np.savez(tmp_path / "empty.npz", **arrays)
+    with pytest.raises(StableTrainError, match=message) as caught:
+        load_data(str(tmp_path / "empty.npz"))
+    assert str(tmp_path / "empty.npz") in str(caught.value)
+
+
+@pytest.mark.parametrize("bad, shown", [(-1, "-1 (3 image(s))"), (10**6, "1000000 (3 image(s))")])
+def test_npz_labels_must_be_class_indices(tmp_path, bad, shown):
+    y = np.r_[np.repeat([0, 1], 10), np.full(3, bad)]
+    np.savez(tmp_path / "d.npz", x=np.zeros((23, 8, 8), dtype=np.uint8), y=y)
+    with pytest.raises(StableTrainError, match=r"labels must be 0\.\.K-1 class indices") as caught:
+        load_data(str(tmp_path / "d.npz"))
+    assert shown in str(caught.value) and str(tmp_path / "d.npz") in str(caught.value)
+    # in a fixed test set too, and with class names the bound is the number of names
+    np.savez(tmp_path / "t.npz", x=np.zeros((20, 8, 8)), y=y[:20], x_test=np.zeros((3, 8, 8)), y_test=y[20:])
+    with pytest.raises(StableTrainError, match=f"'y_test' holds {bad}"):
+        load_data(str(tmp_path / "t.npz"))
+    np.savez(tmp_path / "n.npz", x=np.zeros((23, 8, 8)), y=y, class_names=np.array(["a", "b"]))
+    with pytest.raises(StableTrainError, match=rf"labels must be 0\.\.1, indices into 'class_names'.*'y' holds {bad}"):
+        load_data(str(tmp_path / "n.npz"))
+
+
+def test_npz_legitimate_labels_still_load(tmp_path):
+    x = np.zeros((40, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "ten.npz", x=x, y=np.arange(40) % 10)
+    assert load_data(str(tmp_path / "ten.npz")).classes == [str(c) for c in range(10)]
+    np.savez(tmp_path / "float.npz", x=x, y=(np.arange(40) % 2).astype(np.float32))
+    assert load_data(str(tmp_path / "float.npz")).classes == ["0", "1"]
+    # a subset of classes keeps its values as names and is renumbered 0..K-1
+    np.savez(tmp_path / "subset.npz", x=x, y=np.repeat([3, 7], 20))
+    subset = load_data(str(tmp_path / "subset.npz"))
+    assert subset.classes == ["3", "7"] and set(subset.train.y.tolist()) == {0, 1}
+    np.savez(tmp_path / "named.npz", x=x, y=np.arange(40) % 3, class_names=np.array(["cat", "dog", "eel"]))
+    assert load_data(str(tmp_path / "named.npz")).classes == ["cat", "dog", "eel"]
+
+
+def test_too_small_splits_are_errors(tmp_path):
+    np.savez(tmp_path / "three.npz", x=np.zeros((3, 8, 8)), y=np.array([0, 1, 1]))
+    with pytest.raises(StableTrainError, match=r"three.npz: too few images to split: class '0' has 1 .*at least 2 "
+                                               r"training and 1 test"):
+        load_data(str(tmp_path / "three.npz"))
+    # two per class would leave a single training image per class
+    np.savez(tmp_path / "four.npz", x=np.zeros((4, 8, 8)), y=np.array([0, 0, 1, 1]))
+    with pytest.raises(StableTrainError, match="too few images to split: class '0' has 2 "):
+        load_data(str(tmp_path / "four.npz"))
+    # three per class is the minimum at the default test fraction
+    np.savez(tmp_path / "six.npz", x=np.zeros((6, 8, 8)), y=np.array([0, 0, 0, 1, 1, 1]))
+    six = load_data(str(tmp_path / "six.npz"))
+    assert (len(six.train), len(six.test)) == (4, 2)
+    np.savez(tmp_path / "fixed.npz", x=np.zeros((6, 8, 8)), y=np.arange(6) % 2, x_test=np.zeros((1, 8, 8)),
+             y_test=np.array([0]))
+    with pytest.raises(StableTrainError, match="fixed test set 'x_test' needs at least 2 images, got 1"):
+        load_data(str(tmp_path / "fixed.npz"))
+    np.savez(tmp_path / "fixed1.npz", x=np.zeros((4, 8, 8)), y=np.array([0, 0, 0, 1]), x_test=np.zeros((2, 8, 8)),
+             y_test=np.array([0, 1]))
+    with pytest.raises(StableTrainError, match="too few training images: class '1' has 1 in 'y'"):
+        load_data(str(tmp_path / "fixed1.npz"))
+
+
+def test_tiny_image_folders_and_one_column_tile_sources_are_errors(tmp_path):
+    for cls in ("a", "b"):
+        (tmp_path / "folder" / cls).mkdir(parents=True)
+        for i in range(2):
+            Image.new("L", (10, 10), color=40 * i).save(tmp_path / "folder" / cls / f"{i}.png")
+    with pytest.raises(StableTrainError, match="too few images to split: class 'a' has 2 "):
+        load_data(str(tmp_path / "folder"))
+    # a source only one tile wide used to go to the test set whole, leaving no training tiles
+    (tmp_path / "tiles").mkdir()
+    Image.new("RGB", (64, 64)).save(tmp_path / "tiles" / "wide.png")
+    Image.new("RGB", (16, 64)).save(tmp_path / "tiles" / "narrow.png")
+    with pytest.raises(StableTrainError, match="class 'narrow.png' has 4 .*0 for training, 4 for testing"):
+        load_patches(str(tmp_path / "tiles"), image_size=16)
+
+
+def test_built_in_data_sets_load_at_default_settings():
+    assert load_data("digits").num_classes == 10
+    photos = load_data("photos")
+    assert photos.num_classes == len(PHOTO_SOURCES) and min(np.bincount(photos.test.y.numpy())) >= 1
+
+
+def test_image_folder_skips_non_image_and_hidden_files(tmp_path, caplog):
+    for cls in ("cats", "dogs"):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            Image.new("L", (12, 12), color=30 * i).save(tmp_path / cls / f"{i}.PNG" if i else tmp_path / cls / "0.jpg")
+    (tmp_path / "cats" / "notes.txt").write_text("taken in 2019")
+    (tmp_path / "dogs" / "LICENSE").write_text("CC-BY")
+    (tmp_path / "dogs" / ".DS_Store").write_bytes(b"\x00junk")
+    (tmp_path / "dogs" / ".hidden").mkdir()
+    (tmp_path / "dogs" / ".hidden" / "x.png").write_text("not looked at")
+    with caplog.at_level("WARNING", logger="stabletrain.data"):
+        split = load_data(str(tmp_path), image_size=8)
+    assert len(split.train) + len(split.test) == 6
+    lines = [r.getMessage() for r in caplog.records if r.name == "stabletrain.data"]
+    assert len(lines) == 1 and lines[0].startswith(f"skipped 2 non-image file(s) in {tmp_path}: "), lines
+    assert "notes.txt" in lines[0] and "LICENSE" in lines[0] and ".DS_Store" not in lines[0]
+    # a file with an image extension that is not an image stays an error naming it
+    (tmp_path / "dogs" / "x.png").write_text("this is not an image")
+    with pytest.raises(StableTrainError, match="not a readable image file: .*x.png"):
+        load_data(str(tmp_path), image_size=8)
+    (tmp_path / "dogs" / "x.png").unlink()
+    # a class folder with nothing but stray files
+    (tmp_path / "eels").mkdir()
+    (tmp_path / "eels" / "readme.md").write_text("todo")
+    with pytest.raises(StableTrainError, match=r"class folder .*eels holds no image files \(only 1 non-image"):
+        load_data(str(tmp_path), image_size=8)
+
+
+def test_tiled_folder_skips_non_image_files(tmp_path, caplog):
+    Image.new("RGB", (64, 64)).save(tmp_path / "one.png")
+    Image.new("RGB", (64, 64), color=(200, 0, 0)).save(tmp_path / "two.png")
+    (tmp_path / "notes.txt").write_text("photos from the trip")
+    with caplog.at_level("WARNING", logger="stabletrain.data"):
+        split = load_patches(str(tmp_path), image_size=16)
+    assert split.classes == ["one.png", "two.png"]
+    assert any("skipped 1 non-image file(s)" in r.getMessage() for r in caplog.records)

@@ -150,3 +150,28 @@ def test_thumb_downscale_matches_pillow_bilinear():
     down = torch.from_numpy(np.array(small)).view(1, 1, 12, 12)
     expected = torch.nn.functional.interpolate(down, size=(32, 32), mode="bilinear", align_corners=False)
     torch.testing.assert_close(Thumbnail(12)(x), expected.clamp(0, 1), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("spec", RANDOM_SPECS + ["crop-25", "gaussian-0.5"])
+def test_per_example_streams_make_each_image_independent_of_its_batch(spec, photo_patches):
+    from stabletrain.seeding import ExampleRNG
+
+    d, x = parse_distortion(spec), photo_patches[:10]
+    whole = d(x, ExampleRNG.for_examples(range(10), 0, "distortion", spec))
+    pieces = torch.cat([d(x[i:i + 3], ExampleRNG.for_examples(range(i, min(i + 3, 10)), 0, "distortion", spec))
+                        for i in range(0, 10, 3)])
+    assert torch.equal(whole, pieces)
+    # each image's own stream: image 4 alone gets the same copy as inside the batch, another seed another copy
+    assert torch.equal(d(x[4:5], ExampleRNG.for_examples([4], 0, "distortion", spec)), whole[4:5])
+    assert not torch.equal(d(x, ExampleRNG.for_examples(range(10), 1, "distortion", spec)), whole)
+
+
+def test_crop_offsets_differ_between_images_of_one_batch():
+    from stabletrain.seeding import ExampleRNG
+
+    # one bright pixel at the same place in every image: its position after the crop reveals each offset
+    x = torch.zeros(12, 1, 20, 20)
+    x[:, :, 10, 10] = 1.0
+    out = Crop(25)(x, ExampleRNG.for_examples(range(12), 0, "crop"))
+    peaks = {int(o.flatten().argmax()) for o in out}
+    assert len(peaks) > 1

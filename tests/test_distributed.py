@@ -105,8 +105,8 @@ def _count_all_reduces(rank, world, port, results):
                                        ("concat", "stability", "concat")):
             torch.manual_seed(0)
             model = SmallCNN(1, 10, width=4, norm="group")
-            ddp = wrap_ddp(ObjectiveStep(model, build_objective(method, alpha=1.0, sigma=0.1, batching=batching)),
-                           ctx)
+            options = {} if method == "plain" else {"alpha": 1.0, "sigma": 0.1, "batching": batching}
+            ddp = wrap_ddp(ObjectiveStep(model, build_objective(method, **options)), ctx)
             calls = []
 
             def hook(state, bucket):

@@ -47,9 +47,11 @@ def test_constant_model_is_perfectly_stable():
 def test_metrics_match_a_direct_computation():
     data, model = _data(), MeanBrightness()
     rows = evaluate_distortions({"m": model}, data, parse_distortions("gaussian-0.3"), seed=5, progress=False)
-    from stabletrain.seeding import make_generator
+    from stabletrain.seeding import ExampleRNG
 
-    noisy = parse_distortions("gaussian-0.3")[0](data.x, make_generator(5, "distortion", "gaussian-0.3"))
+    # example i is distorted from its own stream (seed, "distortion", spec, i)
+    noisy = parse_distortions("gaussian-0.3")[0](data.x, ExampleRNG.for_examples(range(len(data)), 5, "distortion",
+                                                                                  "gaussian-0.3"))
     clean_logits, noisy_logits = model(data.x), model(noisy)
     row = rows[1]
     assert row["accuracy"] == pytest.approx(float((noisy_logits.argmax(1) == data.y).float().mean()))

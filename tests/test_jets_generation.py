@@ -151,3 +151,95 @@ def test_core_works_without_the_physics_packages(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 2, out.stderr
     assert 'pip install "stabletrain[hep]"' in out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_constituents_frame_and_columns_are_stated(jet_file):
+    with h5py.File(jet_file, "r") as f:
+        attrs = dict(f["constituents"].attrs)
+        constituents, jet_eta, jet_phi = f["constituents"][()], f["jet_eta"][()], f["jet_phi"][()]
+        meta = json.loads(f.attrs["metadata"])
+    assert attrs["frame"] == "absolute (eta, phi) of the event, not the image frame"
+    assert [str(c) for c in attrs["columns"]] == ["pt", "eta", "phi"]
+    assert meta["constituents"]["frame"] == attrs["frame"] and meta["constituents"]["columns"] == ["pt", "eta", "phi"]
+    # and they are absolute: the pT-weighted centre of the constituents is the jet axis, not the image centre
+    pt = constituents[:, :, 0]
+    centre_eta = (pt * constituents[:, :, 1]).sum(1) / pt.sum(1)
+    assert np.median(np.abs(centre_eta - jet_eta)) < 0.05 and np.std(jet_eta) > 0.5
+    assert np.median(np.abs(np.angle(np.exp(1j * (constituents[:, 0, 2] - jet_phi))))) < 0.5
+    assert np.std(jet_phi) > 1.0
+
+
+def test_eta_maps_give_the_pixels_the_constituents_eta(jet_file):
+    from stabletrain.jets.images import ImageSpec, cell_eta
+
+    data, meta = _read(jet_file)
+    spec = ImageSpec(**meta["image"])
+    images, maps, constituents = data["images"], data["eta_map"], data["constituents"]
+    assert maps.shape == (len(images), 3) and "eta0" in meta["eta_map"]
+    assert "strictly left of the centre column" in meta["flip"]
+    np.testing.assert_allclose(np.hypot(maps[:, 1], maps[:, 2]), 1.0, rtol=1e-5)   # preprocessing rotated them
+    # where every constituent is in the frame (and stored), the image's pT-weighted η is the constituents'
+    pt = constituents[:, :, 0]
+    whole = (np.abs(images.sum((1, 2)) / pt.sum(1) - 1) < 1e-5) & (data["n_constituents"] <= pt.shape[1])
+    assert whole.sum() > 100
+    image_eta = (images * cell_eta(maps, spec)).sum((1, 2)) / images.sum((1, 2))
+    true_eta = (pt * constituents[:, :, 1]).sum(1) / pt.sum(1)
+    tolerance = (np.abs(maps[:, 1]) + np.abs(maps[:, 2])) * spec.pixel_size / 2 + 1e-4
+    assert np.all(np.abs(image_eta - true_eta)[whole] <= tolerance[whole])
+
+
+def test_load_jets_keeps_each_jets_eta_map_with_its_image(jet_file):
+    import torch
+
+    from stabletrain.data import stratified_split
+
+    data, _meta = _read(jet_file)
+    split = load_jets(str(jet_file))
+    _train, test = stratified_split(data["label"].astype(np.int64), 0.2, 0)
+    np.testing.assert_array_equal(split.test.eta_map.numpy(), data["eta_map"][test].astype(np.float64))
+    np.testing.assert_allclose(split.test.x[:, 0].numpy(), data["images"][test] / 1000.0, rtol=1e-6)
+    assert split.info["eta_map"].startswith("stored")
+    assert torch.equal(split.test.subset([2, 0]).eta_map, split.test.eta_map[[2, 0]])
+
+
+def test_files_without_eta_maps_fall_back_to_the_jet_eta(jet_file, tmp_path):
+    import shutil
+
+    old = tmp_path / "old.h5"
+    shutil.copy(jet_file, old)
+    with h5py.File(old, "a") as f:
+        jet_eta = f["jet_eta"][()]
+        del f["eta_map"]
+    split = load_jets(str(old))
+    maps = split.test.eta_map.numpy()
+    assert np.all(maps[:, 1:] == 0) and set(np.round(maps[:, 0], 5)) <= set(np.round(jet_eta.astype(float), 5))
+    assert "predates" in split.info["eta_map"]
+
+
+def _quiet_generate(out, workers):
+    return subprocess.run([sys.executable, "-m", "stabletrain", "jets", "generate", "--n", "4", "--seed", "3",
+                           "--chunk-events", "60", "--workers", str(workers), "--out", str(out), "--quiet"],
+                          capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_quiet_generation_prints_no_fastjet_banner(tmp_path, workers):
+    run = _quiet_generate(tmp_path / "q.h5", workers)
+    assert run.returncode == 0, run.stderr
+    assert "FastJet" not in run.stdout and "#-----" not in run.stdout and "Cacciari" not in run.stdout
+    assert "FastJet" not in run.stderr
+    assert run.stdout.startswith("wrote 4 jets")
+
+
+def test_the_banner_fallback_redirects_the_c_level_stdout(tmp_path):
+    # bindings without set_fastjet_banner_stream: the first clustering runs with file descriptor 1 on /dev/null
+    code = ("import stabletrain.jets.generation as g\n"
+            "g._silence_fastjet_banner = lambda fastjet: False\n"
+            "out = g.generate_chunk('w', 30, 1, banner=False)\n"
+            "print('jets', len(out['jet_pt']))\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "FastJet" not in run.stdout and run.stdout.startswith("jets ")
+    loud = subprocess.run([sys.executable, "-c", code.replace("banner=False", "banner=True")],
+                          capture_output=True, text=True)
+    assert "FastJet release" in loud.stdout   # the check can see the banner when it is printed

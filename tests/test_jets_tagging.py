@@ -51,7 +51,7 @@ def test_relative_noise_keeps_sparsity_and_the_mean():
     assert torch.equal(out > 0, x > 0) or float((out[:, 0, 2, 2] == 0).float().mean()) < 1e-3
     assert float(out[:, 0, 2, 2].mean()) == pytest.approx(0.1, rel=0.02)
     assert float(out[:, 0, 2, 2].std()) == pytest.approx(0.02, rel=0.05)
-    with pytest.raises(StableTrainError, match="unknown noise model"):
+    with pytest.raises(StableTrainError, match="unknown perturbation"):
         build_perturbation("uniform", 0.1)
 
 
@@ -72,9 +72,10 @@ def test_training_through_the_common_interface(jet_file, tmp_path):
     result = train(config, tmp_path / "run", progress=False)
     assert 0.5 < result.history[-1]["test_auc"] <= 1.0
     _model, checkpoint = load_model(tmp_path / "run" / "checkpoint.pt")
-    assert checkpoint["model"]["name"] == "jet_cnn" and checkpoint["config"]["noise"] == "auto"
+    assert checkpoint["model"]["name"] == "jet_cnn" and checkpoint["config"]["task_args"]["noise"] == "relative"
+    assert checkpoint["model"]["provider"] == "stabletrain.jets"
     assert checkpoint["objective"]["sigma"] == 0.3
-    with pytest.raises(StableTrainError, match="relative"):
+    with pytest.raises(StableTrainError, match="no effect with task 'classification'.*jets"):
         TrainConfig(task="classification", noise="relative").validated()
 
 

@@ -363,3 +363,45 @@ def test_triplet_objective_by_name_and_bad_batches():
         objective(EmbedRecorder(), torch.full((2, 3, 1, 4, 4), float("nan")))
     with pytest.raises(StableTrainError, match="unknown task"):
         build_objective("plain", task="segmentation")
+
+
+def _bn_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(4 * 8 * 8, 3))
+
+
+def test_auto_batching_depends_on_the_model_not_the_device():
+    """Issue 11, item 4: 'auto' picked 'concat' on CUDA, which mixes both copies into batch-norm statistics."""
+    from stabletrain.objectives import resolve_batching
+
+    assert resolve_batching("auto", _bn_model()) == "separate"
+    group = nn.Sequential(nn.Conv2d(1, 4, 3), nn.GroupNorm(2, 4))
+    assert resolve_batching("auto", group) == "concat"
+    with pytest.raises(StableTrainError, match="cannot keep them clean"):
+        resolve_batching("concat", _bn_model(), "clean")
+    assert resolve_batching("concat", _bn_model(), "both") == "concat"
+
+
+def test_auto_batching_trains_the_separate_objective_on_a_batch_norm_model():
+    x, y = torch.rand(6, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])
+    outputs, stats = [], []
+    for batching in ("auto", "separate"):
+        model = _bn_model().train()
+        out = StabilityObjective(alpha=1.0, sigma=0.1, batching=batching)(model, x, y,
+                                                                          generator=torch.Generator().manual_seed(0))
+        outputs.append(float(out["loss"]))
+        stats.append(model[1].running_mean.clone())
+    assert outputs[0] == outputs[1]
+    assert torch.equal(stats[0], stats[1])
+    # and the clean-only running statistics are those of the clean batch alone
+    reference = _bn_model().train()
+    reference(x)
+    assert torch.allclose(stats[0], reference[1].running_mean)
+
+
+def test_stability_kl_rejects_nan_logits():
+    with pytest.raises(StableTrainError, match="NaN or inf"):
+        stability_kl(torch.tensor([[float("nan"), 0.0]]), torch.zeros(1, 2))
+    with pytest.raises(StableTrainError, match="perturbed logits"):
+        stability_kl(torch.zeros(1, 2), torch.tensor([[float("inf"), 0.0]]))

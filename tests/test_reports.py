@@ -30,3 +30,38 @@ def test_write_evaluation_writes_everything(tmp_path):
     assert paths["report"].read_text().startswith("# t")
     assert (tmp_path / "plots" / "accuracy_jpeg.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "results.csv").read_text().count("\n") == len(ROWS) + 1
+
+
+def _attack_rows():
+    """Attack rows as evaluate_suites writes them: their own columns, the distortion columns empty."""
+    rows = []
+    for model, values in (("plain", (0.9, 0.4)), ("stable", (0.95, 0.6))):
+        for eps, robust in zip((0.0, 0.03), values):
+            rows.append({"model": model, "distortion": f"pgd-{eps:.4g}", "family": "pgd", "param": eps,
+                         "accuracy": None, "mean_kl": None, "flip_rate": None, "n": 10, "attack": "pgd",
+                         "epsilon": eps, "steps": 10, "clean_accuracy": values[0], "robust_accuracy": robust,
+                         "attack_success_rate": 1 - robust / values[0], "robust_accuracy_at_epsilon": robust})
+    return rows
+
+
+def test_attack_rows_keep_their_own_columns_in_every_output(tmp_path):
+    import csv
+    import json
+
+    write_evaluation(tmp_path, ROWS + _attack_rows(), title="t")
+    with open(tmp_path / "results.csv") as handle:
+        table = list(csv.DictReader(handle))
+    attacks = [r for r in table if r["family"] == "pgd"]
+    assert len(attacks) == 4
+    for row in attacks:  # the robust accuracy is not in `accuracy`, the success rate not in `flip_rate`
+        assert row["accuracy"] == row["flip_rate"] == row["mean_kl"] == ""
+        assert row["robust_accuracy"] and row["attack_success_rate"] and row["epsilon"] and row["attack"] == "pgd"
+    assert all(r["robust_accuracy"] == "" for r in table if r["family"] != "pgd")
+    nested = json.loads((tmp_path / "results.json").read_text())["models"]["stable"]
+    assert "pgd-0.03" not in nested["distortions"]
+    assert nested["attacks"]["pgd-0.03"]["robust_accuracy"] == 0.6
+    report = (tmp_path / "report.md").read_text()
+    distortion_tables, attack_tables = report.split("## Robust accuracy (%) under attack")
+    assert "pgd-0.03" not in distortion_tables  # no empty attack lines in the accuracy, KL and flip tables
+    assert "| pgd-0.03 | 40.0 | **60.0** |" in attack_tables
+    assert (tmp_path / "plots" / "robust_accuracy.png").read_bytes()[:4] == b"\x89PNG"

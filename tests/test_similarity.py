@@ -123,3 +123,14 @@ def test_photo_benchmark_builds_offline():
     bench = build_benchmark(load_patches("photos", image_size=32), ["jpeg-50"])
     info = bench.describe()
     assert info["sources"] == 19 and info["non_duplicate_neighbour"] > 100
+
+
+def test_near_duplicate_copies_do_not_depend_on_the_batch_size():
+    bench = build_benchmark(_grid_split(), ["crop-10", "gaussian-0.2", "jpeg-50"])
+    for distortion in bench.distortions:
+        whole = torch.cat([copy for _, copy in bench.copies(distortion, batch_size=512)])
+        small = torch.cat([copy for _, copy in bench.copies(distortion, batch_size=4)])
+        single = torch.cat([copy for _, copy in bench.copies(distortion, batch_size=1)])
+        assert torch.equal(whole, small) and torch.equal(whole, single), distortion.spec
+    crop = bench.distortions[0]
+    assert not torch.equal(next(bench.copies(crop))[1], bench.images)

@@ -8,9 +8,11 @@ from stabletrain.training import TrainConfig, load_checkpoint, load_model, train
 
 
 def small(**overrides):
-    base = dict(data="digits", image_size=16, width=8, epochs=3, batch_size=128, method="stability",
-                alpha=1.0, sigma=0.1)
+    base = dict(data="digits", image_size=16, width=8, epochs=3, batch_size=128, method="stability")
     base.update(overrides)
+    if base["method"] == "stability":  # options of stability training only: plain takes none
+        base.setdefault("alpha", 1.0)
+        base.setdefault("sigma", 0.1)
     return TrainConfig(**base)
 
 

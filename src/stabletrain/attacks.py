@@ -9,7 +9,12 @@ Conventions, the ones users of torchattacks and foolbox ask for:
   parameters;
 * every attack returns an :class:`AttackResult` with the adversarial batch
   and a per-example success mask; untargeted success means the prediction
-  differs from the label, targeted success that it equals the target;
+  differs from the label, targeted success that it equals the target. The
+  clean input is scored too (one forward pass), so an example the model
+  already gets wrong is a success, with the clean image as its adversarial;
+* random starts take a :class:`torch.Generator` or a
+  :class:`~stabletrain.seeding.ExampleRNG` (one stream per example: the
+  attack on an example then does not depend on the batch it is in);
 * :func:`robustness_curve` evaluates several epsilons in one call.
 
 >>> import torch
@@ -32,14 +37,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checks import StableTrainError, check_images, check_nonnegative
-from .evaluation import eval_mode
+from .devices import device_of as _device, eval_mode
+from .seeding import ExampleRNG, draw
 
 __all__ = ["AttackResult", "fgsm", "pgd", "sparse_l0", "robustness_curve", "ATTACKS", "build_attack", "maximize_loss"]
 
 
 @dataclass
 class AttackResult:
-    """The adversarial batch, which examples the attack fooled, and the final predictions."""
+    """The adversarial batch, which examples the attack fooled, and the final predictions.
+
+    ``success`` includes the examples misclassified (untargeted) or already
+    classified as the target (targeted) on the clean input: the clean image
+    is a point of every ball, so the attack needs no step to fool the model
+    there, and ``adversarial`` holds the clean image for them.
+    """
 
     adversarial: torch.Tensor
     success: torch.Tensor
@@ -47,10 +59,6 @@ class AttackResult:
     epsilon: float
 
 
-def _device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
 
 
 def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -121,10 +129,16 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, *,
     """
     x, y, target, epsilon = _prepare(model, x, y, epsilon, target)
     with eval_mode(model):
-        grad, _ = _input_gradient(model, x, y, target, None)
+        grad, clean_logits = _input_gradient(model, x, y, target, None)
         adversarial = (x + epsilon * grad.sign()).clamp(0.0, 1.0).detach()
         with torch.no_grad():
             predictions = _logits(model, adversarial).argmax(1)
+    # the gradient's forward pass scored the clean input: where it already fools the model and the step does not,
+    # the clean image is the adversarial
+    clean_predictions = clean_logits.argmax(1)
+    clean_fooled = _succeeded(clean_predictions, y, target) & ~_succeeded(predictions, y, target)
+    adversarial[clean_fooled] = x[clean_fooled]
+    predictions = torch.where(clean_fooled, clean_predictions, predictions)
     return AttackResult(adversarial, _succeeded(predictions, y, target), predictions, epsilon)
 
 
@@ -141,20 +155,19 @@ def _project(delta: torch.Tensor, x: torch.Tensor, epsilon: float, norm: str) ->
     return (x + delta).clamp(0.0, 1.0) - x
 
 
-def _random_start(x: torch.Tensor, epsilon: float, norm: str, generator: torch.Generator | None) -> torch.Tensor:
-    gen_device = generator.device if generator is not None else x.device
+def _random_start(x: torch.Tensor, epsilon: float, norm: str,
+                  generator: torch.Generator | ExampleRNG | None) -> torch.Tensor:
+    """A uniform point of the ε-ball around each image (L2: uniform direction, uniform radius)."""
     if norm == "linf":
-        noise = torch.rand(x.shape, generator=generator, device=gen_device, dtype=x.dtype) * 2 - 1
-        return (noise.to(x.device) * epsilon)
-    direction = torch.randn(x.shape, generator=generator, device=gen_device, dtype=x.dtype).to(x.device)
-    radius = torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), generator=generator, device=gen_device,
-                        dtype=x.dtype).to(x.device)
+        return (draw(torch.rand, x.shape, generator, x.device, x.dtype) * 2 - 1) * epsilon
+    direction = draw(torch.randn, x.shape, generator, x.device, x.dtype)
+    radius = draw(torch.rand, (x.shape[0],) + (1,) * (x.ndim - 1), generator, x.device, x.dtype)
     return direction / (_l2_norm(direction) + 1e-12) * radius * epsilon
 
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, *, norm: str = "linf",
         steps: int = 10, step_size: float | None = None, random_start: bool = True, restarts: int = 1,
-        target: torch.Tensor | None = None, generator: torch.Generator | None = None,
+        target: torch.Tensor | None = None, generator: torch.Generator | ExampleRNG | None = None,
         loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor] | None = None) -> AttackResult:
     """Projected gradient descent (Madry et al.) under an L∞ or L2 ball, with restarts.
 
@@ -162,7 +175,10 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, *, n
     normalized direction (L2), then projects onto the ε-ball around ``x`` and
     the [0, 1] box. An example counts as fooled if any iterate of any restart
     fooled the model; that iterate is returned. The others return the last
-    iterate of the restart with the highest loss.
+    iterate of the restart with the highest loss. The clean input is scored
+    first (one forward pass without gradient), so an example the model gets
+    wrong without attack is fooled, at the clean image, even with a random
+    start.
 
     Args:
         epsilon: radius of the ball in [0, 1] pixel units (L∞) or in the L2
@@ -174,7 +190,9 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, *, n
         restarts: independent restarts; later ones only matter for examples
             not yet fooled.
         target: class indices for a targeted attack (minimize their loss).
-        generator: randomness of the starts.
+        generator: randomness of the starts: a :class:`torch.Generator`, or an
+            :class:`~stabletrain.seeding.ExampleRNG` with one stream per
+            example (the result of an example is then independent of its batch).
         loss_fn: ``(logits, y, target) -> scalar`` to ascend instead of the
             summed cross-entropy (TRADES uses a KL here).
     """
@@ -189,17 +207,13 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, *, n
         raise StableTrainError(f"step size must be a finite number >= 0, got {step_size!r}")
     with eval_mode(model):
         best = x.clone()
-        if epsilon == 0.0 or not random_start:
-            with torch.no_grad():
-                predictions = _logits(model, x).argmax(1)
-            success = _succeeded(predictions, y, target)
-            if epsilon == 0.0:
-                return AttackResult(best, success, predictions, epsilon)
-        else:
-            # The first iterate is scored by the first gradient step's forward pass, so a separate pass on the
-            # clean input would only cost time; an example the model already gets wrong is still found there.
-            predictions = torch.zeros(len(x), dtype=torch.long, device=x.device)
-            success = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        # Score the clean input: with a random start no iterate is the clean image, and an example the model gets
+        # wrong there must count as fooled (robust accuracy can never exceed clean accuracy).
+        with torch.no_grad():
+            predictions = _logits(model, x).argmax(1)
+        success = _succeeded(predictions, y, target)
+        if epsilon == 0.0:
+            return AttackResult(best, success, predictions, epsilon)
         best_loss = torch.full((len(x),), -math.inf, device=x.device)
         for _ in range(int(restarts)):
             if bool(success.all()):
@@ -238,7 +252,7 @@ def _pixel_topk_mask(delta: torch.Tensor, k: int) -> torch.Tensor:
 
 def sparse_l0(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, *, steps: int = 20,
               step_size: float = 0.5, restarts: int = 1, target: torch.Tensor | None = None,
-              generator: torch.Generator | None = None) -> AttackResult:
+              generator: torch.Generator | ExampleRNG | None = None) -> AttackResult:
     """A sparse attack that changes at most ``k`` pixels per image (PGD₀, Croce and Hein 2019).
 
     A pixel is a spatial position; all its channels may change, to any value
@@ -269,10 +283,9 @@ def sparse_l0(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, *, ste
         for _ in range(int(restarts)):
             if bool(success.all()):
                 break
-            gen_device = generator.device if generator is not None else x.device
-            noise = torch.rand(x.shape, generator=generator, device=gen_device, dtype=x.dtype).to(x.device)
+            noise = draw(torch.rand, x.shape, generator, x.device, x.dtype)
             delta = noise - x
-            chosen = torch.rand(delta[:, :1].shape, generator=generator, device=gen_device).to(x.device)
+            chosen = draw(torch.rand, delta[:, :1].shape, generator, x.device)
             delta = delta * _pixel_topk_mask(chosen, k)
             for _ in range(int(steps)):
                 grad, logits = _input_gradient(model, x + delta, y, target, None)
@@ -305,14 +318,34 @@ def build_attack(name: str, **options: object) -> Callable[..., AttackResult]:
 
 
 def robustness_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilons: Sequence[float], *,
-                     attack: str = "pgd", batch_size: int = 256, generator: torch.Generator | None = None,
+                     attack: str = "pgd", batch_size: int = 256, generator: torch.Generator | ExampleRNG | None = None,
                      progress: Callable[[str], None] | None = None, **options: object) -> list[dict]:
-    """Robust accuracy at each epsilon in one call: ``[{'epsilon', 'robust_accuracy', 'success_rate', 'n'}]``.
+    """Robust accuracy at each epsilon in one call.
 
-    Robust accuracy is the fraction of examples still classified correctly
-    under the attack (examples misclassified when clean count as failures);
-    ``success_rate`` is the fraction of correctly classified clean examples
-    that the attack fooled.
+    Returns one row per epsilon, in the order given: ``{'attack', 'epsilon',
+    'clean_accuracy', 'robust_accuracy', 'robust_accuracy_at_epsilon',
+    'success_rate', 'n'}``.
+
+    * An example is **robust at ε** if the model classifies it correctly clean
+      and the attack failed on it at ε **and at every smaller ε of this
+      curve**: an example broken at a smaller budget is broken at every larger
+      one, because its adversarial is inside every larger ball.
+      ``robust_accuracy`` is the fraction of robust examples: never above
+      ``clean_accuracy``, and non-increasing in ε (the cumulation runs over
+      the sorted epsilons, per example).
+    * ``robust_accuracy_at_epsilon`` is the same without the cumulation:
+      clean-correct and not fooled by the attack run at this ε alone (also
+      never above the clean accuracy, but a weaker attack at a larger ε can
+      make it rise).
+    * ``success_rate`` is the fraction of clean-correct examples that are not
+      robust at ε (cumulative, like ``robust_accuracy``).
+
+    Random starts: pass an :class:`~stabletrain.seeding.ExampleRNG` with one
+    stream per row of ``x`` (e.g. ``ExampleRNG.for_examples(range(len(x)),
+    seed, 'attack', name)``) and each example's starts come from its own
+    stream, restarted for every ε (common random numbers along the curve), so
+    the curve does not depend on ``batch_size``. A :class:`torch.Generator`
+    is drawn from batch after batch and its result does depend on it.
 
     Example:
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
@@ -325,22 +358,50 @@ def robustness_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon
         if not (isinstance(eps, (int, float)) and 0 <= eps < math.inf):
             raise StableTrainError(f"epsilons must be finite numbers >= 0, got {eps!r}")
     check_images(x)
-    rows = []
-    for eps in epsilons:
-        robust = clean_correct = fooled = 0
-        for start in range(0, len(x), batch_size):
+    y = torch.as_tensor(y)
+    if y.ndim != 1 or len(y) != len(x):
+        raise StableTrainError(f"labels must be a vector of {len(x)} class indices, got shape {tuple(y.shape)}")
+    per_example = isinstance(generator, ExampleRNG)
+    if per_example and len(generator) != len(x):
+        raise StableTrainError(f"the attack's ExampleRNG has {len(generator)} streams for {len(x)} examples")
+    n = len(x)
+    labels = y.cpu()
+    # the clean predictions, once: robust implies clean-correct
+    correct = torch.zeros(n, dtype=torch.bool)
+    with torch.no_grad(), eval_mode(model):
+        device = _device(model)
+        for start in range(0, n, batch_size):
+            predicted = _logits(model, x[start:start + batch_size].to(device)).argmax(1).cpu()
+            correct[start:start + batch_size] = predicted == labels[start:start + batch_size]
+    clean_correct = int(correct.sum())
+    fooled_at: dict[int, torch.Tensor] = {}
+    for position, eps in enumerate(epsilons):
+        fooled = torch.zeros(n, dtype=torch.bool)
+        for start in range(0, n, batch_size):
             xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-            result = run(model, xb, yb, eps, generator=generator)
-            yb = yb.to(result.predictions.device)
-            robust += int((result.predictions == yb).sum())
-            with torch.no_grad(), eval_mode(model):
-                correct = _logits(model, xb.to(result.adversarial.device)).argmax(1) == yb
-            clean_correct += int(correct.sum())
-            fooled += int((correct & (result.predictions != yb)).sum())
-        rows.append({"attack": attack, "epsilon": float(eps), "robust_accuracy": robust / len(x),
-                     "success_rate": fooled / clean_correct if clean_correct else 0.0, "n": len(x)})
+            # fresh per-example streams at every ε, from the same seeds: each example's starts are a function of its
+            # seed only, whatever the batch it lands in
+            gen = ExampleRNG(generator.seeds[start:start + batch_size], generator.device) if per_example else generator
+            result = run(model, xb, yb, eps, generator=gen)
+            fooled[start:start + len(xb)] = result.success.cpu()
+        fooled_at[position] = fooled
+    # cumulative over the sorted epsilons: broken at a smaller ε means broken at every larger one
+    order = sorted(range(len(epsilons)), key=lambda i: float(epsilons[i]))
+    broken = ~correct
+    cumulative: dict[int, torch.Tensor] = {}
+    for position in order:
+        broken = broken | fooled_at[position]
+        cumulative[position] = broken.clone()
+    rows = []
+    for position, eps in enumerate(epsilons):
+        robust = int((~cumulative[position]).sum())
+        pointwise = int((correct & ~fooled_at[position]).sum())
+        rows.append({"attack": attack, "epsilon": float(eps), "clean_accuracy": clean_correct / n if n else 0.0,
+                     "robust_accuracy": robust / n if n else 0.0,
+                     "robust_accuracy_at_epsilon": pointwise / n if n else 0.0,
+                     "success_rate": (clean_correct - robust) / clean_correct if clean_correct else 0.0, "n": n})
         if progress is not None:
-            progress(f"{attack} ε={eps:g}: robust accuracy {robust / len(x):.3f}")
+            progress(f"{attack} ε={eps:g}: robust accuracy {rows[-1]['robust_accuracy']:.3f}")
     return rows
 
 

@@ -73,3 +73,111 @@ def check_nonnegative(value: object, name: str) -> float:
     if not 0.0 <= number < float("inf"):
         raise StableTrainError(f"{name} must be a finite number >= 0, got {value!r}")
     return number
+
+
+def _type_name(kind: object) -> str:
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a mapping",
+             list: "a list", tuple: "a list", type(None): "null"}
+    return names.get(kind, getattr(kind, "__name__", str(kind)))  # type: ignore[call-overload]
+
+
+def check_type(value: object, kind: object, name: str) -> object:
+    """Check ``value`` against a simple annotation (``int``, ``float``, ``bool``, ``str``, unions, ``X | None``).
+
+    YAML and JSON give strings where a user quoted a value, so ``"no"`` for a
+    boolean is an error here, never a truthy string; ``True`` is not an
+    integer; an integer is a valid float. Returns the value (floats as float).
+
+    Example:
+        >>> check_type(3, float, "lr")
+        3.0
+        >>> check_type("no", bool, "detach_clean")
+        Traceback (most recent call last):
+        ...
+        stabletrain.checks.StableTrainError: detach_clean must be true or false, got 'no'
+    """
+    import math
+    import types
+    import typing
+
+    origin = typing.get_origin(kind)
+    if origin is typing.Union or (hasattr(types, "UnionType") and isinstance(kind, types.UnionType)):
+        options = typing.get_args(kind)
+        for option in options:
+            try:
+                return check_type(value, option, name)
+            except StableTrainError:
+                continue
+        raise StableTrainError(f"{name} must be {' or '.join(_type_name(o) for o in options)}, got {value!r}")
+    if origin is not None:
+        kind = origin
+    if kind is typing.Any or kind is object:
+        return value
+    if kind is type(None):
+        if value is not None:
+            raise StableTrainError(f"{name} must be null, got {value!r}")
+        return value
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise StableTrainError(f"{name} must be true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise StableTrainError(f"{name} must be an integer, got {value!r}")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise StableTrainError(f"{name} must be a finite number, got {value!r}")
+        return float(value)
+    if kind in (str, dict, list, tuple):
+        accepted = (list, tuple) if kind in (list, tuple) else kind
+        if not isinstance(value, accepted):  # type: ignore[arg-type]
+            raise StableTrainError(f"{name} must be {_type_name(kind)}, got {value!r}")
+        return value
+    return value
+
+
+def check_like_default(value: object, default: object, name: str) -> object:
+    """Check an option's value against the type of its default (a factory option without an annotation).
+
+    Example:
+        >>> check_like_default(2, 0.5, "eta")
+        2.0
+    """
+    if default is None or not isinstance(default, (bool, int, float, str)):
+        if value is not None and not isinstance(value, (bool, int, float, str, list, tuple)):
+            raise StableTrainError(f"{name} must be a number, a string, true/false or null, got {value!r}")
+        return value
+    return check_type(value, type(default), name)
+
+
+def check_fields(obj: object) -> None:
+    """Type-check every field of a dataclass instance against its annotation (see :func:`check_type`).
+
+    Example:
+        >>> import dataclasses
+        >>> @dataclasses.dataclass
+        ... class C:
+        ...     quick: bool = False
+        >>> check_fields(C(quick="no"))
+        Traceback (most recent call last):
+        ...
+        stabletrain.checks.StableTrainError: quick must be true or false, got 'no'
+    """
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):  # type: ignore[arg-type]
+        kind = hints.get(f.name)
+        if kind is None:
+            continue
+        value = getattr(obj, f.name)
+        origin = typing.get_origin(kind)
+        if origin in (tuple, list) and isinstance(value, (tuple, list)):
+            args = [a for a in typing.get_args(kind) if a is not Ellipsis]
+            for item in value:
+                if args:
+                    check_type(item, args[0], f"{f.name} entries")
+            continue
+        setattr(obj, f.name, check_type(value, kind, f.name))

@@ -35,14 +35,14 @@ from typing import Any, Callable
 
 import torch
 
-from .checks import StableTrainError
+from .locking import output_lock
+from .checks import StableTrainError, check_fields
 from .distortions import paper_sweep, parse_distortions
 from .evaluation import evaluate_distortions
 from .files import atomic_write_text, read_yaml, write_csv, write_json, write_yaml
 from .objectives import available_methods
 from .reports import _pyplot, _save_figure, family_order
-from .seeding import make_generator
-from .training import TrainConfig, load_checkpoint, load_model, train
+from .training import TrainConfig, differing_options, load_checkpoint, load_model, train
 
 __all__ = ["CompareConfig", "run_compare", "load_compare_config"]
 
@@ -65,6 +65,7 @@ class CompareConfig:
     evaluation: dict = dataclasses.field(default_factory=dict)
 
     def resolved(self) -> "CompareConfig":
+        check_fields(self)
         unknown = [m for m in self.methods if m not in available_methods()]
         if unknown or not self.methods:
             raise StableTrainError(f"unknown method(s) {', '.join(unknown) or '(none)'}; "
@@ -83,15 +84,46 @@ class CompareConfig:
         if evaluation["distortions"] != "paper":
             parse_distortions(evaluation["distortions"])
         config = dataclasses.replace(self, evaluation=evaluation)
+        taken: set[str] = set()
         for method in config.methods:
-            for seed in config.seeds:
-                config.train_config(method, seed)  # validates every option before any training starts
+            for seed in config.seeds:  # validates every option before any training starts
+                taken |= config._train_config(method, seed)[1]
+        unused = sorted(set(config._shared()) - taken)
+        unknown_options = [k for k in unused if not _is_known_option(k)]
+        if unknown_options:
+            raise StableTrainError(f"unknown config option(s) in train: {', '.join(unknown_options)}")
+        if unused:
+            raise StableTrainError(f"train option(s) {', '.join(unused)} have no effect on the methods "
+                                   f"{', '.join(config.methods)}")
         return config
 
-    def train_config(self, method: str, seed: int) -> TrainConfig:
-        values = {**self.train, **self.method_options.get(method, {}), "data": self.data, "method": method,
+    def _shared(self) -> dict:
+        """Options of ``train`` that are not top-level fields of a TrainConfig: each goes to the methods that take it."""
+        fields = {f.name for f in dataclasses.fields(TrainConfig)}
+        return {k: v for k, v in self.train.items() if k not in fields}
+
+    def _train_config(self, method: str, seed: int) -> tuple[TrainConfig, set[str]]:
+        fields = {f.name for f in dataclasses.fields(TrainConfig)}
+        values = {**{k: v for k, v in self.train.items() if k in fields}, "data": self.data, "method": method,
                   "seed": seed}
-        return TrainConfig.from_dict(values)
+        # per-method options must each take effect for that method
+        values.update(self.method_options.get(method, {}))
+        shared = {k: v for k, v in self._shared().items() if k not in self.method_options.get(method, {})}
+        return TrainConfig.with_shared(values, shared)
+
+    def train_config(self, method: str, seed: int) -> TrainConfig:
+        """The training config of one (method, seed): shared options where the method takes them, then its own."""
+        return self._train_config(method, seed)[0]
+
+
+def _is_known_option(name: str) -> bool:
+    """Whether any registered method, model or task takes option ``name``."""
+    from .objectives import OBJECTIVE_TASKS, objective_factory
+    from .registry import MODELS, TASKS, factory_options
+
+    factories = [objective_factory(m, t) for t in OBJECTIVE_TASKS for m in available_methods(t)]
+    factories += [MODELS.get(m) for m in MODELS.names()] + [TASKS.get(t) for t in TASKS.names()]
+    return any(name in factory_options(f) for f in factories)
 
 
 def load_compare_config(path: str | Path, overrides: dict | None = None) -> CompareConfig:
@@ -106,12 +138,23 @@ def load_compare_config(path: str | Path, overrides: dict | None = None) -> Comp
 
 
 def _evaluation_key(config: CompareConfig, image_size: int) -> str:
-    text = json.dumps({"evaluation": config.evaluation, "image_size": image_size}, sort_keys=True)
+    # version 2: per-example random streams and robust = clean-correct and never fooled at a smaller epsilon
+    text = json.dumps({"evaluation": config.evaluation, "image_size": image_size, "version": 2}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _evaluate_one(model: torch.nn.Module, name: str, data, config: CompareConfig, seed: int) -> dict:
+    """Distortion rows, the robustness curve and the certification of one trained model.
+
+    Every random draw is per example (distortions from ``(seed,
+    'distortion', spec, index)``, attack starts from ``(seed, 'attack',
+    method, index)``, smoothing noise from ``(seed, 'smoothing', method,
+    index)``), so the numbers do not depend on batch sizes. Robust accuracy
+    is that of :func:`~stabletrain.attacks.robustness_curve`: clean-correct
+    and not fooled at this or any smaller epsilon.
+    """
     from .attacks import robustness_curve
+    from .seeding import ExampleRNG
     from .smoothing import certify_dataset
 
     ev = config.evaluation
@@ -120,15 +163,16 @@ def _evaluate_one(model: torch.nn.Module, name: str, data, config: CompareConfig
     rows = evaluate_distortions({name: model}, data.test, sweep, seed=seed, progress=False)
     count = min(int(ev["attack_examples"]), len(data.test))
     curve = robustness_curve(model, data.test.x[:count], data.test.y[:count], [float(e) for e in ev["epsilons"]],
-                             attack=ev["attack"], generator=make_generator(seed, "compare-attack"),
+                             attack=ev["attack"], generator=ExampleRNG.for_examples(range(count), seed, "attack", name),
                              **({} if ev["attack"] == "fgsm" else {"steps": int(ev["attack_steps"])}))
     result = {"rows": rows, "robust": curve}
     smoothing = ev["smoothing"]
     if smoothing:
+        certified = min(int(smoothing["examples"]), len(data.test))
         cert = certify_dataset(model, data.test.x, data.test.y, float(smoothing["sigma"]), n0=int(smoothing["n0"]),
                                n=int(smoothing["n"]), alpha=float(smoothing["alpha"]),
-                               max_examples=int(smoothing["examples"]), radii=smoothing["radii"],
-                               generator=make_generator(seed, "compare-smoothing"))
+                               max_examples=certified, radii=smoothing["radii"],
+                               generator=ExampleRNG.for_examples(range(certified), seed, "smoothing", name))
         result["smoothing"] = {k: v for k, v in cert.items() if k not in ("prediction", "radius")}
     return result
 
@@ -299,7 +343,16 @@ Mean ± std over seeds; accuracies in %; best mean per column highlighted.</p>
 
 def run_compare(config: CompareConfig, out_dir: str | Path, *, progress: bool = True,
                 log: Callable[[str], None] | None = None) -> dict:
-    """Train and evaluate every (method, seed), reusing finished work, and write the report."""
+    """Train and evaluate every (method, seed), reusing finished work, and write the report.
+
+    The output folder is locked while the job runs (:func:`stabletrain.locking.output_lock`).
+    """
+    with output_lock(out_dir, what="compare"):
+        return _run_compare(config, out_dir, progress=progress, log=log)
+
+
+def _run_compare(config: CompareConfig, out_dir: str | Path, *, progress: bool = True,
+                log: Callable[[str], None] | None = None) -> dict:
     from .data import load_data
 
     config = config.resolved()
@@ -318,9 +371,11 @@ def run_compare(config: CompareConfig, out_dir: str | Path, *, progress: bool = 
             train_config = config.train_config(method, seed)
             checkpoint = run_dir / "checkpoint.pt"
             stored = load_checkpoint(checkpoint) if checkpoint.exists() else None
-            if stored is not None and {k: v for k, v in stored["config"].items() if k not in ("device", "batching")} \
-                    != {k: v for k, v in train_config.to_dict().items() if k not in ("device", "batching")}:
-                raise StableTrainError(f"{run_dir} was trained with other settings; use another --out")
+            changed = differing_options(stored["config"], train_config, allow_more_epochs=not stored.get("complete")) \
+                if stored is not None else []
+            if changed:
+                raise StableTrainError(f"{run_dir} was trained with different {', '.join(changed)}; "
+                                       f"use another --out")
             if stored is not None and stored.get("complete"):
                 model, stored = load_model(checkpoint)
                 emit(f"{method} seed {seed}: trained already")
@@ -354,13 +409,17 @@ def run_compare(config: CompareConfig, out_dir: str | Path, *, progress: bool = 
         for row in res["rows"]:
             flat.append({"method": method, "seed": seed, "kind": "distortion", **{k: row[k] for k in (
                 "distortion", "family", "param", "accuracy", "mean_kl", "flip_rate")}})
-        for point in res["robust"]:
-            flat.append({"method": method, "seed": seed, "kind": "attack", "distortion": point["attack"],
-                         "param": point["epsilon"], "accuracy": point["robust_accuracy"]})
+        for point in res["robust"]:  # every column means one thing: attack rows have their own
+            flat.append({"method": method, "seed": seed, "kind": "attack", "attack": point["attack"],
+                         "epsilon": point["epsilon"], "robust_accuracy": point["robust_accuracy"],
+                         "attack_success_rate": point["success_rate"], "attacked_examples": point["n"]})
         if "smoothing" in res:
             for r, a in zip(res["smoothing"]["radii"], res["smoothing"]["certified_accuracy"]):
-                flat.append({"method": method, "seed": seed, "kind": "certified", "distortion": "smoothing",
-                             "param": r, "accuracy": a})
-    write_csv(out / "results.csv", flat)
+                flat.append({"method": method, "seed": seed, "kind": "certified", "radius": r,
+                             "certified_accuracy": a})
+    columns_csv = ["method", "seed", "kind", "distortion", "family", "param", "accuracy", "mean_kl", "flip_rate",
+                   "attack", "epsilon", "robust_accuracy", "attack_success_rate", "attacked_examples", "radius",
+                   "certified_accuracy"]
+    write_csv(out / "results.csv", flat, columns=columns_csv)
     return {"columns": columns, "table": table, "markdown": markdown, "report": out / "report.md",
             "html": out / "report.html"}

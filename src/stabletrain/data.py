@@ -17,10 +17,25 @@ Sources, selected by :func:`load_data`:
 All images become ``N×C×H×W`` float32 tensors in [0, 1]. Splits are
 stratified and seeded by ``split_seed``, which is separate from the training
 seed, so every run of every method sees the same test set.
+
+Folders: only files whose extension is in :data:`IMAGE_EXTENSIONS` are
+read. Hidden files and folders (``.DS_Store``, ``.git``) are skipped
+silently; other files (``notes.txt``, ``labels.csv``) are skipped and
+counted in one warning on the ``stabletrain.data`` :mod:`logging` logger.
+A file with an image extension that cannot be decoded is an error naming
+the file.
+
+Split sizes: a split made here (random or region) must leave every class
+at least :data:`MIN_TRAIN_PER_CLASS` (2) training images and
+:data:`MIN_TEST_PER_CLASS` (1) test image, so with the default test
+fraction of 0.2 every class needs at least 3 images. A fixed test set from
+an ``.npz`` file needs at least 2 images, and each class in ``y`` at least
+2 training images. Smaller data sets are an error, not a warning.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -33,10 +48,23 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .checks import StableTrainError
+from .registry import DATA
 
 __all__ = ["ImageDataset", "DataSplit", "load_data", "load_digits", "load_photos", "load_image_folder",
            "load_tiled_folder", "load_npz", "load_patches", "PHOTO_SOURCES", "stratified_split", "region_split",
-           "tile_image"]
+           "tile_image", "IMAGE_EXTENSIONS", "MIN_TRAIN_PER_CLASS", "MIN_TEST_PER_CLASS"]
+
+logger = logging.getLogger(__name__)
+
+#: File extensions (lower case) that folder data sets read as images; other files are skipped.
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".gif", ".tif", ".tiff",
+                              ".webp", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".jp2", ".j2k"})
+#: Smallest number of training images per class that a split made by stabletrain may leave.
+MIN_TRAIN_PER_CLASS = 2
+#: Smallest number of test images per class that a split made by stabletrain may leave.
+MIN_TEST_PER_CLASS = 1
+#: Without ``class_names``, an ``.npz`` label must be below ``max(number of images, this)``.
+MAX_LABEL_FLOOR = 1000
 
 
 @dataclass
@@ -162,15 +190,32 @@ def _check_size(image_size: int) -> int:
     return int(image_size)
 
 
+def _check_split_sizes(name: str, y: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray, classes: list[str],
+                       how: str) -> None:
+    """Every class must keep MIN_TRAIN_PER_CLASS training and MIN_TEST_PER_CLASS test images."""
+    labels = np.asarray(y)
+    n_train = np.bincount(labels[train_idx], minlength=len(classes))
+    n_test = np.bincount(labels[test_idx], minlength=len(classes))
+    for label in np.unique(labels):
+        if n_train[label] < MIN_TRAIN_PER_CLASS or n_test[label] < MIN_TEST_PER_CLASS:
+            raise StableTrainError(
+                f"{name}: too few images to split: class {classes[label]!r} has {n_train[label] + n_test[label]} "
+                f"({n_train[label]} for training, {n_test[label]} for testing with {how}); every class needs at "
+                f"least {MIN_TRAIN_PER_CLASS} training and {MIN_TEST_PER_CLASS} test image(s)")
+
+
 def _split(name: str, x: torch.Tensor, y: np.ndarray, classes: list[str], test_fraction: float,
            split_seed: int, info: dict, positions: np.ndarray | None = None,
-           split: str = "random") -> DataSplit:
+           split: str = "random", where: str | None = None) -> DataSplit:
     if split == "random":
         train_idx, test_idx = stratified_split(y, test_fraction, split_seed)
+        how = f"test fraction {test_fraction:g}"
     elif split == "region" and positions is not None:
         train_idx, test_idx = region_split(y, positions, test_fraction)
+        how = f"the region split at test fraction {test_fraction:g}"
     else:
         raise StableTrainError(f"split must be 'random' or, for tiled images, 'region'; got {split!r}")
+    _check_split_sizes(where or name, y, train_idx, test_idx, classes, how)
     labels = torch.as_tensor(y, dtype=torch.long)
     data = ImageDataset(x.contiguous(), labels,
                         None if positions is None else torch.as_tensor(positions, dtype=torch.long))
@@ -253,7 +298,8 @@ def tile_image(image: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _tiles_split(name: str, images: dict[str, Callable[[], np.ndarray | Image.Image]], size: int,
-                 photo_side: int | None, split_seed: int, test_fraction: float, split: str, info: dict) -> DataSplit:
+                 photo_side: int | None, split_seed: int, test_fraction: float, split: str, info: dict,
+                 where: str | None = None) -> DataSplit:
     if photo_side is not None and photo_side < size:
         raise StableTrainError(f"photo side ({photo_side}) must be at least the tile size ({size})")
     tiles, labels, positions, counts = [], [], [], {}
@@ -270,7 +316,7 @@ def _tiles_split(name: str, images: dict[str, Callable[[], np.ndarray | Image.Im
     x = torch.from_numpy(np.ascontiguousarray(np.concatenate(tiles)))
     return _split(name, x, np.concatenate(labels), list(images), test_fraction, split_seed,
                   {**info, "photo_side": photo_side, "tiles_per_source": counts},
-                  positions=np.concatenate(positions), split=split)
+                  positions=np.concatenate(positions), split=split, where=where)
 
 
 def load_photos(image_size: int = 32, split_seed: int = 0, test_fraction: float = 0.2, photo_side: int = 256,
@@ -299,8 +345,31 @@ def load_photos(image_size: int = 32, split_seed: int = 0, test_fraction: float 
                         test_fraction, split, {"source": "scikit-image and scikit-learn sample photographs"})
 
 
-def _image_files(root: Path) -> list[Path]:
-    return sorted(f for f in root.rglob("*") if f.is_file() and not any(p.startswith(".") for p in f.relative_to(root).parts))
+def _image_files(root: Path, skipped: list[Path] | None = None) -> list[Path]:
+    """Image files under ``root`` (recursively), sorted; hidden files and folders are left out.
+
+    Non-hidden files without an image extension are left out too and, if
+    ``skipped`` is given, appended to it.
+    """
+    images = []
+    for f in sorted(root.rglob("*")):
+        if any(p.startswith(".") for p in f.relative_to(root).parts) or not f.is_file():
+            continue
+        if f.suffix.lower() in IMAGE_EXTENSIONS:
+            images.append(f)
+        elif skipped is not None:
+            skipped.append(f)
+    return images
+
+
+def _report_skipped(root: Path, skipped: list[Path]) -> str:
+    """Log one warning about non-image files left out of ``root``; returns a short note for error messages."""
+    if not skipped:
+        return ""
+    names = ", ".join(str(f.relative_to(root)) for f in skipped[:3]) + (", …" if len(skipped) > 3 else "")
+    note = f"skipped {len(skipped)} non-image file(s) in {root}: {names}"
+    logger.warning("%s", note)
+    return note
 
 
 def _open_image(file: Path) -> Image.Image:
@@ -324,11 +393,14 @@ def load_tiled_folder(root: str | os.PathLike, image_size: int = 32, split_seed:
     path = Path(root)
     if not path.is_dir():
         raise StableTrainError(f"image folder not found: {path}")
-    files = _image_files(path)
+    skipped: list[Path] = []
+    files = _image_files(path, skipped)
+    note = _report_skipped(path, skipped)
     if not files:
-        raise StableTrainError(f"image folder {path} holds no images")
+        raise StableTrainError(f"image folder {path} holds no images" + (f" ({note})" if note else ""))
     sources = {str(f.relative_to(path)): (lambda f=f: _open_image(f)) for f in files}
-    return _tiles_split(path.name, sources, size, photo_side, split_seed, test_fraction, split, {"source": str(path)})
+    return _tiles_split(path.name, sources, size, photo_side, split_seed, test_fraction, split,
+                        {"source": str(path)}, where=str(path))
 
 
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F", "P;L"}
@@ -336,11 +408,14 @@ _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F", "P;L"}
 
 def load_image_folder(root: str | os.PathLike, image_size: int = 32, split_seed: int = 0,
                       test_fraction: float = 0.2) -> DataSplit:
-    """A folder with one sub-folder per class. Every non-hidden file must be an image.
+    """A folder with one sub-folder per class, holding image files (searched recursively).
 
-    Images are resized so the shorter side is ``image_size`` and centre
-    cropped to a square. If every image is grayscale the data has one
-    channel, otherwise three.
+    Files with an extension in :data:`IMAGE_EXTENSIONS` are read; one that
+    cannot be decoded is an error naming it. Hidden files are skipped, and
+    other files (``notes.txt``) are skipped with one warning on the
+    ``stabletrain.data`` logger. Images are resized so the shorter side is
+    ``image_size`` and centre cropped to a square. If every image is
+    grayscale the data has one channel, otherwise three.
     """
     size = _check_size(image_size)
     path = Path(root)
@@ -352,11 +427,16 @@ def load_image_folder(root: str | os.PathLike, image_size: int = 32, split_seed:
     if len(class_dirs) < 2:
         raise StableTrainError(f"{path} needs at least two class sub-folders, found {len(class_dirs)}")
     files: list[tuple[Path, int]] = []
+    skipped: list[Path] = []
     for label, folder in enumerate(class_dirs):
-        members = _image_files(folder)
+        ignored: list[Path] = []
+        members = _image_files(folder, ignored)
+        skipped += ignored
         if not members:
-            raise StableTrainError(f"class folder {folder} holds no files")
+            extra = f" (only {len(ignored)} non-image file(s), e.g. {ignored[0].name})" if ignored else ""
+            raise StableTrainError(f"class folder {folder} holds no image files{extra}")
         files += [(f, label) for f in members]
+    _report_skipped(path, skipped)
     images, gray = [], True
     for file, _ in files:
         image = _open_image(file)
@@ -367,10 +447,13 @@ def load_image_folder(root: str | os.PathLike, image_size: int = 32, split_seed:
         x = x[:, :1]
     labels = np.array([label for _, label in files])
     return _split(path.name, torch.from_numpy(np.ascontiguousarray(x)), labels, [d.name for d in class_dirs],
-                  test_fraction, split_seed, {"source": str(path)})
+                  test_fraction, split_seed, {"source": str(path)}, where=str(path))
 
 
 def _images_from_array(array: np.ndarray, key: str, file: Path) -> torch.Tensor:
+    if array.shape[:1] == (0,) or (array.ndim in (3, 4) and array.size == 0):
+        what = "no images" if array.shape[:1] == (0,) else "empty images"
+        raise StableTrainError(f"{file}: '{key}' holds {what} (shape {array.shape})")
     if array.ndim == 3:
         array = array[:, None]
     elif array.ndim == 4:
@@ -396,15 +479,65 @@ def _labels_from_array(array: np.ndarray, key: str, n: int, file: Path) -> np.nd
     if array.ndim != 1 or len(array) != n:
         raise StableTrainError(f"{file}: '{key}' must be a vector of {n} labels, got shape {array.shape}")
     if not np.issubdtype(array.dtype, np.integer):
-        if np.issubdtype(array.dtype, np.floating) and np.all(np.isfinite(array)) and np.all(array == np.round(array)):
+        if (np.issubdtype(array.dtype, np.floating) and np.all(np.isfinite(array))
+                and np.all(array == np.round(array)) and np.all(np.abs(array) < 2.0 ** 53)):
             return array.astype(np.int64)
         raise StableTrainError(f"{file}: '{key}' must hold integer class labels, got dtype {array.dtype}")
+    if array.dtype == np.uint64 and array.size and int(array.max()) >= 2 ** 63:
+        raise StableTrainError(f"{file}: labels must be 0..K-1 class indices; '{key}' holds {int(array.max())}")
     return array.astype(np.int64)
+
+
+def _list_values(values: np.ndarray, labels: np.ndarray) -> str:
+    """``-1 (10 images), 1000000 (3 images)``: the offending label values, at most five."""
+    shown = [f"{int(v)} ({int(np.count_nonzero(labels == v))} image(s))" for v in values[:5]]
+    return ", ".join(shown) + (f" and {len(values) - 5} more" if len(values) > 5 else "")
+
+
+def _check_labels(labels: dict[str, np.ndarray], file: Path, n_names: int | None) -> None:
+    """Labels are class indices 0..K-1: with ``class_names``, K is the number of names; without, K is the
+    largest label + 1 and must not exceed ``max(number of images, MAX_LABEL_FLOOR)``."""
+    n = sum(len(y) for y in labels.values())
+    limit = n_names if n_names is not None else max(n, MAX_LABEL_FLOOR)
+    for key, y in labels.items():
+        bad = np.unique(y[(y < 0) | (y >= limit)])
+        if not len(bad):
+            continue
+        if n_names is not None:
+            raise StableTrainError(f"{file}: labels must be 0..{n_names - 1}, indices into 'class_names' ({n_names} "
+                                   f"names); '{key}' holds {_list_values(bad, y)}")
+        raise StableTrainError(
+            f"{file}: labels must be 0..K-1 class indices (K at most {limit} for {n} images); '{key}' holds "
+            f"{_list_values(bad, y)}; renumber the classes from 0")
+
+
+def _check_fixed_test_set(path: Path, y: np.ndarray, x_test: torch.Tensor, classes: list[str]) -> None:
+    if len(x_test) < 2:
+        raise StableTrainError(f"{path}: the fixed test set 'x_test' needs at least 2 images, got {len(x_test)}")
+    counts = np.bincount(y, minlength=len(classes))
+    for label in np.unique(y):
+        if counts[label] < MIN_TRAIN_PER_CLASS:
+            raise StableTrainError(
+                f"{path}: too few training images: class {classes[label]!r} has {counts[label]} in 'y'; every "
+                f"class in 'y' needs at least {MIN_TRAIN_PER_CLASS}")
 
 
 def load_npz(file: str | os.PathLike, image_size: int | None = None, split_seed: int = 0,
              test_fraction: float = 0.2) -> DataSplit:
-    """Images and labels from an ``.npz`` file (see the module docstring for its keys)."""
+    """Images and labels from an ``.npz`` file (see the module docstring for its keys).
+
+    Labels are class indices: integers (or integral floats) in ``0..K-1``.
+    With ``class_names``, K is the number of names and the names are the
+    classes. Without it, the classes are the label values that occur, in
+    increasing order and named by their value, so a subset such as
+    ``{3, 7}`` of the digits gives the classes ``'3'`` and ``'7'``; K (the
+    largest label + 1) may not exceed ``max(number of images, 1000)``. A
+    negative label such as -1 (often "unlabelled") or a stray 10**6 is an
+    error naming the offending values, not a new class. String labels are
+    not supported: give integer labels and ``class_names``. An ``.npz``
+    without images, and splits that leave a class too few images (see the
+    module docstring), are errors too.
+    """
     path = Path(file)
     if not path.exists():
         raise StableTrainError(f"data file not found: {path}")
@@ -413,6 +546,8 @@ def load_npz(file: str | os.PathLike, image_size: int | None = None, split_seed:
             arrays = {k: archive[k] for k in archive.files}
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
         raise StableTrainError(f"cannot read {path} as an .npz file ({type(err).__name__}: {err})") from None
+    if not arrays:
+        raise StableTrainError(f"{path} holds no arrays; it needs 'x' (images) and 'y' (labels)")
     for key in ("x", "y"):
         if key not in arrays:
             raise StableTrainError(f"{path} has no array '{key}' (found: {', '.join(sorted(arrays)) or 'nothing'})")
@@ -426,18 +561,19 @@ def load_npz(file: str | os.PathLike, image_size: int | None = None, split_seed:
         y_test = _labels_from_array(arrays["y_test"], "y_test", len(x_test), path)
         if x_test.shape[1:] != x.shape[1:]:
             raise StableTrainError(f"{path}: 'x_test' images {tuple(x_test.shape[1:])} differ from 'x' {tuple(x.shape[1:])}")
+    names = [str(n) for n in np.ravel(arrays["class_names"]).tolist()] if "class_names" in arrays else None
+    _check_labels({"y": y, **({"y_test": y_test} if has_test else {})}, path, None if names is None else len(names))
     values = np.unique(np.concatenate([y, y_test]) if has_test else y)
     if len(values) < 2:
         raise StableTrainError(f"{path}: 'y' must hold at least two classes, found {len(values)}")
-    if "class_names" in arrays:
-        names = [str(n) for n in arrays["class_names"].tolist()]
-        if values.min() < 0 or values.max() >= len(names):
-            raise StableTrainError(f"{path}: labels must index 'class_names' ({len(names)} names), got {values.min()}..{values.max()}")
+    if names is not None:
         classes, remap = names, None
     else:
         classes = [str(v) for v in values]
         remap = {int(v): i for i, v in enumerate(values)}
     relabel = (lambda a: np.array([remap[int(v)] for v in a], dtype=np.int64)) if remap else (lambda a: a)
+    if has_test:
+        _check_fixed_test_set(path, relabel(y), x_test, classes)
     if image_size is not None:
         size = _check_size(image_size)
         x = _resize(x, size)
@@ -445,7 +581,7 @@ def load_npz(file: str | os.PathLike, image_size: int | None = None, split_seed:
             x_test = _resize(x_test, size)
     info = {"source": str(path)}
     if not has_test:
-        return _split(path.stem, x, relabel(y), classes, test_fraction, split_seed, info)
+        return _split(path.stem, x, relabel(y), classes, test_fraction, split_seed, info, where=str(path))
     return DataSplit(path.stem, ImageDataset(x, torch.as_tensor(relabel(y))),
                      ImageDataset(x_test, torch.as_tensor(relabel(y_test))), classes,
                      {**info, "test_set": "x_test/y_test from the file"})
@@ -453,7 +589,13 @@ def load_npz(file: str | os.PathLike, image_size: int | None = None, split_seed:
 
 def load_data(source: str, *, image_size: int | None = None, split_seed: int = 0,
               test_fraction: float = 0.2) -> DataSplit:
-    """Load ``digits``, ``photos``, a class-per-folder directory, or an ``.npz`` file.
+    """Load ``digits``, ``photos``, a class-per-folder directory, an ``.npz`` file, or an extension's source.
+
+    Sources are found in :data:`stabletrain.registry.DATA`, by name or by a
+    predicate on the source string (the ``.npz`` suffix, an existing
+    folder); extensions add theirs (``.h5`` jet files come from
+    :mod:`stabletrain.jets`). Every loader takes
+    ``(source, *, image_size, split_seed, test_fraction)``.
 
     ``image_size`` defaults to 32 for the built-in sets and image folders,
     and to the stored size for ``.npz`` files.
@@ -463,26 +605,40 @@ def load_data(source: str, *, image_size: int | None = None, split_seed: int = 0
         >>> tuple(split.train.x.shape[1:]), split.num_classes
         ((1, 32, 32), 10)
     """
-    if source == "digits":
-        return load_digits(image_size or 32, split_seed, test_fraction)
-    if source == "photos":
-        return load_photos(image_size or 32, split_seed, test_fraction)
-    path = Path(source)
-    if path.suffix.lower() == ".npz":
-        return load_npz(path, image_size, split_seed, test_fraction)
-    if source.split(",")[0].strip().lower().endswith((".h5", ".hdf5")):
-        from .jets.data import load_jets  # jet images from `stabletrain jets generate`
+    if not isinstance(source, str) or not source.strip():
+        raise StableTrainError(f"data must be a name, a folder or a file, got {source!r}")
+    name = DATA.find(source)
+    if name is None:
+        path = Path(source)
+        if not path.exists():
+            raise StableTrainError(
+                f"data not found: {source!r} is neither a registered data set ({', '.join(DATA.names())}) nor an "
+                f"existing folder or file")
+        raise StableTrainError(f"unsupported data file {source!r}: give a folder of class sub-folders, an .npz file, "
+                               f"or a format an installed extension registers")
+    return DATA.get(name)(source, image_size=image_size, split_seed=split_seed, test_fraction=test_fraction)
 
-        if image_size is not None:
-            raise StableTrainError("jet images keep their generated frame; drop --image-size for .h5 data")
-        return load_jets(source, split_seed=split_seed, test_fraction=test_fraction)
-    if path.is_dir():
-        return load_image_folder(path, image_size or 32, split_seed, test_fraction)
-    if not path.exists():
-        raise StableTrainError(
-            f"data not found: {source!r} is neither a built-in data set (digits, photos) nor an existing folder, "
-            f".npz or .h5 file")
-    raise StableTrainError(f"unsupported data file {source!r}: give a folder of class sub-folders or an .npz file")
+
+def _digits_source(source: str, *, image_size: int | None, split_seed: int, test_fraction: float) -> DataSplit:
+    return load_digits(image_size or 32, split_seed, test_fraction)
+
+
+def _photos_source(source: str, *, image_size: int | None, split_seed: int, test_fraction: float) -> DataSplit:
+    return load_photos(image_size or 32, split_seed, test_fraction)
+
+
+def _npz_source(source: str, *, image_size: int | None, split_seed: int, test_fraction: float) -> DataSplit:
+    return load_npz(Path(source), image_size, split_seed, test_fraction)
+
+
+def _folder_source(source: str, *, image_size: int | None, split_seed: int, test_fraction: float) -> DataSplit:
+    return load_image_folder(Path(source), image_size or 32, split_seed, test_fraction)
+
+
+DATA.register("digits", _digits_source)
+DATA.register("photos", _photos_source)
+DATA.register("npz", _npz_source, predicate=lambda source: Path(source).suffix.lower() == ".npz")
+DATA.register("folder", _folder_source, predicate=lambda source: Path(source).is_dir())
 
 
 def load_patches(source: str, *, image_size: int | None = None, split_seed: int = 0, test_fraction: float = 0.2,

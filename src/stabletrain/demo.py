@@ -26,7 +26,8 @@ from typing import Callable
 
 from torch import nn
 
-from .checks import StableTrainError
+from .locking import output_lock
+from .checks import StableTrainError, check_fields
 from .data import DataSplit
 from .distortions import Distortion, paper_sweep, parse_distortion, parse_distortions
 from .evaluation import evaluate_distortions
@@ -34,30 +35,25 @@ from .files import write_yaml
 from .objectives import available_methods
 from .reports import text_table, write_evaluation, write_similarity_report
 from .similarity import build_benchmark, evaluate_similarity, similarity_sweep
-from .tasks import METHOD_OPTIONS, TASK_NAMES, get_task
-from .training import TrainConfig, changed_options, load_checkpoint, load_model, train
-
-#: Options that change how a model is trained, not which model results (reusing a finished model ignores them).
-_NOT_PART_OF_THE_MODEL = ("device", "batching", "workers", "checkpoint_every", "compile")
-#: The option prefixes each method reads (see ``stabletrain.tasks.METHOD_OPTIONS``); the others don't matter to it.
-_METHOD_PREFIXES = {"jsd": ("jsd_",), "trades": ("trades_", "adv_"), "adversarial": ("adv_",),
-                    "consistency": ("consistency_",)}
-
+from .registry import TASKS
+from .tasks import get_task
+from .training import TrainConfig, differing_options, load_checkpoint, load_model, train
 
 def train_or_reuse(config: TrainConfig, run_dir: Path, data: DataSplit, *, overwrite: bool = False,
                    progress: bool = True, log: Callable[[str], None] | None = None,
                    ignore: tuple[str, ...] = ()) -> tuple[nn.Module, float]:
     """Reuse the finished model in ``run_dir``, resume an unfinished one, or train it; returns (model, seconds).
 
-    A stored run must have been trained with the same options, apart from how it was run and the options
-    of other methods (and ``ignore``); otherwise this is an error, unless ``overwrite``.
+    A stored run must be the same run (:func:`stabletrain.training.differing_options`, the rule that resume
+    and ``compare`` use too), apart from the options in ``ignore``; otherwise this is an error, unless
+    ``overwrite``.
     """
     emit = log or (lambda line: None)
     checkpoint = run_dir / "checkpoint.pt"
     if checkpoint.exists() and not overwrite:
         stored = load_checkpoint(checkpoint)
-        unused = tuple(o for o in METHOD_OPTIONS if not o.startswith(_METHOD_PREFIXES.get(config.method, ("-",))))
-        changed = changed_options(stored["config"], config, ignore=_NOT_PART_OF_THE_MODEL + unused + ignore)
+        changed = [k for k in differing_options(stored["config"], config, allow_more_epochs=not stored.get("complete"))
+                   if k not in ignore]
         if changed:
             raise StableTrainError(f"{run_dir} was trained with different {', '.join(changed)}; "
                                    f"choose another --out or pass --overwrite")
@@ -84,17 +80,22 @@ TASK_DEFAULTS = {
 
 @dataclass
 class DemoConfig:
-    """Settings of :func:`run_demo`. ``alpha``/``sigma`` default to the values chosen in ``docs/results.md``."""
+    """Settings of :func:`run_demo`.
+
+    ``alpha``, ``sigma`` and ``width`` apply to every method (model) that
+    takes them; left at None, each method keeps its own default (see
+    :mod:`stabletrain.objectives`), the values chosen in ``docs/results.md``.
+    """
 
     task: str = "classification"
     data: str | None = None
     methods: tuple[str, ...] = ("plain", "gaussian", "stability")
     epochs: int | None = None
-    alpha: float = TrainConfig.alpha
-    sigma: float = TrainConfig.sigma
-    width: int = TrainConfig.width
-    batch_size: int = TrainConfig.batch_size
-    lr: float = TrainConfig.lr
+    alpha: float | None = None
+    sigma: float | None = None
+    width: int | None = None
+    batch_size: int = 64
+    lr: float = 3e-3
     seed: int = 0
     device: str = "auto"
     distortions: tuple[str, ...] | None = None
@@ -102,13 +103,14 @@ class DemoConfig:
 
     def resolved(self) -> "DemoConfig":
         """Fill in the task's defaults, apply ``quick`` (2 epochs, narrow model, reduced sweep), validate."""
-        if self.task not in TASK_NAMES:
-            raise StableTrainError(f"unknown task {self.task!r}; known tasks: {', '.join(TASK_NAMES)}")
+        check_fields(self)
+        if self.task not in TASK_DEFAULTS:
+            raise StableTrainError(f"unknown demo task {self.task!r}; known: {', '.join(TASK_DEFAULTS)}")
         defaults = TASK_DEFAULTS[self.task]
         config = dataclasses.replace(self, data=self.data or defaults["data"], epochs=self.epochs or defaults["epochs"])
         if self.quick:
             quick_sweep = QUICK_SWEEP if self.task == "classification" else QUICK_SIMILARITY_SWEEP
-            config = dataclasses.replace(config, epochs=min(config.epochs, 2), width=min(config.width, 8),
+            config = dataclasses.replace(config, epochs=min(config.epochs, 2), width=min(config.width or 8, 8),
                                          distortions=self.distortions or tuple(quick_sweep))
         known = available_methods(self.task)
         unknown = [m for m in config.methods if m not in known]
@@ -117,12 +119,27 @@ class DemoConfig:
                                    f"known methods: {', '.join(known)}")
         if config.distortions is not None:
             parse_distortions(config.distortions)
+        taken: set[str] = set()
+        for method in config.methods:
+            taken |= config._train_config(method)[1]
+        unused = [k for k, v in config.shared_options().items() if k not in taken]
+        if unused:
+            raise StableTrainError(f"{', '.join('--' + k for k in unused)} has no effect on the methods "
+                                   f"{', '.join(config.methods)}")
         return config
 
+    def shared_options(self) -> dict:
+        """The options given for every method (alpha, sigma, width), where set."""
+        return {k: getattr(self, k) for k in ("alpha", "sigma", "width") if getattr(self, k) is not None}
+
+    def _train_config(self, method: str) -> tuple[TrainConfig, set[str]]:
+        return TrainConfig.with_shared(dict(task=self.task, data=self.data, method=method, epochs=self.epochs,
+                                            batch_size=self.batch_size, lr=self.lr, seed=self.seed, device=self.device),
+                                       self.shared_options())
+
     def train_config(self, method: str) -> TrainConfig:
-        return TrainConfig(task=self.task, data=self.data, method=method, epochs=self.epochs, alpha=self.alpha, sigma=self.sigma,
-                           width=self.width, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
-                           device=self.device).validated()
+        """The training config of one method of the demo."""
+        return self._train_config(method)[0]
 
 
 def _strongest(rows: list[dict], family: str) -> str | None:
@@ -179,9 +196,22 @@ def similarity_claims(result: dict, reference: str = "plain", candidate: str = "
     return out
 
 
+def _options_text(options: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in options.items()) or "none"
+
+
 def run_demo(config: DemoConfig, out_dir: str | Path, *, overwrite: bool = False, progress: bool = True,
              log: Callable[[str], None] | None = None) -> dict:
-    """Train every method in ``config.methods``, evaluate them on one sweep, and write the report."""
+    """Train every method in ``config.methods``, evaluate them on one sweep, and write the report.
+
+    The output folder is locked while the job runs (:func:`stabletrain.locking.output_lock`).
+    """
+    with output_lock(out_dir, what="demo"):
+        return _run_demo(config, out_dir, overwrite=overwrite, progress=progress, log=log)
+
+
+def _run_demo(config: DemoConfig, out_dir: str | Path, *, overwrite: bool = False, progress: bool = True,
+             log: Callable[[str], None] | None = None) -> dict:
     config = config.resolved()
     emit = log or (lambda line: None)
     out = Path(out_dir)
@@ -203,8 +233,10 @@ def run_demo(config: DemoConfig, out_dir: str | Path, *, overwrite: bool = False
     settings = {"task": config.task,
                 "data": f"{config.data} ({len(data.train)} train / {len(data.test)} test, "
                         f"{data.channels}×{data.image_size[0]}×{data.image_size[1]})",
-                "methods": ", ".join(config.methods), "epochs": config.epochs, "alpha (stability)": config.alpha,
-                "sigma (gaussian and stability, pixel units)": config.sigma, "model width": config.width,
+                "methods": ", ".join(config.methods), "epochs": config.epochs,
+                **{f"options of {m}": _options_text(config.train_config(m).method_args) for m in config.methods},
+                "model": _options_text({"name": config.train_config(config.methods[0]).model,
+                                        **config.train_config(config.methods[0]).model_args}),
                 "batch size": config.batch_size, "learning rate": config.lr, "seed": config.seed,
                 "quick": config.quick}
     if config.task == "classification":

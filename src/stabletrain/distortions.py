@@ -37,6 +37,7 @@ from PIL import Image
 
 from .checks import StableTrainError, check_images, check_nonnegative
 from .perturbations import randn_like
+from .registry import DISTORTIONS
 
 __all__ = [
     "Distortion",
@@ -196,9 +197,11 @@ class Crop(Distortion):
         crop_h, crop_w = max(1, round(height * keep)), max(1, round(width * keep))
         if crop_h == height and crop_w == width:
             return x.clone()
-        gen_device = generator.device if generator is not None else torch.device("cpu")
-        tops = torch.randint(0, height - crop_h + 1, (batch,), generator=generator, device=gen_device).tolist()
-        lefts = torch.randint(0, width - crop_w + 1, (batch,), generator=generator, device=gen_device).tolist()
+        # offsets drawn where the generator lives (CPU without one); an ExampleRNG gives each image its own offsets
+        from .seeding import draw_randint
+
+        tops = draw_randint(0, height - crop_h + 1, (batch,), generator).tolist()
+        lefts = draw_randint(0, width - crop_w + 1, (batch,), generator).tolist()
         crops = torch.stack([x[i, :, top:top + crop_h, left:left + crop_w]
                              for i, (top, left) in enumerate(zip(tops, lefts))])
         return F.interpolate(crops, size=(height, width), mode="bilinear", align_corners=False).clamp_(0.0, 1.0)
@@ -221,28 +224,25 @@ def _number(text: str) -> float:
     return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
 
 
-_FAMILIES: dict[str, Callable[[float], Distortion]] = {
-    "jpeg": JPEG,
-    "thumb": Thumbnail,
-    "crop": Crop,
-    "gaussian": GaussianNoiseDistortion,
-}
+for _family, _factory in (("jpeg", JPEG), ("thumb", Thumbnail), ("crop", Crop), ("gaussian", GaussianNoiseDistortion)):
+    DISTORTIONS.register(_family, _factory)
 
 
-def register_distortion(family: str, factory: Callable[[float], Distortion]) -> None:
-    """Make a distortion family available to spec strings (``family-param``)."""
-    if not family or "-" in family or "," in family:
+def register_distortion(family: str, factory: Callable[[float], Distortion] | str) -> None:
+    """Make a distortion family available to spec strings (``family-param``).
+
+    ``factory`` takes the numeric parameter and returns a :class:`Distortion`;
+    it may be a lazy ``'module:attribute'`` string. Extensions register their
+    families from their ``stabletrain.plugins`` entry point.
+    """
+    if not isinstance(family, str) or not family or "-" in family or "," in family:
         raise StableTrainError(f"a distortion family name must be non-empty without '-' or ',', got {family!r}")
-    _FAMILIES[family] = factory
-
-
-#: Detector effects of jet images, registered when :mod:`stabletrain.jets.detector` is first needed.
-_JET_FAMILIES = ("pileup", "smear", "deadcells", "threshold", "shift", "coarse")
+    DISTORTIONS.register(family, factory, override=True)
 
 
 def known_families() -> list[str]:
-    """The distortion families that spec strings may name."""
-    return sorted(set(_FAMILIES) | set(_JET_FAMILIES))
+    """The distortion families that spec strings may name, the extensions' included."""
+    return DISTORTIONS.names()
 
 
 def parse_distortion(spec: str) -> Distortion:
@@ -252,6 +252,8 @@ def parse_distortion(spec: str) -> Distortion:
         >>> parse_distortion("crop-10")
         Crop('crop-10')
     """
+    if not isinstance(spec, str):
+        raise StableTrainError(f"a distortion spec must be a string such as jpeg-50, got {spec!r}")
     text = spec.strip()
     if text in ("clean", "none", "identity"):
         return Identity()
@@ -260,18 +262,14 @@ def parse_distortion(spec: str) -> Distortion:
         raise StableTrainError(
             f"bad distortion spec {spec!r}: expected family-parameter such as jpeg-50; "
             f"known families: {', '.join(known_families())}")
-    if family not in _FAMILIES and family in _JET_FAMILIES:
-        import importlib
-
-        importlib.import_module("stabletrain.jets.detector")  # registers the detector effects on import
-    if family not in _FAMILIES:
+    if family not in DISTORTIONS:
         raise StableTrainError(
             f"unknown distortion {spec!r}: known families are {', '.join(known_families())}")
     try:
         param = _number(value)
     except ValueError:
         raise StableTrainError(f"bad distortion spec {spec!r}: parameter {value!r} is not a number") from None
-    return _FAMILIES[family](param)
+    return DISTORTIONS.get(family)(param)
 
 
 def parse_distortions(specs: str | Iterable[str]) -> list[Distortion]:

@@ -42,6 +42,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .checks import StableTrainError
+from .devices import resolve_device
 
 __all__ = ["DistContext", "setup", "teardown", "backend_for", "barrier", "all_reduce_sums", "all_gather",
            "broadcast_object", "Shard", "DistributedBatchSampler", "ObjectiveStep", "wrap_ddp", "convert_sync_bn",
@@ -84,8 +85,6 @@ def launched_by_torchrun() -> bool:
 
 
 def _device_for(device: str, local_rank: int, distributed: bool) -> torch.device:
-    from .training import resolve_device  # training imports this module
-
     resolved = resolve_device(device)
     if distributed and resolved.type == "cuda":
         if local_rank >= torch.cuda.device_count():

@@ -1,9 +1,11 @@
 """Evaluation of classifiers on clean and distorted inputs.
 
-For every distortion the test images are distorted **once**, with a seed
-derived from the run's seed and the distortion spec, and every model is
-evaluated on the same distorted images, so differences between models are
-not sampling noise of the distortion.
+For every distortion the test images are distorted **once**, each image
+from its own random stream seeded by the run's seed, the distortion spec
+and the image's index in the test set, and every model is evaluated on the
+same distorted images, so differences between models are not sampling noise
+of the distortion, and the distorted test set is the same for every batch
+size, worker count and number of ranks.
 
 Per (model, distortion) it reports:
 
@@ -11,49 +13,32 @@ Per (model, distortion) it reports:
 * ``mean_kl`` — the mean KL(P(y|x) ‖ P(y|x̃)) between the clean and the
   distorted prediction, the quantity stability training minimizes;
 * ``flip_rate`` — the fraction of images whose top-1 class changes.
+
+Attack rows of :func:`evaluate_suites` have columns of their own (see
+:func:`attack_row`) and leave these three empty.
 """
 
 from __future__ import annotations
 
-import contextlib
-from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from .checks import StableTrainError
+from .devices import device_of as _device_of, eval_mode
 from .data import ImageDataset
 from .distortions import Distortion, Identity
 from .objectives import stability_kl
-from .seeding import make_generator
+from .seeding import ExampleRNG
 
 if TYPE_CHECKING:
     from .distributed import DistContext
 
-__all__ = ["eval_mode", "predict_logits", "accuracy", "evaluate_distortions", "results_by_model", "evaluate_suites",
-           "mean_corruption_error", "SUITES", "DEFAULT_EPSILONS"]
-
-
-@contextlib.contextmanager
-def eval_mode(*models: nn.Module) -> Iterator[None]:
-    """Put models in eval mode within the block and restore each one's previous mode."""
-    modes = [m.training for m in models]
-    for m in models:
-        m.eval()
-    try:
-        yield
-    finally:
-        for m, mode in zip(models, modes):
-            m.train(mode)
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
+__all__ = ["eval_mode", "predict_logits", "accuracy", "distort_examples", "evaluate_distortions", "results_by_model",
+           "evaluate_suites", "mean_corruption_error", "degenerate_warnings", "attack_row", "is_attack_row",
+           "SUITES", "DEFAULT_EPSILONS", "ATTACK_COLUMNS"]
 
 
 @torch.no_grad()
@@ -78,36 +63,40 @@ def accuracy(model: nn.Module, dataset: ImageDataset, batch_size: int = 512) -> 
     return int((logits.argmax(1) == dataset.y.cpu()).sum()) / max(len(dataset), 1)
 
 
-@torch.no_grad()
-def evaluate_distortions(
-    models: Mapping[str, nn.Module],
-    dataset: ImageDataset,
-    distortions: Sequence[Distortion],
-    *,
-    seed: int = 0,
-    batch_size: int = 512,
-    progress: bool = True,
-    context: "DistContext | None" = None,
-) -> list[dict]:
-    """Evaluate several models on the clean test set and under each distortion.
+def distort_examples(distortion: Distortion, x: torch.Tensor, start: int, *parts: int | str) -> torch.Tensor:
+    """``distortion`` applied to rows ``start … start + len(x)`` of a data set, each from its own random stream.
 
-    Returns one row per (model, distortion), the clean rows first, with
-    keys ``model, distortion, family, param, accuracy, mean_kl, flip_rate, n``.
-
-    With a distributed ``context`` (see :mod:`stabletrain.distributed`) each
-    rank evaluates every ``world_size``-th distortion and the rows are
-    gathered, in sweep order, on every rank. A distortion draws from its own
-    seeded generator, so the rows equal those of a single process.
+    Example ``i`` draws from ``ExampleRNG.for_examples([i], *parts)`` (see
+    :mod:`stabletrain.seeding`), so its distorted copy depends only on
+    ``(parts, i)``: not on the batch it is in, the batch size, the number of
+    data-loader workers or of ranks. A distortion whose draws do not take
+    per-example streams yet (it raises ``TypeError`` on an
+    :class:`~stabletrain.seeding.ExampleRNG`) is applied image by image, each
+    with its own stream's generator: slower, with the same invariance.
 
     Example:
-        >>> from stabletrain.models import SmallCNN
-        >>> from stabletrain.distortions import parse_distortions
-        >>> data = ImageDataset(torch.rand(8, 1, 16, 16), torch.arange(8) % 2)
-        >>> rows = evaluate_distortions({"m": SmallCNN(1, 2, width=4)}, data, parse_distortions("jpeg-50"),
-        ...                             progress=False)
-        >>> [r["distortion"] for r in rows]
-        ['clean', 'jpeg-50']
+        >>> from stabletrain.distortions import parse_distortion
+        >>> x = torch.rand(6, 1, 8, 8)
+        >>> whole = distort_examples(parse_distortion("crop-20"), x, 0, 0, "distortion", "crop-20")
+        >>> part = distort_examples(parse_distortion("crop-20"), x[4:], 4, 0, "distortion", "crop-20")
+        >>> torch.equal(whole[4:], part)
+        True
     """
+    try:
+        return distortion(x, ExampleRNG.for_examples(range(start, start + len(x)), *parts))
+    except (TypeError, AttributeError):
+        if len(x) == 0:
+            raise
+    # fresh streams: the failed attempt may have advanced some of them
+    streams = ExampleRNG.for_examples(range(start, start + len(x)), *parts).generators
+    return torch.cat([distortion(x[i:i + 1], g) for i, g in enumerate(streams)])
+
+
+@torch.no_grad()
+def _sweep(models: Mapping[str, nn.Module], dataset: ImageDataset, distortions: Sequence[Distortion], *, seed: int,
+           batch_size: int, progress: bool,
+           context: "DistContext | None") -> tuple[list[dict], dict[str, torch.Tensor]]:
+    """:func:`evaluate_distortions`' rows and the clean logits of each model."""
     labels = dataset.y.cpu()
     clean_logits = {name: predict_logits(model, dataset.x, batch_size) for name, model in models.items()}
     rows = []
@@ -124,24 +113,28 @@ def evaluate_distortions(
                leave=False)
     for distortion in bar:
         bar.set_postfix_str(distortion.spec)
-        generator = make_generator(seed, "distortion", distortion.spec)
-        sums = {name: {"correct": 0.0, "kl": 0.0, "flips": 0.0} for name in models}
+        parts: dict[str, dict[str, list[torch.Tensor]]] = {name: {"correct": [], "kl": [], "flips": []}
+                                                           for name in models}
         for start in range(0, len(dataset), batch_size):
-            # distort where the (first) model lives, so a GPU model gets GPU corruptions; draws come from a CPU
-            # generator, so the distorted images are the same on every device
-            distorted = distortion(dataset.x[start:start + batch_size].to(device), generator)
+            # distort where the (first) model lives, so a GPU model gets GPU corruptions; every example draws from
+            # its own CPU stream seeded by (seed, spec, index): the distorted images are the same for any batch size,
+            # number of workers or ranks, and on every device
+            distorted = distort_examples(distortion, dataset.x[start:start + batch_size].to(device), start,
+                                         seed, "distortion", distortion.spec)
             y = labels[start:start + batch_size]
             for name, model in models.items():
                 logits = predict_logits(model, distorted, batch_size)
                 clean = clean_logits[name][start:start + batch_size]
-                sums[name]["correct"] += float((logits.argmax(1) == y).sum())
-                sums[name]["kl"] += float(stability_kl(clean, logits, reduction="sum"))
-                sums[name]["flips"] += float((logits.argmax(1) != clean.argmax(1)).sum())
+                parts[name]["correct"].append(logits.argmax(1) == y)
+                parts[name]["kl"].append(stability_kl(clean, logits, reduction="none"))
+                parts[name]["flips"].append(logits.argmax(1) != clean.argmax(1))
         n = len(dataset)
         for name in models:
+            # per-example values summed once, in one order: the sums do not depend on how the batches were cut
+            correct, kl, flips = (torch.cat(parts[name][key]) for key in ("correct", "kl", "flips"))
             rows.append({"model": name, "distortion": distortion.spec, "family": distortion.family,
-                         "param": distortion.param, "accuracy": sums[name]["correct"] / n,
-                         "mean_kl": sums[name]["kl"] / n, "flip_rate": sums[name]["flips"] / n, "n": n})
+                         "param": distortion.param, "accuracy": int(correct.sum()) / n,
+                         "mean_kl": float(kl.double().sum()) / n, "flip_rate": int(flips.sum()) / n, "n": n})
     if ranked:
         from .distributed import all_gather
 
@@ -152,20 +145,122 @@ def evaluate_distortions(
         for position in range(max(len(shard) for shard in shards) // max(clean_count, 1)):
             for shard in shards:
                 rows += shard[position * clean_count:(position + 1) * clean_count]
-    return rows
+    return rows, clean_logits
+
+
+@torch.no_grad()
+def evaluate_distortions(
+    models: Mapping[str, nn.Module],
+    dataset: ImageDataset,
+    distortions: Sequence[Distortion],
+    *,
+    seed: int = 0,
+    batch_size: int = 512,
+    progress: bool = True,
+    context: "DistContext | None" = None,
+) -> list[dict]:
+    """Evaluate several models on the clean test set and under each distortion.
+
+    Returns one row per (model, distortion), the clean rows first, with
+    keys ``model, distortion, family, param, accuracy, mean_kl, flip_rate, n``.
+
+    Example ``i`` of the test set is distorted from its own random stream,
+    seeded by ``(seed, 'distortion', spec, i)`` (see :func:`distort_examples`),
+    so the rows are the same for every ``batch_size`` and every model sees
+    the same distorted images.
+
+    With a distributed ``context`` (see :mod:`stabletrain.distributed`) each
+    rank evaluates every ``world_size``-th distortion and the rows are
+    gathered, in sweep order, on every rank; they equal those of a single
+    process.
+
+    Example:
+        >>> from stabletrain.models import SmallCNN
+        >>> from stabletrain.distortions import parse_distortions
+        >>> data = ImageDataset(torch.rand(8, 1, 16, 16), torch.arange(8) % 2)
+        >>> rows = evaluate_distortions({"m": SmallCNN(1, 2, width=4)}, data, parse_distortions("jpeg-50"),
+        ...                             progress=False)
+        >>> [r["distortion"] for r in rows]
+        ['clean', 'jpeg-50']
+    """
+    return _sweep(models, dataset, distortions, seed=seed, batch_size=batch_size, progress=progress,
+                  context=context)[0]
+
+
+#: The columns of an attack row, which leaves ``accuracy``, ``mean_kl`` and ``flip_rate`` empty.
+ATTACK_COLUMNS = ("attack", "epsilon", "steps", "clean_accuracy", "robust_accuracy", "attack_success_rate",
+                  "robust_accuracy_at_epsilon")
+
+
+def is_attack_row(row: Mapping) -> bool:
+    """Whether an evaluation row holds an attack's robust accuracy (not a distortion's accuracy)."""
+    return row.get("robust_accuracy") is not None
+
+
+def attack_row(model: str, point: Mapping, steps: int | None) -> dict:
+    """An evaluation row for one point of :func:`stabletrain.attacks.robustness_curve`.
+
+    Every column means one thing: ``robust_accuracy`` (cumulative over the
+    curve's epsilons, see :func:`~stabletrain.attacks.robustness_curve`),
+    ``attack_success_rate`` (the share of clean-correct examples broken),
+    ``epsilon``, ``attack`` and ``steps`` (None for FGSM); ``accuracy``,
+    ``mean_kl`` and ``flip_rate``, which are about distortions, stay empty.
+    """
+    return {"model": model, "distortion": f"{point['attack']}-{point['epsilon']:.4g}", "family": point["attack"],
+            "param": point["epsilon"], "accuracy": None, "mean_kl": None, "flip_rate": None, "n": point["n"],
+            "attack": point["attack"], "epsilon": point["epsilon"], "steps": steps,
+            "clean_accuracy": point["clean_accuracy"], "robust_accuracy": point["robust_accuracy"],
+            "attack_success_rate": point["success_rate"],
+            "robust_accuracy_at_epsilon": point["robust_accuracy_at_epsilon"]}
 
 
 def results_by_model(rows: Sequence[Mapping]) -> dict[str, dict]:
-    """Nest evaluation rows as ``{model: {'clean_accuracy': …, 'distortions': {spec: {...}}}}``."""
+    """Nest evaluation rows as ``{model: {'clean_accuracy': …, 'distortions': {spec: {...}}, 'attacks': {...}}}``.
+
+    Attack rows (see :func:`attack_row`) go under ``attacks``, with their own
+    columns, and only when there are any.
+    """
     nested: dict[str, dict] = {}
     for row in rows:
         entry = nested.setdefault(row["model"], {"clean_accuracy": None, "distortions": {}})
         if row["distortion"] == "clean":
             entry["clean_accuracy"] = row["accuracy"]
+        elif is_attack_row(row):
+            entry.setdefault("attacks", {})[row["distortion"]] = {k: row.get(k) for k in ATTACK_COLUMNS + ("n",)}
         else:
             entry["distortions"][row["distortion"]] = {k: row[k] for k in ("family", "param", "accuracy",
                                                                             "mean_kl", "flip_rate", "n")}
     return nested
+
+
+def degenerate_warnings(name: str, logits: torch.Tensor, labels: torch.Tensor, *, share: float = 0.95) -> list[str]:
+    """Warnings for a degenerate classifier: one class for (almost) every test image, or accuracy at chance.
+
+    "At chance" means the clean accuracy is within three binomial standard
+    deviations of ``1 / K`` for ``K`` classes (at most the share of the
+    largest class when the test set is unbalanced).
+
+    Example:
+        >>> for line in degenerate_warnings("m", torch.tensor([[0.0, 1.0]]).repeat(10, 1), torch.arange(10) % 2):
+        ...     print(line)
+        model m predicts one class (1) for 100% of test images
+        model m is at chance: clean accuracy 50.0% with 2 classes
+    """
+    n = len(labels)
+    if n == 0 or logits.ndim != 2 or logits.shape[1] < 2:
+        return []
+    predicted = logits.argmax(1)
+    counts = torch.bincount(predicted, minlength=logits.shape[1])
+    top = int(counts.argmax())
+    out = []
+    if float(counts[top]) / n >= share:
+        out.append(f"model {name} predicts one class ({top}) for {100 * float(counts[top]) / n:.0f}% of test images")
+    classes = logits.shape[1]
+    chance = max(1.0 / classes, float(torch.bincount(labels.cpu().long(), minlength=classes).max()) / n)
+    accuracy_ = float((predicted == labels.to(predicted.device)).double().mean())
+    if accuracy_ <= chance + 3 * (chance * (1 - chance) / n) ** 0.5:
+        out.append(f"model {name} is at chance: clean accuracy {100 * accuracy_:.1f}% with {classes} classes")
+    return out
 
 
 SUITES = ("paper", "common", "adversarial", "all")
@@ -232,10 +327,25 @@ def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suit
                     progress: bool = True, context: "DistContext | None" = None) -> dict:
     """Run the ``paper``, ``common`` (corruptions) and ``adversarial`` suites on several models.
 
-    Returns ``{'rows': [...], 'models': {name: summary}}``. Rows have the
-    columns of :func:`evaluate_distortions`; corruption rows have the
-    corruption as family and the severity as param; attack rows have family
-    = the attack, param = epsilon and ``accuracy`` = robust accuracy.
+    Returns ``{'rows': [...], 'models': {name: summary}, 'warnings': [...]}``.
+    Distortion rows have the columns of :func:`evaluate_distortions`;
+    corruption rows have the corruption as family and the severity as param.
+    Attack rows (see :func:`attack_row`) have their own columns
+    (``attack``, ``epsilon``, ``steps``, ``robust_accuracy``,
+    ``attack_success_rate``) and leave ``accuracy``, ``mean_kl`` and
+    ``flip_rate`` empty. Robust accuracy counts an example as robust at ε only
+    if it is classified correctly clean and the attack failed at every
+    ε' ≤ ε of the curve, so it never exceeds the clean accuracy and never
+    rises with ε.
+
+    Every random draw is per example: distortions from
+    ``(seed, 'distortion', spec, index)``, the attack's random starts from
+    ``(seed, 'attack', model name, index)``, so the result does not depend on
+    ``batch_size`` or on the number of ranks.
+
+    ``warnings`` (also in each model's summary) flags a degenerate model:
+    one that predicts one class for almost every clean test image, or whose
+    clean accuracy is at chance.
 
     A distributed ``context`` shards the distortion and corruption sweep over
     the ranks (see :func:`evaluate_distortions`); rank 0 runs the attacks and
@@ -247,53 +357,58 @@ def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suit
     unknown = chosen - set(SUITES)
     if unknown:
         raise StableTrainError(f"unknown suite(s) {', '.join(sorted(unknown))}; known: {', '.join(SUITES)}")
-    distortions: list[Distortion] = []
+    paper: list[Distortion] = []
     if "paper" in chosen:
-        distortions += list(paper_distortions or parse_distortions(paper_sweep(int(dataset.x.shape[-1]))))
+        paper = list(paper_distortions or parse_distortions(paper_sweep(int(dataset.x.shape[-1]))))
+    distortions: list[Distortion] = list(paper)
     common: list[str] = []
     held_out: list[str] = []
     if "common" in chosen:
         from .corruptions import CORRUPTIONS, HELD_OUT, corruption_suite
 
         common, held_out = list(CORRUPTIONS), list(HELD_OUT)
-        distortions += corruption_suite(corruption_set, names=common + held_out, severities=tuple(severities))
-    rows = evaluate_distortions(models, dataset, distortions, seed=seed, batch_size=batch_size, progress=progress,
+        paper_specs = {d.spec for d in paper}
+        distortions += [d for d in corruption_suite(corruption_set, names=common + held_out,
+                                                    severities=tuple(severities)) if d.spec not in paper_specs]
+    rows, clean_logits = _sweep(models, dataset, distortions, seed=seed, batch_size=batch_size, progress=progress,
                                 context=context)
     for row in rows:
         if row["family"].startswith("c10/"):
             row["family"] = row["family"][4:]
     attack_main = context is None or context.is_main
+    count = len(dataset) if attack_examples is None else min(int(attack_examples), len(dataset))
+    steps = None if attack == "fgsm" else int(attack_steps)
     if "adversarial" in chosen and attack_main:
         from .attacks import robustness_curve
-        from .seeding import make_generator
 
-        count = len(dataset) if attack_examples is None else min(attack_examples, len(dataset))
         bar = tqdm(list(models.items()), desc=f"{attack} attack", unit="model", disable=not progress or None,
                    leave=False)
         for name, model in bar:
+            # one stream per (model, example): the random starts do not depend on the batch size
+            streams = ExampleRNG.for_examples(range(count), seed, "attack", name)
             curve = robustness_curve(model, dataset.x[:count], dataset.y[:count], list(epsilons), attack=attack,
-                                     batch_size=batch_size, generator=make_generator(seed, "attack", name),
-                                     **({} if attack == "fgsm" else {"steps": attack_steps}))
-            for point in curve:
-                rows.append({"model": name, "distortion": f"{attack}-{point['epsilon']:.4g}", "family": attack,
-                             "param": point["epsilon"], "accuracy": point["robust_accuracy"], "mean_kl": None,
-                             "flip_rate": point["success_rate"], "n": point["n"]})
+                                     batch_size=batch_size, generator=streams,
+                                     **({} if steps is None else {"steps": steps}))
+            rows += [attack_row(name, point, steps) for point in curve]
     if "adversarial" in chosen and context is not None and context.is_distributed:
         from .distributed import broadcast_object
 
-        # the attack curve's random starts come from one generator per model, so it is not split
+        # rank 0 ran the attacks (they are not split): share its rows
         rows = broadcast_object(rows, context)
+    labels = dataset.y.cpu()
     summaries: dict[str, dict] = {}
+    all_warnings: list[str] = []
+    paper_specs = {d.spec for d in paper if not isinstance(d, Identity)}
     for name in models:
         mine = [r for r in rows if r["model"] == name]
         summary: dict = {"clean_accuracy": next(r["accuracy"] for r in mine if r["distortion"] == "clean")}
         if "paper" in chosen:
-            paper_specs = {d.spec for d in distortions if not d.family.startswith("c10/")}
-            summary["paper"] = {r["distortion"]: r["accuracy"] for r in mine if r["distortion"] in paper_specs}
+            summary["paper"] = {r["distortion"]: r["accuracy"] for r in mine
+                                if r["distortion"] in paper_specs and not is_attack_row(r)}
         if common:
             per: dict[str, dict[str, float]] = {}
             for r in mine:
-                if r["family"] in common + held_out:
+                if r["family"] in common + held_out and not is_attack_row(r):
                     per.setdefault(r["family"], {})[str(r["param"])] = r["accuracy"]
             summary["corruptions"] = per
             summary["corruption_set"] = corruption_set
@@ -302,7 +417,12 @@ def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suit
             if baseline is not None:
                 summary["baseline"] = baseline
         if "adversarial" in chosen:
-            summary["robust_accuracy"] = {f"{r['param']:.6g}": r["accuracy"] for r in mine if r["family"] == attack}
-            summary["attack"] = {"name": attack, "steps": attack_steps, "examples": attack_examples or len(dataset)}
+            attacked = [r for r in mine if is_attack_row(r)]
+            summary["robust_accuracy"] = {f"{r['epsilon']:.6g}": r["robust_accuracy"] for r in attacked}
+            # the clean accuracy on the attacked images, the bound of every robust accuracy of the curve
+            summary["attack"] = {"name": attack, "steps": steps, "examples": count,
+                                 "clean_accuracy": attacked[0]["clean_accuracy"] if attacked else None}
+        summary["warnings"] = degenerate_warnings(name, clean_logits[name], labels)
+        all_warnings += summary["warnings"]
         summaries[name] = summary
-    return {"rows": rows, "models": summaries}
+    return {"rows": rows, "models": summaries, "warnings": all_warnings}

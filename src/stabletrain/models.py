@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .checks import StableTrainError
+from .registry import MODELS
 
 __all__ = ["Normalize", "NormalizedClassifier", "SmallCNN", "Embedder", "small_embedder", "build_model", "register_model",
            "available_models", "load_weights"]
@@ -176,34 +177,41 @@ def small_embedder(in_channels: int = 3, num_classes: int = 2, width: int = 32, 
     return Embedder(backbone, embedding_dim=embedding_dim, l2_normalize=l2_normalize)
 
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {"small_cnn": SmallCNN, "small_embedder": small_embedder}
+MODELS.register("small_cnn", SmallCNN)
+MODELS.register("small_embedder", small_embedder)
 
 
-def register_model(name: str, factory: Callable[..., nn.Module]) -> None:
+def register_model(name: str, factory: Callable[..., nn.Module] | str) -> None:
     """Make an architecture available by name, for the CLI and for checkpoints.
 
-    The factory is called with the keyword arguments stored in the
-    checkpoint (``in_channels``, ``num_classes``, ``mean``, ``std`` and any
-    extra ones), so a checkpoint can rebuild the model it came from.
+    ``factory`` is a callable or a lazy ``'module:attribute'`` string. It is
+    called with the keyword arguments stored in the checkpoint
+    (``in_channels``, ``num_classes``, ``mean``, ``std`` and any others), so a
+    checkpoint can rebuild the model it came from; they are checked against
+    its signature. An extension registers its models from its
+    ``stabletrain.plugins`` entry point (see :mod:`stabletrain.registry`), so
+    its checkpoints load in a fresh process.
     """
-    _MODELS[name] = factory
+    MODELS.register(name, factory, override=True)
 
 
 def available_models() -> list[str]:
-    """Names accepted by :func:`build_model`."""
-    return sorted(_MODELS)
+    """Names accepted by :func:`build_model`, the extensions' included."""
+    return MODELS.names()
 
 
-def build_model(name: str, **kwargs: object) -> nn.Module:
-    """Build a registered model by name.
+def build_model(name: str, /, **kwargs: object) -> nn.Module:
+    """Build a registered model by name; an unknown name or keyword is a :class:`StableTrainError`.
 
     Example:
         >>> build_model("small_cnn", in_channels=3, num_classes=5, width=8)(torch.rand(1, 3, 16, 16)).shape
         torch.Size([1, 5])
+        >>> build_model("small_cnn", widht=8)
+        Traceback (most recent call last):
+        ...
+        stabletrain.checks.StableTrainError: unknown option 'widht' for model 'small_cnn'; its options: in_channels, num_classes, width, mean, std, dropout, norm
     """
-    if name not in _MODELS:
-        raise StableTrainError(f"unknown model {name!r}; known models: {', '.join(available_models())}")
-    return _MODELS[name](**kwargs)
+    return MODELS.build(name, **kwargs)
 
 
 def load_weights(model: nn.Module, state: dict, source: str) -> None:

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 
 from .checks import StableTrainError, check_nonnegative
+from .registry import PERTURBATIONS
+from .seeding import ExampleRNG, draw
 
 __all__ = ["PERTURBATIONS", "GaussianNoise", "RelativeNoise", "build_perturbation", "randn_like", "rand_like",
            "noise_shard"]
@@ -53,7 +55,10 @@ def noise_shard(offset: int, count: int, total: int) -> Iterator[None]:
         _SHARD.reset(token)
 
 
-def _draw(sample: Callable[..., torch.Tensor], x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def _draw(sample: Callable[..., torch.Tensor], x: torch.Tensor,
+          generator: torch.Generator | ExampleRNG | None) -> torch.Tensor:
+    if isinstance(generator, ExampleRNG):  # per-example streams: already independent of the batch and the shard
+        return draw(sample, x.shape, generator, x.device, x.dtype)
     shape, rows = tuple(x.shape), None
     shard = _SHARD.get()
     if shard is not None and x.ndim > 0:
@@ -113,6 +118,11 @@ class GaussianNoise(nn.Module):
     def __init__(self, sigma: float, clamp: bool = True) -> None:
         super().__init__()
         self.sigma = check_nonnegative(sigma, "sigma (pixel units in [0, 1])")
+        if self.sigma > 1.0:
+            raise StableTrainError(f"sigma is a noise std in [0, 1] pixel units, so it must be <= 1; got {sigma!r} "
+                                   f"(images are in [0, 1], not [0, 255])")
+        if not isinstance(clamp, bool):
+            raise StableTrainError(f"clamp must be true or false, got {clamp!r}")
         self.clamp = clamp
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -155,21 +165,15 @@ class RelativeNoise(nn.Module):
         return f"sigma={self.sigma}"
 
 
-#: Perturbation names accepted by :func:`build_perturbation` (and ``--noise``).
-PERTURBATIONS = ("gaussian", "relative")
+PERTURBATIONS.register("gaussian", GaussianNoise)
+PERTURBATIONS.register("relative", RelativeNoise)
 
 
 def build_perturbation(name: str, sigma: float) -> nn.Module:
-    """``'gaussian'`` → :class:`GaussianNoise`, ``'relative'`` → :class:`RelativeNoise`.
+    """A registered perturbation by name: ``'gaussian'`` → :class:`GaussianNoise`, ``'relative'`` → :class:`RelativeNoise`.
 
     Example:
         >>> build_perturbation("relative", 0.1)
         RelativeNoise(sigma=0.1)
     """
-    if name == "gaussian":
-        return GaussianNoise(sigma)
-    if name == "relative":
-        return RelativeNoise(sigma)
-    from .checks import StableTrainError
-
-    raise StableTrainError(f"unknown noise model {name!r}; known: {', '.join(PERTURBATIONS)}")
+    return PERTURBATIONS.build(name, sigma=sigma)

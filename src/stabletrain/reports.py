@@ -2,8 +2,12 @@
 
 The rows are those of :func:`stabletrain.evaluation.evaluate_distortions`:
 one dict per (model, distortion) with ``accuracy``, ``mean_kl`` and
-``flip_rate``. Everything here is a pure function of those rows, so a report
-can be rebuilt from ``results.csv`` alone.
+``flip_rate``. Attack rows (:func:`stabletrain.evaluation.attack_row`) have
+their own columns, ``robust_accuracy``, ``attack_success_rate``,
+``epsilon``, ``attack`` and ``steps``, and leave the three distortion
+columns empty; the tables and plots here keep the two kinds apart.
+Everything here is a pure function of those rows, so a report can be
+rebuilt from ``results.csv`` alone.
 """
 
 from __future__ import annotations
@@ -14,7 +18,20 @@ from typing import Mapping, Sequence
 
 from .files import atomic_write_bytes, atomic_write_text
 
-__all__ = ["accuracy_table", "text_table", "plot_severity_curves", "markdown_report", "family_order"]
+__all__ = ["accuracy_table", "text_table", "plot_severity_curves", "markdown_report", "family_order", "split_rows"]
+
+
+#: Metrics where a larger value is better (bold is the largest).
+_HIGHER_IS_BETTER = ("accuracy", "robust_accuracy", "robust_accuracy_at_epsilon", "clean_accuracy")
+
+
+def _is_attack(row: Mapping) -> bool:
+    return row.get("robust_accuracy") not in (None, "")
+
+
+def split_rows(rows: Sequence[Mapping]) -> tuple[list[Mapping], list[Mapping]]:
+    """``(distortion rows, attack rows)``: the clean rows go with the distortions."""
+    return [r for r in rows if not _is_attack(r)], [r for r in rows if _is_attack(r)]
 
 
 def _models(rows: Sequence[Mapping]) -> list[str]:
@@ -57,7 +74,7 @@ def accuracy_table(rows: Sequence[Mapping], metric: str = "accuracy", percent: b
     lowest KL or flip rate).
     """
     models, lookup = _models(rows), _lookup(rows)
-    higher_is_better = metric == "accuracy"
+    higher_is_better = metric in _HIGHER_IS_BETTER
     lines = ["| distortion | " + " | ".join(models) + " |", "|---|" + "---:|" * len(models)]
     for spec in _specs(rows):
         values = [lookup.get((m, spec), {}).get(metric) for m in models]
@@ -138,7 +155,12 @@ def plot_severity_curves(rows: Sequence[Mapping], out_dir: str | os.PathLike, me
 def markdown_report(title: str, rows: Sequence[Mapping], *, settings: Mapping | None = None,
                     summary_lines: Sequence[str] = (), extra_tables: Mapping[str, str] | None = None,
                     plots: Sequence[Path] = (), relative_to: str | os.PathLike | None = None) -> str:
-    """Assemble a Markdown report: settings, summary, accuracy/KL/flip tables and plots."""
+    """Assemble a Markdown report: settings, summary, accuracy/KL/flip tables, attack tables and plots.
+
+    Attack rows are left out of the distortion tables and get their own:
+    robust accuracy and attack success rate per epsilon.
+    """
+    rows, attacks = split_rows(rows)
     parts = [f"# {title}", ""]
     if settings:
         parts += ["## Settings", "", "| option | value |", "|---|---|"]
@@ -153,6 +175,14 @@ def markdown_report(title: str, rows: Sequence[Mapping], *, settings: Mapping | 
     parts += ["## Mean KL(P(y|x) ‖ P(y|x̃)) between clean and distorted predictions", "",
               "Lower is more stable.", "", accuracy_table(rows, "mean_kl", percent=False), ""]
     parts += ["## Predictions flipped by the distortion (%)", "", accuracy_table(rows, "flip_rate"), ""]
+    if attacks:
+        n = sorted({int(r["n"]) for r in attacks if r.get("n") not in (None, "")})
+        parts += ["## Robust accuracy (%) under attack", "",
+                  f"Clean-correct and not fooled at this epsilon or any smaller one of the curve; "
+                  f"{' / '.join(map(str, n))} attacked images. Best per line in bold.", "",
+                  accuracy_table(attacks, "robust_accuracy"), ""]
+        parts += ["## Attack success rate (%): clean-correct images the attack fooled", "",
+                  accuracy_table(attacks, "attack_success_rate"), ""]
     if plots:
         base = Path(relative_to) if relative_to else None
         parts += ["## Plots", ""]
@@ -180,17 +210,20 @@ def write_evaluation(out_dir: str | os.PathLike, rows: Sequence[Mapping], *, tit
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     columns = ["model", "distortion", "family", "param", "accuracy", "mean_kl", "flip_rate", "n"]
-    csv_path = write_csv(out / "results.csv", rows, columns + [k for k in rows[0] if k not in columns] if rows else columns)
+    for row in rows:  # every row's columns: attack rows add their own (robust_accuracy, attack_success_rate, …)
+        columns += [k for k in row if k not in columns]
+    csv_path = write_csv(out / "results.csv", rows, columns)
     json_path = write_json(out / "results.json", {"title": title, "settings": dict(settings or {}),
                                                   "summary": list(summary_lines), **(extra_json or {}),
                                                   "models": results_by_model(rows)})
-    attack_families = sorted({r["family"] for r in rows if r.get("mean_kl") is None and r["distortion"] != "clean"})
-    grid_families = [f for f in family_order(rows) if f not in _INDIVIDUAL_FAMILIES and f not in attack_families]
-    single = [f for f in family_order(rows) if f in _INDIVIDUAL_FAMILIES]
-    plots = plot_severity_curves(rows, out / "plots", "accuracy", families=single)
-    plots += plot_severity_curves(rows, out / "plots", "flip_rate", families=single)
+    distorted, attacked = split_rows(rows)
+    attack_families = sorted({r["family"] for r in attacked})
+    grid_families = [f for f in family_order(distorted) if f not in _INDIVIDUAL_FAMILIES]
+    single = [f for f in family_order(distorted) if f in _INDIVIDUAL_FAMILIES]
+    plots = plot_severity_curves(distorted, out / "plots", "accuracy", families=single)
+    plots += plot_severity_curves(distorted, out / "plots", "flip_rate", families=single)
     if grid_families:
-        plots.append(plot_family_grid(rows, grid_families, out / "plots" / "accuracy_corruptions.png"))
+        plots.append(plot_family_grid(distorted, grid_families, out / "plots" / "accuracy_corruptions.png"))
     if attack_families:
         plots.append(plot_robustness(rows, attack_families, out / "plots" / "robust_accuracy.png"))
     report = markdown_report(title, rows, settings=settings, summary_lines=summary_lines,
@@ -394,14 +427,14 @@ def plot_family_grid(rows: Sequence[Mapping], families: Sequence[str], path: str
 
 
 def plot_robustness(rows: Sequence[Mapping], attacks: Sequence[str], path: str | os.PathLike) -> Path:
-    """Robust accuracy against epsilon, a line per (model, attack)."""
+    """Robust accuracy (the rows' ``robust_accuracy``) against epsilon, a line per (model, attack)."""
     plt = _pyplot()
     models = _models(rows)
     fig, ax = plt.subplots(figsize=(5.6, 3.8), dpi=120)
     for index, model in enumerate(models):
         for style, attack in zip(("-", "--", ":", "-."), attacks):
-            points = sorted((float(r["param"]), r["accuracy"]) for r in rows
-                            if r["model"] == model and r["family"] == attack)
+            points = sorted((float(r["epsilon"]), float(r["robust_accuracy"])) for r in rows
+                            if r["model"] == model and _is_attack(r) and r.get("attack", r["family"]) == attack)
             if points:
                 ax.plot([p[0] for p in points], [100 * p[1] for p in points], style, marker="o", color=f"C{index}",
                         label=f"{model} ({attack})" if len(attacks) > 1 else model)

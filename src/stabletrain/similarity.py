@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from .checks import StableTrainError, check_images
 from .data import DataSplit, sample_triplets
 from .distortions import Distortion, parse_distortions
-from .evaluation import predict_logits
+from .evaluation import distort_examples, predict_logits
 from .metrics import (
     average_precision,
     best_f1_threshold,
@@ -153,10 +153,15 @@ class NearDuplicateBenchmark:
         return len(self.images)
 
     def copies(self, distortion: Distortion, batch_size: int = 512) -> Iterator[tuple[int, torch.Tensor]]:
-        """The near-duplicate copies under ``distortion``, batch by batch; identical on every call."""
-        generator = make_generator(self.seed, "near-duplicate", distortion.spec)
+        """The near-duplicate copies under ``distortion``, batch by batch; identical on every call.
+
+        Tile ``i``'s copy draws from its own stream, seeded by
+        ``(seed, 'near-duplicate', spec, i)``, so the copies do not depend on
+        ``batch_size``.
+        """
         for start in range(0, len(self.images), batch_size):
-            yield start, distortion(self.images[start:start + batch_size], generator)
+            yield start, distort_examples(distortion, self.images[start:start + batch_size], start,
+                                          self.seed, "near-duplicate", distortion.spec)
 
     def describe(self) -> dict:
         kinds = torch.bincount(self.negative_kind, minlength=3).tolist()

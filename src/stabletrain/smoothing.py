@@ -14,6 +14,12 @@ The reference used ``statsmodels``' ``proportion_confint(method='beta')`` and
 SciPy's removed ``binom_test``; here the bound is the beta quantile
 ``Beta(alpha; k, n − k + 1)`` and the test is ``scipy.stats.binomtest``.
 
+The noise takes a :class:`torch.Generator` or an
+:class:`~stabletrain.seeding.ExampleRNG` with one stream per image: then
+image ``i``'s noise comes from its stream alone, in blocks of a fixed
+number of copies, so counts, certificates and :func:`certify_dataset` do not
+depend on ``batch_size``, on ``chunk`` or on which images share a batch.
+
 >>> import torch
 >>> from torch import nn
 >>> class Constant(nn.Module):
@@ -35,14 +41,18 @@ from scipy.stats import binomtest, norm
 from torch import nn
 
 from .checks import StableTrainError, check_images
-from .evaluation import eval_mode
+from .devices import device_of as _device, eval_mode
 from .perturbations import randn_like
+from .seeding import ExampleRNG, draw
 
 __all__ = ["lower_confidence_bound", "sample_counts", "predict", "certify", "certified_accuracy",
            "average_certified_radius", "certify_dataset", "ABSTAIN"]
 
 #: The class index reported when the smoothed classifier abstains.
 ABSTAIN = -1
+
+#: Noisy copies drawn at a time from an image's own stream (a fixed unit, whatever the batch size).
+_NOISE_BLOCK = 64
 
 
 def lower_confidence_bound(successes: int, trials: int, alpha: float) -> float:
@@ -61,36 +71,61 @@ def lower_confidence_bound(successes: int, trials: int, alpha: float) -> float:
     return float(beta_distribution.ppf(alpha, successes, trials - successes + 1))
 
 
-def _device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
+
+
+class _ExampleNoise:
+    """Standard normal noise of each image's copies from its own stream, ``_NOISE_BLOCK`` copies per draw.
+
+    Drawing a fixed number of copies at a time makes the noise of copy ``j``
+    of image ``i`` a function of image ``i``'s stream only, however the
+    copies are grouped into forward passes.
+    """
+
+    def __init__(self, rng: ExampleRNG, shape: tuple[int, ...], dtype: torch.dtype) -> None:
+        self.rng, self.shape, self.dtype = rng, shape, dtype
+        self.buffer = torch.empty((len(rng), 0, *shape), dtype=dtype)
+
+    def take(self, copies: int) -> torch.Tensor:
+        """The next ``copies`` noisy copies of every image, ``(B·copies)×…`` (image-major)."""
+        while self.buffer.shape[1] < copies:
+            fresh = draw(torch.randn, (len(self.rng), _NOISE_BLOCK, *self.shape), self.rng, dtype=self.dtype)
+            self.buffer = torch.cat([self.buffer, fresh.to(self.buffer.device)], dim=1)
+        out, self.buffer = self.buffer[:, :copies], self.buffer[:, copies:]
+        return out.reshape(-1, *self.shape)
 
 
 @torch.no_grad()
 def sample_counts(model: nn.Module, x: torch.Tensor, num: int, sigma: float, *, num_classes: int | None = None,
-                  batch_size: int = 1000, generator: torch.Generator | None = None) -> torch.Tensor:
+                  batch_size: int = 1000, generator: torch.Generator | ExampleRNG | None = None) -> torch.Tensor:
     """``B×K`` counts of the base classifier's predictions on ``num`` noisy copies of each image.
 
     The noise is ``N(0, sigma²)`` per pixel, added in [0, 1] pixel units and
     **not** clipped, as in the certificate's derivation. Copies are batched
-    ``batch_size`` at a time across images.
+    ``batch_size`` at a time across images. With an
+    :class:`~stabletrain.seeding.ExampleRNG` (one stream per image) image
+    ``i``'s noise comes from stream ``i`` alone, so its counts do not depend
+    on ``batch_size`` or on the other images of ``x``.
     """
     check_images(x)
     if sigma <= 0 or not math.isfinite(sigma):
         raise StableTrainError(f"sigma must be a finite number > 0, got {sigma!r}")
     if num < 1:
         raise StableTrainError(f"the number of noise samples must be >= 1, got {num}")
+    per_example = isinstance(generator, ExampleRNG)
+    if per_example and len(generator) != len(x):
+        raise StableTrainError(f"the noise's ExampleRNG has {len(generator)} streams for {len(x)} images")
     device = _device(model)
     x = x.to(device)
     counts: torch.Tensor | None = None
     per_image = max(1, batch_size // len(x))
+    streams = _ExampleNoise(generator, tuple(x.shape[1:]), x.dtype) if per_example else None
     with eval_mode(model):
         remaining = num
         while remaining > 0:
             this = min(per_image, remaining)
             batch = x.repeat_interleave(this, dim=0)
-            logits = model(batch + sigma * randn_like(batch, generator))
+            noise = streams.take(this).to(device) if streams is not None else randn_like(batch, generator)
+            logits = model(batch + sigma * noise)
             if counts is None:
                 counts = torch.zeros(len(x), num_classes or logits.shape[1], dtype=torch.long, device=device)
             labels = logits.argmax(1).view(len(x), this)
@@ -100,7 +135,7 @@ def sample_counts(model: nn.Module, x: torch.Tensor, num: int, sigma: float, *, 
 
 
 def predict(model: nn.Module, x: torch.Tensor, sigma: float, *, n: int = 100_000, alpha: float = 0.001,
-            batch_size: int = 1000, generator: torch.Generator | None = None) -> torch.Tensor:
+            batch_size: int = 1000, generator: torch.Generator | ExampleRNG | None = None) -> torch.Tensor:
     """The smoothed prediction for each image, or :data:`ABSTAIN` when the top two classes are not separated.
 
     The top class is returned only if a two-sided binomial test of its count
@@ -116,7 +151,8 @@ def predict(model: nn.Module, x: torch.Tensor, sigma: float, *, n: int = 100_000
 
 
 def certify(model: nn.Module, x: torch.Tensor, sigma: float, *, n0: int = 100, n: int = 100_000,
-            alpha: float = 0.001, batch_size: int = 1000, generator: torch.Generator | None = None) -> dict:
+            alpha: float = 0.001, batch_size: int = 1000,
+            generator: torch.Generator | ExampleRNG | None = None) -> dict:
     """Certify each image: ``{'prediction', 'radius', 'p_lower', 'count'}`` (tensors of length B).
 
     ``n0`` samples select the top class; ``n`` fresh samples bound its
@@ -158,14 +194,25 @@ def average_certified_radius(radius: torch.Tensor, correct: torch.Tensor) -> flo
 
 def certify_dataset(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: float, *, n0: int = 100,
                     n: int = 1000, alpha: float = 0.001, batch_size: int = 1000, max_examples: int | None = None,
-                    radii: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0), generator: torch.Generator | None = None,
-                    chunk: int = 16) -> dict:
-    """Certify a test set in chunks; returns per-example results, certified accuracy per radius and the ACR."""
+                    radii: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
+                    generator: torch.Generator | ExampleRNG | None = None, chunk: int = 16) -> dict:
+    """Certify a test set in chunks; returns per-example results, certified accuracy per radius and the ACR.
+
+    With an :class:`~stabletrain.seeding.ExampleRNG` of one stream per row of
+    ``x`` (or at least per certified row), e.g.
+    ``ExampleRNG.for_examples(range(len(x)), seed, 'smoothing')``, the noise
+    of example ``i`` comes from stream ``i``, and the result is the same for
+    every ``batch_size`` and ``chunk``. A :class:`torch.Generator` is drawn
+    from chunk after chunk, so its result depends on both.
+    """
     count = len(x) if max_examples is None else min(max_examples, len(x))
+    if isinstance(generator, ExampleRNG) and len(generator) < count:
+        raise StableTrainError(f"the noise's ExampleRNG has {len(generator)} streams for {count} examples")
     predictions, radius = [], []
     for start in range(0, count, chunk):
-        result = certify(model, x[start:min(start + chunk, count)], sigma, n0=n0, n=n, alpha=alpha,
-                         batch_size=batch_size, generator=generator)
+        stop = min(start + chunk, count)
+        result = certify(model, x[start:stop], sigma, n0=n0, n=n, alpha=alpha, batch_size=batch_size,
+                         generator=generator[start:stop] if isinstance(generator, ExampleRNG) else generator)
         predictions.append(result["prediction"])
         radius.append(result["radius"])
     prediction, radius_t = torch.cat(predictions), torch.cat(radius)

@@ -16,16 +16,13 @@ from torch import nn
 from .checks import StableTrainError
 from .data import DataSplit, load_data, load_patches, sample_triplets
 from .evaluation import accuracy, predict_logits
+from .losses import feature_distance
 from .models import load_weights
-from .objectives import Objective, build_objective, feature_distance
+from .objectives import Objective, build_objective, objective_factory
+from .registry import MODELS, TASKS
 from .seeding import make_generator
 
-__all__ = ["Task", "ClassificationTask", "SimilarityTask", "get_task", "TASK_NAMES", "triplet_accuracy"]
-
-TASK_NAMES = ("classification", "similarity", "jets")
-#: Options of the methods beyond stability training (see :mod:`stabletrain.consistency`).
-METHOD_OPTIONS = ("jsd_lambda", "trades_beta", "adv_epsilon", "adv_steps", "adv_step_size", "consistency_copies",
-                  "consistency_lambda", "consistency_eta")
+__all__ = ["Task", "ClassificationTask", "SimilarityTask", "get_task", "task_names", "triplet_accuracy"]
 
 
 def _index_batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
@@ -35,35 +32,54 @@ def _index_batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     return batches
 
 
-def _spec(name: str, config: Any, data: DataSplit) -> dict[str, Any]:
-    """What a checkpoint stores to rebuild the model: its registry name and constructor arguments."""
-    mean, std = data.channel_stats()
-    kwargs = {"in_channels": data.channels, "num_classes": data.num_classes, "width": config.width, "mean": mean,
-              "std": std}
-    norm = getattr(config, "norm", "batch")
-    if norm != "batch":  # only then, so that batch-norm checkpoints keep the spec they always had
-        kwargs["norm"] = norm
-    return {"name": name, "kwargs": kwargs}
-
-
 class Task:
-    """Base class; see :class:`ClassificationTask` and :class:`SimilarityTask`."""
+    """What differs between tasks; see :class:`ClassificationTask` and :class:`SimilarityTask`.
+
+    A task's own options are the keyword arguments of its constructor
+    (``task_args`` of a :class:`~stabletrain.training.TrainConfig`); an
+    extension registers a task class in :data:`stabletrain.registry.TASKS`.
+    """
 
     name = ""
     #: The history column that summarizes an epoch on the test set.
     metric = ""
+    #: Which family of objectives trains it (see :data:`stabletrain.objectives.OBJECTIVE_TASKS`).
+    objective_task = "classification"
+    #: Model keyword arguments that the task fills in from the data; they are not options of a config.
+    supplied_model_args: tuple[str, ...] = ("in_channels", "num_classes", "mean", "std")
+
+    def model_name(self, model: str) -> str:
+        """The registry name of the model that ``--model`` names for this task."""
+        return model
 
     def load_data(self, config: Any) -> DataSplit:
         raise NotImplementedError
 
+    def model_kwargs(self, config: Any, data: DataSplit) -> dict[str, Any]:
+        """The model arguments that come from the data (:attr:`supplied_model_args`)."""
+        mean, std = data.channel_stats()
+        return {"in_channels": data.channels, "num_classes": data.num_classes, "mean": mean, "std": std}
+
     def model_spec(self, config: Any, data: DataSplit) -> dict[str, Any]:
-        raise NotImplementedError
+        """What a checkpoint stores to rebuild the model: registry name, arguments, and who provides it."""
+        name = self.model_name(config.model)
+        return {"name": name, "kwargs": {**self.model_kwargs(config, data), **config.model_args},
+                "provider": MODELS.provider(name)}
+
+    def perturbation(self, method_args: dict[str, Any]) -> nn.Module | None:
+        """The task's perturbation for methods that add noise, or None for the method's own Gaussian noise."""
+        return None
 
     def objective(self, config: Any) -> Objective:
-        extra = {name: getattr(config, name) for name in METHOD_OPTIONS if hasattr(config, name)}
-        return build_objective(config.method, task=self.name, alpha=config.alpha, sigma=config.sigma,
-                               detach_clean=config.detach_clean, batching=config.batching, bn_stats=config.bn_stats,
-                               margin=config.margin, **extra)
+        """The training objective of ``config.method`` with ``config.method_args``."""
+        import inspect
+
+        factory = objective_factory(config.method, self.objective_task)
+        target = factory.__init__ if inspect.isclass(factory) else factory
+        takes_noise = "perturbation" in inspect.signature(target).parameters
+        perturbation = self.perturbation(config.method_args) if takes_noise else None
+        return build_objective(config.method, task=self.objective_task, perturbation=perturbation,
+                               **config.method_args)
 
     def batches(self, data: DataSplit, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
         """Row indices for each batch of one epoch (into the training set)."""
@@ -94,9 +110,6 @@ class ClassificationTask(Task):
     def load_data(self, config: Any) -> DataSplit:
         return load_data(config.data, image_size=config.image_size, split_seed=config.split_seed,
                          test_fraction=config.test_fraction)
-
-    def model_spec(self, config: Any, data: DataSplit) -> dict[str, Any]:
-        return _spec(config.model, config, data)
 
     def batches(self, data: DataSplit, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
         return _index_batches(torch.randperm(len(data.train), generator=generator), batch_size)
@@ -134,13 +147,14 @@ class SimilarityTask(Task):
 
     name = "similarity"
     metric = "test_triplet_accuracy"
+    objective_task = "similarity"
 
     def load_data(self, config: Any) -> DataSplit:
         return load_patches(config.data, image_size=config.image_size, split_seed=config.split_seed,
                             test_fraction=config.test_fraction)
 
-    def model_spec(self, config: Any, data: DataSplit) -> dict[str, Any]:
-        return _spec("small_embedder" if config.model == "small_cnn" else config.model, config, data)
+    def model_name(self, model: str) -> str:
+        return "small_embedder" if model == "small_cnn" else model
 
     def batches(self, data: DataSplit, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
         triplets = sample_triplets(data.train.y, generator)
@@ -177,14 +191,20 @@ class SimilarityTask(Task):
         load_weights(model, state, source)
 
 
-def get_task(name: str) -> Task:
-    """The task object for ``'classification'``, ``'similarity'`` or ``'jets'``."""
-    if name == "classification":
-        return ClassificationTask()
-    if name == "similarity":
-        return SimilarityTask()
-    if name == "jets":
-        from .jets.tagging import JetTaggingTask  # imported here: it builds on this module
+TASKS.register("classification", ClassificationTask)
+TASKS.register("similarity", SimilarityTask)
 
-        return JetTaggingTask()
-    raise StableTrainError(f"unknown task {name!r}; known tasks: {', '.join(TASK_NAMES)}")
+
+def task_names() -> list[str]:
+    """The registered tasks, the extensions' included (``jets`` comes from :mod:`stabletrain.jets`)."""
+    return TASKS.names()
+
+
+def get_task(name: str, **options: Any) -> Task:
+    """The task object for a registered task name, built with its own options.
+
+    Example:
+        >>> get_task("classification").metric
+        'test_accuracy'
+    """
+    return TASKS.build(name, **options)

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from ..checks import StableTrainError
+from ..commands import Command, Demo
 
-__all__ = ["add_jet_demo_options", "add_jets_parser", "run_jet_demo_command", "run_jets_command"]
+__all__ = ["add_jet_demo_options", "add_jets_parser", "run_jet_demo_command", "run_jets_command", "COMMAND", "DEMO"]
 
 
 def _int_at_least(minimum: int):
@@ -141,9 +142,12 @@ def _evaluate(args: argparse.Namespace, log: Any) -> int:
     from ..reports import plot_severity_curves
     from ..training import load_model
     from .data import load_jets
-    from .detector import detector_sweep, set_pileup_pool
+    from .detector import check_detector_specs, detector_sweep, jet_eta, set_pileup_pool
+    from .images import ImageSpec
     from .tagging import evaluate_taggers
 
+    # only detector effects (not image distortions such as jpeg-50), checked before anything is loaded
+    specs = check_detector_specs(args.distortions.split(",")) if args.distortions else detector_sweep()
     models, data_source = {}, args.data
     for path in args.checkpoints:
         model, checkpoint = load_model(_resolve_checkpoint(path))
@@ -155,8 +159,8 @@ def _evaluate(args: argparse.Namespace, log: Any) -> int:
     if args.pileup_pool:
         set_pileup_pool(args.pileup_pool)
     data = load_jets(data_source)
-    specs = [s.strip() for s in args.distortions.split(",")] if args.distortions else detector_sweep()
-    rows = evaluate_taggers(models, data.test, specs, seed=args.seed, progress=not args.quiet)
+    with jet_eta(data.test.eta_map, ImageSpec(**data.info["image"])):  # smear-A needs each cell's E = pT·cosh η
+        rows = evaluate_taggers(models, data.test, specs, seed=args.seed, progress=not args.quiet)
     out = Path(args.out)
     write_csv(out / "results.csv", rows)
     write_json(out / "results.json", {"data": data_source, "rows": rows})
@@ -166,3 +170,9 @@ def _evaluate(args: argparse.Namespace, log: Any) -> int:
         print(f"{r['model']:>12} {r['distortion']:>16}  AUC {r['auc']:.3f}  R50 {r['rejection_50']:.1f}")
     print(f"\nwrote {out / 'results.json'} and {out / 'results.csv'}")
     return 0
+
+
+#: ``stabletrain jets …``, registered by :mod:`stabletrain.jets.plugin`.
+COMMAND = Command("jets", add_jets_parser, run_jets_command)
+#: ``stabletrain demo --data jets``, registered by :mod:`stabletrain.jets.plugin`.
+DEMO = Demo("jets", add_jet_demo_options, ("n", "workers", "noise", "sample"), run_jet_demo_command)

@@ -35,8 +35,10 @@ from ..checks import StableTrainError
 from ..data import DataSplit, ImageDataset, load_digits
 from ..files import write_csv, write_json, write_yaml
 from ..reports import _pyplot, _save_figure, plot_severity_curves, write_markdown
-from ..seeding import make_generator
 from ..demo import train_or_reuse
+from ..evaluation import distort_examples
+from ..files import ensure_output_dir
+from ..locking import output_lock
 from ..training import TrainConfig
 from .data import PIXEL_UNIT_GEV, load_jets
 from .detector import build_pileup_pool, detector_sweep, set_pileup_pool
@@ -108,11 +110,13 @@ class JetDemoConfig:
         return config
 
     def train_config(self, method: str, data: str) -> TrainConfig:
-        return TrainConfig(task="jets", data=data, method=method, epochs=self.epochs, width=self.width,
-                           batch_size=self.batch_size, lr=self.lr, alpha=self.alpha, sigma=self.sigma,
-                           noise=self.noise, jet_input=self.jet_input, seed=self.seed, device=self.device,
-                           adv_epsilon=self.adv_epsilon, adv_steps=self.adv_steps,
-                           adv_step_size=self.adv_step_size).validated()
+        """The tagger's training config; alpha, sigma and the PGD options go to the methods that take them."""
+        shared = {"alpha": self.alpha, "sigma": self.sigma, "adv_epsilon": self.adv_epsilon,
+                  "adv_steps": self.adv_steps, "adv_step_size": self.adv_step_size}
+        return TrainConfig.with_shared(dict(task="jets", data=data, method=method, epochs=self.epochs,
+                                            model_args={"width": self.width}, batch_size=self.batch_size, lr=self.lr,
+                                            task_args={"noise": self.noise, "jet_input": self.jet_input},
+                                            seed=self.seed, device=self.device), shared)[0]
 
 
 def demo_sample_path(config: JetDemoConfig) -> Path:
@@ -138,7 +142,8 @@ def _sparsity_sets(jets: DataSplit, config: JetDemoConfig) -> dict[str, DataSpli
     for label, spec in (("jets", None), ("jets + pile-up μ=20", "pileup-20"), ("jets + pile-up μ=60", "pileup-60")):
         parts = []
         for part_name, part in (("train", jets.train), ("test", jets.test)):
-            x = part.x if spec is None else parse_distortion(spec)(part.x, make_generator(config.seed, spec, part_name))
+            x = part.x if spec is None else distort_examples(parse_distortion(spec), part.x, 0, config.seed, spec,
+                                                             part_name)
             parts.append(ImageDataset(normalize_max(x), part.y))
         sets[label] = DataSplit(f"jets-{spec or 'clean'}", parts[0], parts[1], jets.classes, {})
     return sets
@@ -146,11 +151,19 @@ def _sparsity_sets(jets: DataSplit, config: JetDemoConfig) -> dict[str, DataSpli
 
 def run_jet_demo(config: JetDemoConfig, out_dir: str | Path, *, progress: bool = True,
                  log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Generate (cached), train, evaluate and attack; write the report. Returns the results."""
+    """Generate (cached), train, evaluate and attack; write the report. Returns the results.
+
+    The output folder is locked while the job runs (:func:`stabletrain.locking.output_lock`).
+    """
     config = config.resolved()
+    with output_lock(out_dir, what="demo"):
+        return _run_jet_demo(config, out_dir, progress=progress, log=log)
+
+
+def _run_jet_demo(config: JetDemoConfig, out_dir: str | Path, *, progress: bool,
+                  log: Callable[[str], None] | None) -> dict[str, Any]:
     emit = log or (lambda line: None)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_output_dir(out_dir)
     started = time.perf_counter()
     sample = Path(config.sample) if config.sample else demo_sample_path(config)
     generation: dict[str, Any] = {}

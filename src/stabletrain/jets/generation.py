@@ -24,6 +24,26 @@ How the work is cut up, and why:
   to its share of ``n``, for batch systems: the N shard files together are
   one data set, and :func:`stabletrain.jets.data.load_jets` reads a list.
 
+What the file holds (HDF5 datasets, one row per jet; the metadata attribute
+says the same):
+
+* ``images`` — N×H×W pT images (GeV) in the image frame: relative to the
+  jet axis, and with preprocessing centred on the leading subjet, rotated
+  and flipped (:mod:`stabletrain.jets.images`);
+* ``constituents`` — N×M×3 (pT, η, φ) of the (trimmed) constituents,
+  sorted by decreasing pT and zero-padded, in **absolute** (η, φ) of the
+  event, **not** the image frame (the attributes ``frame`` and
+  ``columns`` of the dataset say so); ``n_constituents`` counts them;
+* ``eta_map`` — N×3 ``(η₀, a, b)``: the pixel ``[i, j]`` lies at
+  η₀ + a·uᵢ + b·vⱼ (:func:`stabletrain.jets.images.cell_eta`), which
+  energy smearing needs for E = pT·cosh η;
+* ``jet_pt``, ``jet_eta``, ``jet_phi``, ``jet_mass``, ``tau21`` and ``label``
+  (1 signal, 0 background).
+
+FastJet prints its banner at the first clustering of each process; with
+``banner=False`` (the default when ``progress`` is off, as with
+``stabletrain jets generate --quiet``) it is suppressed.
+
 Pythia and FastJet are imported only when generation runs; install them
 with ``pip install "stabletrain[hep]"``.
 """
@@ -37,9 +57,11 @@ import math
 import os
 import platform
 import shutil
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +73,8 @@ from ..seeding import derive_seed
 from .images import ImageSpec, jet_image, wrap_phi
 
 __all__ = [
+    "CONSTITUENT_COLUMNS",
+    "CONSTITUENTS_FRAME",
     "JETS_FORMAT",
     "PROCESSES",
     "SIGNALS",
@@ -64,6 +88,12 @@ __all__ = [
 ]
 
 JETS_FORMAT = "stabletrain.jets/1"
+#: What the stored constituents' coordinates are (HDF5 attribute ``frame`` of ``constituents``).
+CONSTITUENTS_FRAME = "absolute (eta, phi) of the event, not the image frame"
+#: The columns of the constituents dataset (HDF5 attribute ``columns``).
+CONSTITUENT_COLUMNS = ("pt", "eta", "phi")
+#: Version of what a chunk holds; chunks of another version are not resumed (2: pixel-half flip, eta_map).
+_CHUNK_VERSION = 2
 HEP_INSTALL_HINT = 'install the physics extras with: pip install "stabletrain[hep]"'
 _INVISIBLE = (12, 14, 16)
 
@@ -212,7 +242,8 @@ def _analyse_jet(four: np.ndarray, selection: Selection, spec: ImageSpec, prepro
     eta = _eta(four[:, 0], four[:, 1], four[:, 2])
     phi = np.arctan2(four[:, 1], four[:, 0])
     sub = np.array([[s.pt(), s.eta(), s.phi_std()] for s in subjets]) if subjets else np.zeros((0, 3))
-    image = jet_image(pt, eta, phi, jet_eta, jet_phi, spec, subjets=sub, preprocess=preprocess)
+    image, eta_map = jet_image(pt, eta, phi, jet_eta, jet_phi, spec, subjets=sub, preprocess=preprocess,
+                               return_eta_map=True)
 
     # N-subjettiness with exclusive-kt axes on the (trimmed) constituents
     kept = [fastjet.PseudoJet(float(a), float(b), float(c), float(d)) for a, b, c, d in four]
@@ -229,30 +260,74 @@ def _analyse_jet(four: np.ndarray, selection: Selection, spec: ImageSpec, prepro
     order = np.argsort(-pt)[: selection.max_constituents]
     constituents = np.zeros((selection.max_constituents, 3), dtype=np.float32)
     constituents[: len(order)] = np.column_stack([pt[order], eta[order], phi[order]])
-    return {"image": image.astype(np.float32), "constituents": constituents, "n_constituents": len(pt),
+    return {"image": image.astype(np.float32), "eta_map": eta_map.astype(np.float32),
+            "constituents": constituents, "n_constituents": len(pt),
             "jet_pt": jet_pt, "jet_eta": jet_eta, "jet_phi": jet_phi, "jet_mass": mass, "tau21": tau21}
 
 
 _JET_FIELDS = ("jet_pt", "jet_eta", "jet_phi", "jet_mass", "tau21")
 
 
+def _silence_fastjet_banner(fastjet: Any) -> bool:
+    """Make FastJet's once-per-process banner print nowhere; False if these bindings do not allow it.
+
+    The banner is printed by the C++ ``ClusterSequence::print_banner`` at the
+    first clustering, to a static stream that every interface of the
+    bindings (PseudoJet lists and awkward batches) shares. The SWIG layer of
+    fastjet 3.5's bindings exposes ``set_fastjet_banner_stream``: a null
+    stream, then one ``print_banner()`` to spend the first-time flag.
+    """
+    cluster_sequence = getattr(getattr(fastjet, "_swig", None), "ClusterSequence", None)
+    if cluster_sequence is None or not hasattr(cluster_sequence, "set_fastjet_banner_stream"):
+        return False
+    try:
+        cluster_sequence.set_fastjet_banner_stream(None)
+        cluster_sequence.print_banner()
+    except Exception:  # another binding version: fall back to redirecting the output
+        return False
+    return True
+
+
+@contextmanager
+def _c_stdout_to_devnull() -> Iterator[None]:
+    """Point file descriptor 1 at /dev/null for the block: silences what C/C++ code prints."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
 def generate_chunk(process: str, n_events: int, seed: int, selection: Selection = Selection(),
-                   spec: ImageSpec = ImageSpec(), preprocess: bool = True) -> dict[str, np.ndarray]:
+                   spec: ImageSpec = ImageSpec(), preprocess: bool = True, *,
+                   banner: bool = True) -> dict[str, np.ndarray]:
     """Generate ``n_events`` events of ``process`` with Pythia seed ``seed``; return the selected jets.
 
-    Returns arrays ``images`` (K×H×W, GeV), ``constituents`` (K×M×3: pT,
-    η, φ, padded with zeros), ``n_constituents``, ``jet_pt``, ``jet_eta``,
+    Returns arrays ``images`` (K×H×W, GeV), ``eta_map`` (K×3, the η of the
+    pixels: :func:`stabletrain.jets.images.cell_eta`), ``constituents``
+    (K×M×3: pT, η, φ in absolute event coordinates, not the image frame,
+    padded with zeros), ``n_constituents``, ``jet_pt``, ``jet_eta``,
     ``jet_phi``, ``jet_mass``, ``tau21``, and the scalar ``events`` (how many
-    events Pythia produced; failed events are skipped).
+    events Pythia produced; failed events are skipped). ``banner=False``
+    keeps FastJet's banner off stdout.
     """
     fastjet = require_hep("fastjet")
     ak = require_hep("awkward")
+    quiet = nullcontext()
+    if not banner and not _silence_fastjet_banner(fastjet):
+        quiet = _c_stdout_to_devnull()  # the banner comes with the first clustering in this process
     pythia = _make_pythia(pythia_settings(process, selection, seed))
     run = pythia.nextBatch(n_events)
     particles = _visible_particles(run)
-    cs = fastjet.ClusterSequence(particles, fastjet.JetDefinition(fastjet.antikt_algorithm, selection.radius))
-    jets = cs.inclusive_jets(min_pt=selection.pt_min)
-    members = cs.constituent_index(min_pt=selection.pt_min)
+    with quiet:
+        cs = fastjet.ClusterSequence(particles, fastjet.JetDefinition(fastjet.antikt_algorithm, selection.radius))
+        jets = cs.inclusive_jets(min_pt=selection.pt_min)
+        members = cs.constituent_index(min_pt=selection.pt_min)
     jet_pt = np.hypot(jets.px, jets.py)
     lead = ak.argmax(jet_pt, axis=1, keepdims=True)
     lead_members = ak.firsts(members[lead])
@@ -268,6 +343,7 @@ def generate_chunk(process: str, n_events: int, seed: int, selection: Selection 
             rows.append(row)
     out: dict[str, np.ndarray] = {
         "images": np.stack([r["image"] for r in rows]) if rows else np.zeros((0, spec.pixels, spec.pixels), np.float32),
+        "eta_map": np.stack([r["eta_map"] for r in rows]) if rows else np.zeros((0, 3), np.float32),
         "constituents": np.stack([r["constituents"] for r in rows]) if rows else
         np.zeros((0, selection.max_constituents, 3), np.float32),
         "n_constituents": np.array([r["n_constituents"] for r in rows], dtype=np.int32),
@@ -330,14 +406,15 @@ class GenerationConfig:
 
     def fingerprint(self) -> dict[str, Any]:
         """What the chunk files depend on; a resumed run must match it exactly."""
-        return {"format": JETS_FORMAT, "seed": self.seed, "chunk_events": self.chunk_events,
+        return {"format": JETS_FORMAT, "chunk_version": _CHUNK_VERSION, "seed": self.seed,
+                "chunk_events": self.chunk_events,
                 "preprocess": self.preprocess, "selection": asdict(self.selection), "spec": self.spec.to_dict(),
                 "shard_total": self.shard[1], "shard_index": self.shard[0]}
 
 
-def _chunk_worker(args: tuple[str, int, int, Selection, ImageSpec, bool]) -> dict[str, np.ndarray]:
-    process, n_events, seed, selection, spec, preprocess = args
-    return generate_chunk(process, n_events, seed, selection, spec, preprocess)
+def _chunk_worker(args: tuple[str, int, int, Selection, ImageSpec, bool, bool]) -> dict[str, np.ndarray]:
+    process, n_events, seed, selection, spec, preprocess, banner = args
+    return generate_chunk(process, n_events, seed, selection, spec, preprocess, banner=banner)
 
 
 def _save_chunk(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -372,8 +449,13 @@ def _versions() -> dict[str, str]:
 
 
 def generate_jets(config: GenerationConfig, out: str | Path, *, workers: int = 1, progress: bool = True,
-                  keep_parts: bool = False, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+                  keep_parts: bool = False, log: Callable[[str], None] | None = None,
+                  banner: bool | None = None) -> dict[str, Any]:
     """Generate a balanced signal/background jet file; resumable and atomic. Returns a summary.
+
+    ``banner`` lets FastJet print its banner (once per worker process); by
+    default it does only when ``progress`` is on, so a quiet run prints
+    nothing but what the caller prints.
 
     Example (about 10 s on one core):
         >>> from stabletrain.jets.generation import GenerationConfig, generate_jets
@@ -407,6 +489,7 @@ def generate_jets(config: GenerationConfig, out: str | Path, *, workers: int = 1
         tmp.write_text(json.dumps(fingerprint, indent=1, sort_keys=True))
         os.replace(tmp, manifest)
     emit = log if log is not None else (lambda line: None)
+    show_banner = progress if banner is None else bool(banner)
 
     targets = config.targets()
     shard_index, shard_total = config.shard
@@ -455,7 +538,7 @@ def generate_jets(config: GenerationConfig, out: str | Path, *, workers: int = 1
     def task(process: str, k: int) -> tuple:
         seed = _pythia_seed(config.seed, process, chunk_index(k))
         seeds[(process, k)] = seed
-        return (process, config.chunk_events, seed, config.selection, config.spec, config.preprocess)
+        return (process, config.chunk_events, seed, config.selection, config.spec, config.preprocess, show_banner)
 
     def wanted(process: str) -> bool:
         """Whether another chunk of ``process`` is worth starting now."""
@@ -561,7 +644,16 @@ def _write_file(config: GenerationConfig, out: Path, results: dict[str, dict[int
         "selection": asdict(config.selection),
         "image": config.spec.to_dict(),
         "preprocess": config.preprocess,
+        "flip": "phi -> -phi when the pixel columns strictly left of the centre column carry more pT than those "
+                "strictly right of it (the two halves for an even width)",
         "pixel_units": "GeV (summed constituent pT)",
+        "constituents": {"frame": CONSTITUENTS_FRAME, "columns": list(CONSTITUENT_COLUMNS),
+                         "units": "pt in GeV, eta, phi in rad in [-pi, pi]",
+                         "order": "decreasing pt; rows beyond n_constituents are zero",
+                         "which": "the trimmed jet's constituents" if config.selection.trim else
+                                  "the jet's constituents"},
+        "eta_map": "(eta0, a, b) per jet: pixel [i, j] is at eta0 + a*u_i + b*v_j, u and v the pixel-centre "
+                   "coordinates of the image frame (stabletrain.jets.images.cell_eta)",
         "pythia_settings": {p: pythia_settings(p, config.selection) for p in targets},
         "pythia_seeds": {p: [_pythia_seed(config.seed, p, c) for c in chunks_used[p]] for p in targets},
         "versions": _versions(),
@@ -570,8 +662,12 @@ def _write_file(config: GenerationConfig, out: Path, results: dict[str, dict[int
     with h5py.File(tmp, "w", track_order=True) as handle:
         for name, value in data.items():
             chunks = (min(len(value), 256),) + value.shape[1:] if len(value) else None
-            handle.create_dataset(name, data=value, compression="gzip", compression_opts=4, shuffle=True,
-                                  chunks=chunks)
+            dataset = handle.create_dataset(name, data=value, compression="gzip", compression_opts=4, shuffle=True,
+                                            chunks=chunks)
+            if name == "constituents":
+                dataset.attrs["frame"] = CONSTITUENTS_FRAME
+                dataset.attrs["columns"] = list(CONSTITUENT_COLUMNS)
+                dataset.attrs["units"] = meta["constituents"]["units"]
         handle.attrs["format"] = JETS_FORMAT
         handle.attrs["metadata"] = json.dumps(meta, sort_keys=True)
     with open(tmp, "rb") as handle:

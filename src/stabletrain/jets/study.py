@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import StableTrainError, check_images
-from ..evaluation import _device_of, eval_mode
+from ..devices import device_of as _device_of, eval_mode
 from ..perturbations import rand_like
 from .tagging import tagger_scores, tagging_metrics
 

@@ -36,10 +36,10 @@ from torch import nn
 from ..checks import StableTrainError
 from ..data import DataSplit, ImageDataset
 from ..distortions import parse_distortions
-from ..evaluation import _device_of, predict_logits
+from ..devices import device_of as _device_of
+from ..evaluation import distort_examples, predict_logits
 from ..metrics import background_rejection, roc_auc
 from ..models import register_model
-from ..seeding import make_generator
 from ..tasks import ClassificationTask
 from .data import PIXEL_UNIT_GEV
 from .images import ImageSpec, image_mass
@@ -149,42 +149,56 @@ def _pixel_stats(data: DataSplit) -> tuple[list[float], list[float]]:
 class JetTaggingTask(ClassificationTask):
     """Signal-versus-background tagging of jet images; scored by test ROC AUC.
 
-    The model is ``jet_cnn`` (``config.jet_input`` picks its input
-    transform). ``config.noise`` picks the perturbation of ``gaussian`` and
-    ``stability`` training: ``relative`` (default; multiplicative on occupied
-    cells) or ``gaussian`` (additive on every cell); ``config.sigma`` is its
-    size (relative units, or TeV for ``gaussian``).
+    Args:
+        noise: the perturbation of the methods that add noise (``gaussian``,
+            ``stability``, ``jsd``, ``consistency``): ``'relative'``
+            (default; multiplicative on occupied cells, so a sparse image
+            stays as sparse) or ``'gaussian'`` (additive on every cell); the
+            method's ``sigma`` is its size (relative units, or TeV).
+        jet_input: the input transform of the ``jet_cnn`` tagger: ``'log'``
+            (default), ``'standardize'`` or ``'linear'``.
+
+    ``--model small_cnn`` (the default) means the jet tagger ``jet_cnn`` here.
     """
 
     name = "jets"
     metric = "test_auc"
+    supplied_model_args = ("in_channels", "num_classes", "image_size", "input", "mean", "std")
+
+    def __init__(self, noise: str = "relative", jet_input: str = "log") -> None:
+        from ..registry import PERTURBATIONS
+
+        if not isinstance(noise, str) or noise not in PERTURBATIONS:
+            raise StableTrainError(f"unknown noise model {noise!r}; known: {', '.join(PERTURBATIONS.names())}")
+        if jet_input not in JET_INPUTS:
+            raise StableTrainError(f"unknown jet input transform {jet_input!r}; known: {', '.join(JET_INPUTS)}")
+        self.noise, self.jet_input = noise, jet_input
+
+    def model_name(self, model: str) -> str:
+        return "jet_cnn" if model in ("small_cnn", "jet_cnn") else model
 
     def load_data(self, config: Any) -> DataSplit:
         from .data import load_jets
 
+        if config.image_size is not None:
+            raise StableTrainError("jet images keep their generated frame; drop --image-size for --task jets")
         return load_jets(config.data, split_seed=config.split_seed, test_fraction=config.test_fraction)
 
-    def model_spec(self, config: Any, data: DataSplit) -> dict[str, Any]:
-        if config.model not in ("small_cnn", "jet_cnn"):
-            return super().model_spec(config, data)
-        if getattr(config, "norm", "batch") != "batch":
-            raise StableTrainError("the jet tagger uses batch norm; drop --norm for --task jets")
+    def model_kwargs(self, config: Any, data: DataSplit) -> dict[str, Any]:
+        if self.model_name(config.model) != "jet_cnn":
+            return super().model_kwargs(config, data)
         kwargs: dict[str, Any] = {"in_channels": data.channels, "num_classes": data.num_classes,
-                                  "width": config.width, "image_size": data.image_size[0], "input": config.jet_input}
-        if config.jet_input == "standardize":
+                                  "image_size": data.image_size[0], "input": self.jet_input}
+        if self.jet_input == "standardize":
             kwargs["mean"], kwargs["std"] = _pixel_stats(data)
-        return {"name": "jet_cnn", "kwargs": kwargs}
+        return kwargs
 
-    def objective(self, config: Any) -> Any:
-        from ..objectives import build_objective
+    def perturbation(self, method_args: dict[str, Any]) -> nn.Module | None:
         from ..perturbations import build_perturbation
-        from ..tasks import METHOD_OPTIONS
 
-        noise = "relative" if config.noise == "auto" else config.noise
-        extra = {name: getattr(config, name) for name in METHOD_OPTIONS if hasattr(config, name)}
-        return build_objective(config.method, task="classification", alpha=config.alpha, sigma=config.sigma,
-                               detach_clean=config.detach_clean, batching=config.batching, bn_stats=config.bn_stats,
-                               perturbation=build_perturbation(noise, config.sigma), **extra)
+        if "sigma" not in method_args:
+            return None
+        return build_perturbation(self.noise, method_args["sigma"])
 
     def evaluate(self, model: nn.Module, data: DataSplit) -> dict[str, float]:
         scores = tagger_scores(model, data.test.x)
@@ -235,7 +249,8 @@ def evaluate_taggers(models: Mapping[str, nn.Module], dataset: ImageDataset, spe
     rows: list[dict[str, Any]] = []
     device = _device_of(next(iter(models.values()))) if models else torch.device("cpu")
     for distortion in tqdm(distortions, desc="detector effects", unit="effect", disable=not progress or None):
-        x = distortion(dataset.x.to(device), make_generator(seed, "detector", distortion.spec)).cpu()
+        # each jet's detector effect comes from its own stream: the same at any batch size
+        x = distort_examples(distortion, dataset.x.to(device), 0, seed, "detector", distortion.spec).cpu()
         common = {"distortion": distortion.spec, "family": distortion.family if distortion.spec != "clean" else "clean",
                   "param": distortion.param, "occupancy": float((x > 0).float().mean())}
         baseline = tagging_metrics(mass_window_scores(x, spec, mass), labels)

@@ -1,28 +1,8 @@
-"""The training loop: one interface for every method, with checkpoints and resume.
-
->>> from stabletrain.training import TrainConfig, train
->>> result = train(TrainConfig(data="digits", method="stability", epochs=1, width=8),
-...                "runs/doctest-train", progress=False, overwrite=True)   # doctest: +SKIP
->>> result.history[-1]["test_accuracy"]   # doctest: +SKIP
-
-Every epoch ends with an atomic write of ``checkpoint.pt`` (model,
-optimizer, scheduler, history, config, RNG states and the sampler position)
-and of ``history.json``/``.csv``; ``checkpoint_every`` adds checkpoints
-every that many steps within an epoch. Randomness comes from generators
-seeded by ``(seed, stream, epoch)`` whose states are saved, so a run resumed
-from any checkpoint, even one taken mid-epoch, reproduces the uninterrupted
-run bitwise on the CPU.
-
-Under ``torchrun`` (or ``stabletrain train --nproc N``) the same function
-trains with DistributedDataParallel; see :mod:`stabletrain.distributed`.
-``config.batch_size`` is then the global batch, cut into one shard per
-process, and every example gets the noise it gets in a single process.
-"""
+"""The training loop: one interface for every method, with checkpoints and resume."""
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import platform
 import time
@@ -34,152 +14,20 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import __version__
-from . import distributed as dist_utils
-from .checks import StableTrainError
-from .data import DataSplit
-from .files import atomic_torch_save, safe_torch_load, write_csv, write_json, write_yaml
-from .models import NORMS, build_model, load_weights
-from .objectives import available_methods, resolve_batching
-from .perturbations import PERTURBATIONS, noise_shard
-from .seeding import make_generator
-from .tasks import METHOD_OPTIONS, TASK_NAMES, get_task
+from .. import __version__
+from .. import distributed as dist_utils
+from ..checks import StableTrainError
+from ..data import DataSplit
+from ..files import atomic_torch_save, ensure_output_dir, write_csv, write_json, write_yaml
+from ..locking import output_lock
+from ..perturbations import noise_shard
+from ..seeding import make_generator
+from ..tasks import get_task
+from .checkpoints import CHECKPOINT_FORMAT, build_from_spec, load_checkpoint
+from .config import TrainConfig
+from .runs import differing_options
 
-__all__ = ["TrainConfig", "TrainResult", "train", "load_checkpoint", "load_model", "resolve_device", "changed_options",
-           "CHECKPOINT_FORMAT"]
-
-CHECKPOINT_FORMAT = "stabletrain.checkpoint/1"
-#: ``amp`` settings: full float32, or bfloat16 autocast of the forward passes (CPU and CUDA).
-AMP_MODES = ("off", "bf16")
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run. Saved as ``config.yaml`` beside the results.
-
-    The defaults of ``alpha`` and ``sigma`` come from the sweep recorded in
-    ``docs/results.md``. The last group of options changes how a run
-    executes, not what it learns (up to rounding):
-
-    * ``norm``: ``'batch'`` or ``'group'`` normalization in ``small_cnn``.
-    * ``sync_bn``: SyncBatchNorm across DDP ranks (GPUs only).
-    * ``amp``: ``'bf16'`` runs forward passes under bfloat16 autocast.
-    * ``compile``: run the model through ``torch.compile``.
-    * ``checkpoint_every``: also checkpoint every that many steps (0: per epoch only).
-    * ``workers``: DataLoader worker processes that gather batches (0: index
-      the in-memory tensors directly on the device, the fastest for data that fits).
-    """
-
-    task: str = "classification"
-    data: str = "digits"
-    image_size: int | None = None
-    split_seed: int = 0
-    test_fraction: float = 0.2
-    model: str = "small_cnn"
-    width: int = 32
-    method: str = "stability"
-    alpha: float = 4.0
-    sigma: float = 0.2
-    detach_clean: bool = False
-    batching: str = "auto"
-    bn_stats: str = "clean"
-    margin: float = 0.2
-    jsd_lambda: float = 12.0
-    trades_beta: float = 6.0
-    adv_epsilon: float = 0.031
-    adv_steps: int = 10
-    adv_step_size: float = 0.007
-    consistency_copies: int = 2
-    consistency_lambda: float = 20.0
-    consistency_eta: float = 0.5
-    #: Perturbation of gaussian/stability training: ``gaussian``, ``relative``, or ``auto`` (relative for jets).
-    noise: str = "auto"
-    #: Input transform of the jet tagger (task ``jets``): ``log`` or ``standardize``.
-    jet_input: str = "log"
-    epochs: int = 12
-    batch_size: int = 64
-    lr: float = 3e-3
-    weight_decay: float = 5e-4
-    seed: int = 0
-    device: str = "auto"
-    norm: str = "batch"
-    sync_bn: bool = False
-    amp: str = "off"
-    compile: bool = False
-    checkpoint_every: int = 0
-    workers: int = 0
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        """Build a config from a mapping (e.g. YAML); unknown keys are an error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise StableTrainError(f"unknown config option(s): {', '.join(unknown)}")
-        return cls(**values).validated()
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def validated(self) -> "TrainConfig":
-        """Return self after checking every value; raises :class:`StableTrainError`."""
-        def positive_int(name: str, minimum: int = 1) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise StableTrainError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-        def number(name: str, low: float, low_open: bool = False) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                    or value < low or (low_open and value == low):
-                bound = f"> {low:g}" if low_open else f">= {low:g}"
-                raise StableTrainError(f"{name} must be a finite number {bound}, got {value!r}")
-
-        positive_int("epochs")
-        positive_int("batch_size", 2)
-        positive_int("width")
-        positive_int("split_seed", 0)
-        positive_int("seed", 0)
-        positive_int("checkpoint_every", 0)
-        positive_int("workers", 0)
-        if self.norm not in NORMS:
-            raise StableTrainError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
-        if self.amp not in AMP_MODES:
-            raise StableTrainError(f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
-        for name in ("sync_bn", "compile"):
-            if not isinstance(getattr(self, name), bool):
-                raise StableTrainError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if self.image_size is not None:
-            positive_int("image_size", 8)
-        number("alpha", 0.0)
-        number("sigma", 0.0)
-        number("lr", 0.0, low_open=True)
-        number("weight_decay", 0.0)
-        if not 0.0 < self.test_fraction < 1.0:
-            raise StableTrainError(f"test_fraction must be in (0, 1), got {self.test_fraction!r}")
-        number("margin", 0.0)
-        for name in ("jsd_lambda", "trades_beta", "adv_epsilon", "adv_step_size", "consistency_lambda",
-                     "consistency_eta"):
-            number(name, 0.0)
-        positive_int("adv_steps")
-        positive_int("consistency_copies", 2)
-        if self.task not in TASK_NAMES:
-            raise StableTrainError(f"unknown task {self.task!r}; known tasks: {', '.join(TASK_NAMES)}")
-        objective_task = "similarity" if self.task == "similarity" else "classification"
-        if self.method not in available_methods(objective_task):
-            raise StableTrainError(f"unknown method {self.method!r}; known methods for {self.task}: "
-                                   f"{', '.join(available_methods(objective_task))}")
-        if self.noise not in ("auto", *PERTURBATIONS):
-            raise StableTrainError(f"unknown noise model {self.noise!r}; known: auto, {', '.join(PERTURBATIONS)}")
-        if self.noise == "relative" and self.task != "jets":
-            raise StableTrainError("noise 'relative' is meant for sparse jet images (task jets)")
-        if self.jet_input not in ("log", "standardize", "linear"):
-            raise StableTrainError(f"unknown jet input transform {self.jet_input!r}; known: log, standardize, linear")
-        resolve_batching(self.batching, "cpu")
-        if self.bn_stats not in ("clean", "both"):
-            raise StableTrainError(f"bn_stats must be 'clean' or 'both', got {self.bn_stats!r}")
-        resolve_device(self.device)
-        return self
+__all__ = ["TrainResult", "train"]
 
 
 @dataclass
@@ -196,51 +44,10 @@ class TrainResult:
     extra: dict = field(default_factory=dict)
 
 
-def resolve_device(device: str) -> torch.device:
-    """``'auto'`` → CUDA when available, else CPU; otherwise the named device, checked."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise StableTrainError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise StableTrainError(f"device {device!r} requested but CUDA is not available")
-    return resolved
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read and check a stabletrain checkpoint (``torch.load(weights_only=True)``)."""
-    checkpoint = safe_torch_load(path)
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise StableTrainError(f"{path} is not a stabletrain checkpoint")
-    return checkpoint
-
-
-def changed_options(stored: dict[str, Any], config: TrainConfig, ignore: tuple[str, ...] = ()) -> list[str]:
-    """Options of ``config`` that differ from a stored run's config; options added later count as defaults."""
-    defaults = TrainConfig().to_dict()
-    return [k for k, v in config.to_dict().items() if k not in ignore and stored.get(k, defaults[k]) != v]
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model stored in a checkpoint; returns ``(model, checkpoint)``, model in eval mode."""
-    checkpoint = load_checkpoint(path)
-    spec = checkpoint["model"]
-    model = build_model(spec["name"], **spec["kwargs"])
-    load_weights(model, checkpoint["state_dict"], str(path))
-    return model.to(device).eval(), checkpoint
-
-
 def _cosine(total_steps: int) -> Callable[[int], float]:
     def factor(step: int) -> float:
         return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
     return factor
-
-
-_RESUME_MUST_MATCH = METHOD_OPTIONS + ("task", "margin", "data", "image_size", "split_seed", "test_fraction", "model", "width", "method", "alpha",
-                      "sigma", "detach_clean", "batch_size", "lr", "weight_decay", "seed", "bn_stats", "norm",
-                      "noise", "jet_input")
 
 
 def train(
@@ -261,11 +68,11 @@ def train(
         out_dir: results folder; it must not hold a checkpoint unless
             ``resume`` or ``overwrite`` is set.
         resume: continue from ``out_dir/checkpoint.pt`` if it exists, at the
-            epoch and step where it was written. The config must match the
-            stored one except for ``epochs`` (which may grow) and the
-            options of how the run executes (``device``, ``batching``,
-            ``amp``, ``compile``, ``checkpoint_every``, ``workers``,
-            ``sync_bn``; also the number of processes).
+            epoch and step where it was written. The config must be the same
+            run (:func:`~stabletrain.training.runs.differing_options`):
+            only ``epochs`` may grow, and the execution options
+            (``device``, ``compile``, ``checkpoint_every``, ``workers``,
+            and the number of processes) may change.
         init: a checkpoint whose weights start the run (fine-tuning).
         overwrite: start afresh even if ``out_dir`` holds a checkpoint.
         progress: show progress bars.
@@ -274,7 +81,19 @@ def train(
 
     Under ``torchrun`` every rank calls this with the same arguments; rank 0
     writes the files, and every rank returns the same history.
+
+    The folder is locked for the run (:func:`stabletrain.locking.output_lock`):
+    a second run into it stops with an error, and a lock left by a killed
+    run is taken over.
     """
+    config = config.validated()
+    with output_lock(out_dir, what="train"):
+        return _train(config, out_dir, resume=resume, init=init, overwrite=overwrite, progress=progress, data=data,
+                      log=log)
+
+
+def _train(config: TrainConfig, out_dir: str | Path, *, resume: bool, init: str | Path | None, overwrite: bool,
+           progress: bool, data: DataSplit | None, log: Callable[[str], None] | None) -> TrainResult:
     config = config.validated()
     out = Path(out_dir)
     checkpoint_path = out / "checkpoint.pt"
@@ -285,9 +104,7 @@ def train(
         raise StableTrainError(f"{out} already holds a checkpoint; pass --resume to continue it or choose another --out")
     stored = load_checkpoint(checkpoint_path) if existing and resume else None
     if stored is not None:
-        previous = stored["config"]
-        defaults = TrainConfig().to_dict()  # options added later are absent from older checkpoints
-        changed = [k for k in _RESUME_MUST_MATCH if previous.get(k, defaults[k]) != getattr(config, k)]
+        changed = differing_options(stored["config"], config, allow_more_epochs=True)
         if changed:
             raise StableTrainError(
                 f"cannot resume {out}: option(s) {', '.join(changed)} differ from the stored run")
@@ -298,30 +115,16 @@ def train(
 
     ctx = dist_utils.setup(config.device)
     device = ctx.device
-    task = get_task(config.task)
+    task = get_task(config.task, **config.task_args)
     data = data if data is not None else task.load_data(config)
     spec = task.model_spec(config, data)
     if init_checkpoint is not None:
-        init_spec = init_checkpoint["model"]
-        same_kind = init_spec["name"] == spec["name"]
-        keys = ("in_channels", "num_classes", "width") if same_kind and config.task == "classification" else \
-            ("in_channels", "width")
-        mismatch = [k for k in keys if init_spec["kwargs"].get(k) != spec["kwargs"].get(k)]
-        fits = same_kind or (config.task == "similarity" and init_spec["name"] == "small_cnn")
-        if not fits or mismatch:
-            raise StableTrainError(
-                f"--init {init} holds a {init_spec['name']} with {init_spec['kwargs'].get('in_channels')} channels, "
-                f"{init_spec['kwargs'].get('num_classes')} classes and width {init_spec['kwargs'].get('width')}, "
-                f"which does not fit {spec['name']} on {config.data} ({spec['kwargs']['in_channels']} channels, "
-                f"{spec['kwargs']['num_classes']} classes, width {config.width})")
-        # keep the normalization the model was trained with
-        spec = {"name": spec["name"], "kwargs": {**spec["kwargs"], "mean": init_spec["kwargs"]["mean"],
-                                                 "std": init_spec["kwargs"]["std"]}}
+        spec = _init_spec(init_checkpoint["model"], spec, config, init)
     if stored is not None:
         spec = stored["model"]
 
     torch.manual_seed(config.seed)
-    model = build_model(spec["name"], **spec["kwargs"]).to(device)
+    model = build_from_spec(spec, str(checkpoint_path if stored is not None else "of this run")).to(device)
     if init_checkpoint is not None:
         task.init_from(model, init_checkpoint, str(init))
     if config.sync_bn:
@@ -356,12 +159,12 @@ def train(
         checkpoint_path.unlink()
 
     if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+        ensure_output_dir(out)
         write_yaml(out / "config.yaml", {**config.to_dict(), "init": str(init) if init else None})
     forward_model = torch.compile(model) if config.compile else model
     # one DDP forward per step for every method: see distributed.ObjectiveStep
     runner = dist_utils.wrap_ddp(dist_utils.ObjectiveStep(forward_model, objective), ctx,
-                                 find_unused_parameters=config.task == "similarity")  # the embedder's head is idle
+                                 find_unused_parameters=task.objective_task == "similarity")  # the embedder's head is idle
     loader_kwargs: dict[str, Any] = {}
     if config.workers:
         x_source, y_source = data.train.x, data.train.y
@@ -501,6 +304,27 @@ def train(
                        train_seconds=history[-1]["seconds"] if history else total_seconds,
                        resumed_from_epoch=start_epoch, extra={"world_size": ctx.world_size, "rank": ctx.rank,
                                                               "resumed_from_step": start_step})
+
+
+def _init_spec(init_spec: dict[str, Any], spec: dict[str, Any], config: TrainConfig, init: str | Path) -> dict:
+    """The model spec of a fine-tuning run from ``init``: this run's, with the normalization the model was trained
+    with; an error line when the checkpoint's model does not fit."""
+    same_kind = init_spec["name"] == spec["name"]
+    shared = ["in_channels"] + [k for k in config.model_args if k in init_spec["kwargs"]]
+    keys = (["num_classes"] + shared) if same_kind and config.task == "classification" else shared
+    mismatch = [k for k in keys if init_spec["kwargs"].get(k) != spec["kwargs"].get(k)]
+    fits = same_kind or (config.task == "similarity" and init_spec["name"] == "small_cnn")
+    if not fits or mismatch:
+        def describe(s: dict) -> str:
+            kwargs = s["kwargs"]
+            return f"{s['name']} ({', '.join(f'{k} {kwargs.get(k)}' for k in ['num_classes', *shared])})"
+        raise StableTrainError(f"--init {init} holds a {describe(init_spec)}, which does not fit this run's "
+                               f"{describe(spec)} on {config.data}")
+    kwargs = dict(spec["kwargs"])
+    for key in ("mean", "std"):  # keep the normalization the model was trained with
+        if key in init_spec["kwargs"]:
+            kwargs[key] = init_spec["kwargs"][key]
+    return {**spec, "kwargs": kwargs}
 
 
 def _reduce_epoch(totals: dict[str, float], correct: float, seen: float,

@@ -1,0 +1,29 @@
+"""Small pieces every command shares: progress lines and argument types."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+__all__ = ["log_to_stderr", "positive_int"]
+
+
+def log_to_stderr(quiet: bool) -> Callable[[str], None]:
+    """Progress lines through ``tqdm.write`` on stderr (so they do not break progress bars), or none."""
+    if quiet:
+        return lambda line: None
+    from tqdm.auto import tqdm
+
+    return lambda line: tqdm.write(line, file=sys.stderr)
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value

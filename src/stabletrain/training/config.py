@@ -1,0 +1,284 @@
+"""The configuration of a training run: one dataclass, saved as ``config.yaml`` beside the results.
+
+Options are held where they belong:
+
+* top-level fields: the data, the optimization and how the run executes;
+* ``model_args``: the model factory's own options (``width``, ``norm``, ...);
+* ``method_args``: the training method's own options (``alpha``, ``sigma``, ...);
+* ``task_args``: the task's own options (the jets task's ``noise``, ...).
+
+Each group is checked against its factory's signature: an unknown or
+misspelled option, or one that has no effect with the chosen method, model
+or task, is an error. Missing options take the factory's own defaults, so
+there is one source of truth for every default, and the resolved config
+lists them all.
+
+For convenience an option may be given flat (``TrainConfig(method="jsd",
+sigma=0.1)``, ``alpha: 4`` in YAML, ``--alpha 4`` on the command line); it
+is put in the group that takes it.
+
+>>> config = TrainConfig(method="stability", alpha=1.0, width=8).validated()
+>>> config.method_args["alpha"], config.method_args["sigma"], config.model_args["width"]
+(1.0, 0.2, 8)
+>>> TrainConfig(method="jsd", alpha=1.0)
+Traceback (most recent call last):
+...
+stabletrain.checks.StableTrainError: option 'alpha' has no effect with method 'jsd'; its options: sigma, jsd_lambda
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..checks import StableTrainError, check_like_default, check_type
+from ..devices import resolve_device
+from ..objectives import OBJECTIVE_TASKS, available_methods, objective_factory
+from ..registry import MODELS, TASKS, factory_options
+
+__all__ = ["TrainConfig", "AMP_MODES", "EXECUTION_OPTIONS", "LEGACY_OPTIONS"]
+
+#: ``amp`` settings: full float32, or bfloat16 autocast of the forward passes (CPU and CUDA).
+AMP_MODES = ("off", "bf16")
+
+#: Flat options of configs written before options were grouped (stabletrain 0.1 checkpoints).
+LEGACY_OPTIONS = ("width", "norm", "alpha", "sigma", "detach_clean", "batching", "bn_stats", "margin", "jsd_lambda",
+                  "trades_beta", "adv_epsilon", "adv_steps", "adv_step_size", "consistency_copies",
+                  "consistency_lambda", "consistency_eta", "noise", "jet_input")
+
+_SCALARS = (bool, int, float, str, type(None))
+
+
+def _execution(default: Any) -> Any:
+    """A field that changes how a run executes, not what it computes (ignored when runs are compared)."""
+    return field(default=default, metadata={"execution": True})
+
+
+@dataclass(init=False)
+class TrainConfig:
+    """Everything that defines a training run. Saved as ``config.yaml`` beside the results.
+
+    Fields marked as execution options (``device``, ``compile``,
+    ``checkpoint_every``, ``workers``) change how a run executes, not what
+    it computes; every other field, and every option of the model, the
+    method and the task, decides the result (see
+    :func:`stabletrain.training.runs.same_run`).
+
+    * ``sync_bn``: SyncBatchNorm across DDP ranks (GPUs only).
+    * ``amp``: ``'bf16'`` runs forward passes under bfloat16 autocast.
+    * ``compile``: run the model through ``torch.compile``.
+    * ``checkpoint_every``: also checkpoint every that many steps (0: per epoch only).
+    * ``workers``: DataLoader worker processes that gather batches (0: index
+      the in-memory tensors directly on the device, the fastest for data that fits).
+    """
+
+    task: str = "classification"
+    data: str = "digits"
+    image_size: int | None = None
+    split_seed: int = 0
+    test_fraction: float = 0.2
+    model: str = "small_cnn"
+    model_args: dict = field(default_factory=dict)
+    method: str = "stability"
+    method_args: dict = field(default_factory=dict)
+    task_args: dict = field(default_factory=dict)
+    epochs: int = 12
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 5e-4
+    seed: int = 0
+    sync_bn: bool = False
+    amp: str = "off"
+    device: str = _execution("auto")
+    compile: bool = _execution(False)
+    checkpoint_every: int = _execution(0)
+    workers: int = _execution(0)
+
+    def __init__(self, task: str = "classification", data: str = "digits", image_size: int | None = None,
+                 split_seed: int = 0, test_fraction: float = 0.2, model: str = "small_cnn",
+                 model_args: dict | None = None, method: str = "stability", method_args: dict | None = None,
+                 task_args: dict | None = None, epochs: int = 12, batch_size: int = 64, lr: float = 3e-3,
+                 weight_decay: float = 5e-4, seed: int = 0, sync_bn: bool = False, amp: str = "off",
+                 device: str = "auto", compile: bool = False, checkpoint_every: int = 0, workers: int = 0,
+                 **options: Any) -> None:
+        self.task, self.data, self.image_size, self.split_seed = task, data, image_size, split_seed
+        self.test_fraction, self.model, self.method = test_fraction, model, method
+        for name, value in (("model_args", model_args), ("method_args", method_args), ("task_args", task_args)):
+            if value is not None and not isinstance(value, dict):
+                raise StableTrainError(f"{name} must be a mapping of option: value, got {value!r}")
+        self.model_args, self.method_args, self.task_args = dict(model_args or {}), dict(method_args or {}), \
+            dict(task_args or {})
+        self.epochs, self.batch_size, self.lr, self.weight_decay, self.seed = epochs, batch_size, lr, weight_decay, seed
+        self.sync_bn, self.amp, self.device, self.compile = sync_bn, amp, device, compile
+        self.checkpoint_every, self.workers = checkpoint_every, workers
+        if options:
+            self._sort(options, strict=True)
+
+    # -- construction ----------------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """Build and validate a config from a mapping (YAML, flags): grouped or flat options, checked."""
+        if not isinstance(values, dict):
+            raise StableTrainError(f"a training config must be a mapping of option: value, got {values!r}")
+        return cls(**{str(k): v for k, v in values.items()}).validated()
+
+    @classmethod
+    def from_stored(cls, values: dict[str, Any]) -> "TrainConfig":
+        """Rebuild the config of a stored run, also one written before options were grouped.
+
+        Old configs held every method's options flat; those that the run's
+        method, model or task takes are moved into their group, and the
+        rest (which had no effect) are dropped.
+        """
+        values = dict(values)
+        values.pop("init", None)
+        flat = {k: values.pop(k) for k in list(values) if k in LEGACY_OPTIONS}
+        if flat.get("noise") == "auto":  # 'auto' meant the task's own default
+            flat.pop("noise")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise StableTrainError(f"the stored config has option(s) this version does not know: {', '.join(unknown)}")
+        config = cls(**values)
+        config._sort(flat, strict=False)
+        return config.validated()
+
+    @classmethod
+    def with_shared(cls, values: dict[str, Any], shared: dict[str, Any]) -> tuple["TrainConfig", set[str]]:
+        """A config from ``values`` plus options ``shared`` by several runs (a demo's or a comparison's):
+
+        each shared option goes to the group that takes it and is left out
+        where this run's method, model and task take none. Returns the
+        validated config and the names of the shared options it took, so the
+        caller can reject an option that no run takes.
+        """
+        config = cls(**values)
+        groups = config._groups()
+        taken = {name for name in shared if any(name in defaults for defaults in groups.values())}
+        config._sort({k: v for k, v in shared.items() if k in taken}, strict=True)
+        return config.validated(), taken
+
+    def _groups(self) -> dict[str, dict[str, Any]]:
+        """``{group: {option: default}}`` of the chosen task, model and method."""
+        task_cls = TASKS.get(self.task) if isinstance(self.task, str) else None
+        if task_cls is None:
+            raise StableTrainError(f"task must be a string, got {self.task!r}")
+        task_defaults = {k: p.default for k, p in factory_options(task_cls).items()}
+        task_obj = task_cls(**{k: v for k, v in self.task_args.items() if k in task_defaults})
+        model_name = task_obj.model_name(self.model) if isinstance(self.model, str) else self.model
+        if not isinstance(model_name, str):
+            raise StableTrainError(f"model must be a string, got {self.model!r}")
+        model_defaults = {k: p.default for k, p in factory_options(MODELS.get(model_name)).items()
+                          if k not in task_obj.supplied_model_args}
+        if not isinstance(self.method, str):
+            raise StableTrainError(f"method must be a string, got {self.method!r}")
+        method_defaults = {k: p.default for k, p in
+                           factory_options(objective_factory(self.method, task_obj.objective_task)).items()}
+        return {"task_args": task_defaults, "model_args": model_defaults, "method_args": method_defaults}
+
+    def _sort(self, options: dict[str, Any], strict: bool) -> None:
+        """Put flat options into the group that takes them; in strict mode, reject the others with a reason."""
+        groups = self._groups()
+        for name, value in options.items():
+            target = next((g for g in ("method_args", "model_args", "task_args") if name in groups[g]), None)
+            if target is not None:
+                getattr(self, target)[name] = value
+            elif strict:
+                raise StableTrainError(self._no_effect(name, groups))
+
+    def _no_effect(self, name: str, groups: dict[str, dict[str, Any]]) -> str:
+        """The error line for an option that the chosen method, model and task do not take."""
+        elsewhere = [m for t in OBJECTIVE_TASKS for m in available_methods(t)
+                     if name in factory_options(objective_factory(m, t))]
+        if elsewhere:
+            return (f"option {name!r} has no effect with method {self.method!r}; its options: "
+                    f"{', '.join(groups['method_args']) or '(none)'}")
+        models = [m for m in MODELS.names() if name in factory_options(MODELS.get(m))]
+        if models:
+            return (f"option {name!r} has no effect with model {self.model!r}; its options: "
+                    f"{', '.join(groups['model_args']) or '(none)'}")
+        tasks = [t for t in TASKS.names() if name in factory_options(TASKS.get(t))]
+        if tasks:
+            return (f"option {name!r} has no effect with task {self.task!r} (it is an option of task "
+                    f"{', '.join(tasks)})")
+        known = [f.name for f in dataclasses.fields(self)]
+        return f"unknown config option {name!r}; known options: {', '.join(known)}, or an option of the model or method"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain data (nested groups), as saved in ``config.yaml`` and in checkpoints."""
+        return {f.name: (dict(getattr(self, f.name)) if f.name.endswith("_args") else getattr(self, f.name))
+                for f in dataclasses.fields(self)}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TrainConfig) and self.to_dict() == other.to_dict()
+
+    # -- validation ------------------------------------------------------------------------------------------------
+
+    def validated(self) -> "TrainConfig":
+        """Check every value and fill in the defaults of every group; returns self.
+
+        Raises :class:`StableTrainError` with one line naming the option.
+        """
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, check_type(getattr(self, f.name), hints[f.name], f.name))
+
+        def at_least(name: str, minimum: int) -> None:
+            if getattr(self, name) < minimum:
+                raise StableTrainError(f"{name} must be an integer >= {minimum}, got {getattr(self, name)!r}")
+
+        at_least("epochs", 1)
+        at_least("batch_size", 2)
+        for name in ("split_seed", "seed", "checkpoint_every", "workers"):
+            at_least(name, 0)
+        if self.image_size is not None:
+            at_least("image_size", 8)
+        if not self.lr > 0:
+            raise StableTrainError(f"lr must be a finite number > 0, got {self.lr!r}")
+        if not self.weight_decay >= 0:
+            raise StableTrainError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise StableTrainError(f"test_fraction must be in (0, 1), got {self.test_fraction!r}")
+        if self.amp not in AMP_MODES:
+            raise StableTrainError(f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
+        if self.task not in TASKS:
+            raise StableTrainError(f"unknown task {self.task!r}; known tasks: {', '.join(TASKS.names())}")
+        groups = self._groups()
+        for group, defaults in groups.items():
+            given = getattr(self, group)
+            for name in given:
+                if name not in defaults:
+                    raise StableTrainError(self._no_effect(name, groups))
+            resolved = {}
+            for name, default in defaults.items():
+                if name in given:
+                    resolved[name] = check_like_default(given[name], default, f"{name} ({group[:-5]} option)")
+                elif default is inspect.Parameter.empty:
+                    raise StableTrainError(f"{group[:-5]} option {name!r} is required and has no default")
+                elif isinstance(default, _SCALARS):
+                    resolved[name] = default
+            setattr(self, group, resolved)
+        for group in groups:
+            for name, value in getattr(self, group).items():
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise StableTrainError(f"{name} must be finite, got {value!r}")
+        self._build_check()
+        resolve_device(self.device)
+        return self
+
+    def _build_check(self) -> None:
+        """Build the task and the objective once, so that their own checks of values (ranges, names) run now."""
+        task = TASKS.build(self.task, **self.task_args)
+        task.objective(self)
+
+    def execution_options(self) -> list[str]:
+        """The fields that change how a run executes, not what it computes."""
+        return [f.name for f in dataclasses.fields(self) if f.metadata.get("execution")]
+
+
+EXECUTION_OPTIONS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("execution"))

@@ -1,0 +1,107 @@
+"""Weather corruptions: snow, frost, fog, brightness, spatter."""
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from stabletrain.corruptions import PARAMETER_SETS, Corruption, corrupt, frost_texture
+
+from ._support import _skimage_hsv_map, _test_image, gen
+
+
+@pytest.mark.parametrize("parameter_set", PARAMETER_SETS)
+def test_snow_only_brightens(parameter_set, photos):
+    for image in (photos[:4], photos[:4, :1]):
+        for severity in range(1, 6):
+            out = corrupt(image, "snow", severity, parameter_set, gen(severity))
+            assert bool((out >= image - 1e-6).all())
+            assert float((out - image).mean()) > 0.01
+
+
+@pytest.mark.parametrize("parameter_set", PARAMETER_SETS)
+def test_frost_blends_the_image_with_a_frost_texture(parameter_set):
+    a = torch.rand(2, 3, 32, 32, generator=gen(1)) * 0.3
+    b = torch.rand(2, 3, 32, 32, generator=gen(2)) * 0.3
+    for severity in range(1, 6):
+        keep, weight = Corruption("frost", severity, parameter_set).parameters
+        out_a = corrupt(a, "frost", severity, parameter_set, gen(5))
+        out_b = corrupt(b, "frost", severity, parameter_set, gen(5))
+        unclipped = (out_a < 1) & (out_b < 1)
+        # same seed, same texture: the difference is the images' times c[0]
+        torch.testing.assert_close((out_a - out_b)[unclipped], keep * (a - b)[unclipped], atol=1e-5, rtol=0)
+        black = corrupt(torch.zeros(2, 3, 32, 32), "frost", severity, parameter_set, gen(5))
+        assert 0.5 * weight < float(black.mean()) < 0.8 * weight
+
+
+def test_frost_texture_is_seeded_pale_blue_and_textured():
+    for side in (32, 96):
+        t = frost_texture(4, side, side, generator=gen(0))
+        torch.testing.assert_close(t, frost_texture(4, side, side, generator=gen(0)))
+        r, g, b = t.mean(dim=(0, 2, 3)).tolist()
+        assert 0.5 < r < g < b < 0.8  # the frost photographs average about (0.57, 0.66, 0.70)
+        assert 0.06 < float(t.std(dim=(2, 3)).mean()) < 0.2
+        grey = frost_texture(2, side, side, channels=1, generator=gen(0))
+        assert grey.shape == (2, 1, side, side)
+
+
+@pytest.mark.parametrize("parameter_set", PARAMETER_SETS)
+def test_fog_adds_a_scaled_layer_and_renormalizes_by_the_maximum(parameter_set):
+    a = torch.rand(2, 3, 32, 32, generator=gen(1)) * 0.5
+    b = torch.rand(2, 3, 32, 32, generator=gen(2)) * 0.5
+    a[..., 0, 0] = b[..., 0, 0] = 1.0  # same maximum
+    for severity in range(1, 6):
+        c, _ = Corruption("fog", severity, parameter_set).parameters
+        out_a = corrupt(a, "fog", severity, parameter_set, gen(4))
+        out_b = corrupt(b, "fog", severity, parameter_set, gen(4))
+        unclipped = (out_a < 1) & (out_b < 1)
+        torch.testing.assert_close((out_a - out_b)[unclipped], ((a - b) / (1 + c))[unclipped], atol=1e-5, rtol=0)
+        # the fog layer is one grey plasma: it brightens, equally in every channel
+        fog = out_a * (1 + c) - a
+        torch.testing.assert_close(fog[:, 0][unclipped[:, 0]], fog[:, 1][unclipped[:, 0]], atol=1e-5, rtol=0)
+        assert float(fog.min()) >= -1e-5
+
+
+@pytest.mark.parametrize("parameter_set", PARAMETER_SETS)
+def test_brightness_adds_to_the_hsv_value(parameter_set):
+    x = _test_image()
+    for severity in range(1, 6):
+        c = Corruption("brightness", severity, parameter_set).parameters
+
+        def brighten(hsv, c=c):
+            hsv[..., 2] = np.clip(hsv[..., 2] + c, 0, 1)
+
+        torch.testing.assert_close(corrupt(x, "brightness", severity, parameter_set),
+                                   _skimage_hsv_map(x, brighten), atol=2e-6, rtol=0)
+        grey = x[:, :1]
+        torch.testing.assert_close(corrupt(grey, "brightness", severity, parameter_set), (grey + c).clamp(0, 1))
+
+
+@pytest.mark.parametrize("parameter_set", PARAMETER_SETS)
+def test_spatter_adds_water_or_covers_with_mud(parameter_set):
+    x = torch.rand(4, 3, 64, 64, generator=gen(3)) * 0.6 + 0.2
+    mud = torch.tensor([63, 42, 20]).view(1, 3, 1, 1) / 255
+    for severity in range(1, 6):
+        out = corrupt(x, "spatter", severity, parameter_set, gen(severity))
+        delta = out - x
+        assert float(delta.abs().amax()) > 0.05
+        if severity <= 3:  # water only adds light
+            assert bool((delta >= -1e-6).all())
+        else:  # mud mixes each pixel towards the mud colour
+            assert bool((delta * (mud - x) >= -1e-6).all())
+            assert bool((delta.abs() <= (mud - x).abs() + 1e-5).all())
+
+
+def test_spatter_distance_and_equalization_steps_match_scipy_and_opencv():
+    from stabletrain.corruptions import _equalize_hist, _truncated_distance
+
+    rims = torch.rand(3, 1, 40, 50, generator=gen(0)) < 0.01
+    expected = np.stack([ndimage.distance_transform_edt(~r[0]) for r in rims.numpy()])[:, None]
+    np.testing.assert_allclose(_truncated_distance(rims, 20.0, torch.float64).numpy(), np.minimum(expected, 20),
+                               atol=1e-9)
+    cv2 = pytest.importorskip("cv2")  # only present with the benchmark's reference package
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        image = (rng.random((40, 50)) ** 3 * 200).astype(np.uint8)
+        ours = _equalize_hist(torch.from_numpy(image).float()[None, None])[0, 0].numpy()
+        np.testing.assert_array_equal(ours, cv2.equalizeHist(image))
