@@ -71,3 +71,35 @@ def test_fgsm_equals_its_closed_form_on_a_linear_model():
     grad = ((probs - torch.nn.functional.one_hot(y, 2).float()) @ weight).view_as(x)
     expected = (x + 0.02 * grad.sign()).clamp(0.0, 1.0)
     torch.testing.assert_close(physical_fgsm(model, x, y, 0.02), expected)
+
+
+class _RightOnlyOffTheCleanImage(nn.Module):
+    """Gets jet i right exactly when its total pT moved away from the clean image's (rows in data-set order)."""
+
+    def __init__(self, clean_total: torch.Tensor, labels: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("clean_total", clean_total)
+        self.register_buffer("sign", labels.float() * 2 - 1)
+        self.anchor = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        moved = (x.flatten(1).sum(1) - self.clean_total[: len(x)]).abs() > 1e-4
+        logit = torch.where(moved, 5.0, -5.0) * self.sign[: len(x)] + 0 * self.anchor
+        return torch.stack([torch.zeros_like(logit), logit], dim=1)
+
+
+def test_attack_rows_never_report_fewer_errors_than_on_clean_jets(monkeypatch):
+    """Issue 11, item 2 for jets: an 'attack' that moves a clean-wrong jet to the right class must not count
+    as robust, and a jet broken at a smaller strength stays broken at every larger one."""
+    import stabletrain.jets.study as study
+
+    x = torch.rand(10, 1, 5, 5) * 0.1
+    y = torch.arange(10) % 2
+    model = _RightOnlyOffTheCleanImage(x.flatten(1).sum(1), y)  # wrong on every clean jet
+    # the strength-0.2 attack moves every jet (making the model right), the others move none
+    monkeypatch.setattr(study, "physical_pgd", lambda m, xb, yb, eps, **kw: xb + 0.01 if eps == 0.2 else xb.clone())
+    rows = attack_rows({"m": model}, x, y, epsilons=[0.3, 0.1, 0.2], progress=False)
+    assert all(r["success_rate"] == 1.0 for r in rows)  # clean error is 100 %, so no attack lowers it
+    assert [r["strength"] for r in rows] == [0.1, 0.2, 0.3]
+    for before, after in zip(rows, rows[1:]):
+        assert after["success_rate"] >= before["success_rate"]

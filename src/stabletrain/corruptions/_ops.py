@@ -84,7 +84,8 @@ def _rands(shapes: Sequence[Sequence[int]], generator: Generator,
     they are the separate draws, number for number. With an
     :class:`ExampleRNG` every row makes one draw, which is split up: one call
     per row instead of one per row and shape (the plasma fractal makes three
-    draws per octave).
+    draws per octave); from a CPU stream these are again the numbers of
+    separate draws.
     """
     bounds = list(bounds) if bounds is not None else [(0.0, 1.0)] * len(shapes)
     if not isinstance(generator, ExampleRNG):
@@ -265,7 +266,8 @@ def _filter_per_example(x: torch.Tensor, kernels: torch.Tensor, mode: str,
     as they would alone), or an FFT of the image alone with its own kernel.
 
     ``kernels`` is ``1×kh×kw`` (one kernel for all images) or every image's
-    own kernel ``alone(b)`` zero-padded to one centred ``B×kh×kw`` size.
+    own kernel ``alone(b)`` zero-padded to one centred ``B×kh×kw`` size
+    (``alone`` is needed then: an FFT's size follows from the kernel's).
     """
     batch = x.shape[0]
     weights = kernels.to(device=x.device, dtype=x.dtype)
@@ -277,8 +279,7 @@ def _filter_per_example(x: torch.Tensor, kernels: torch.Tensor, mode: str,
     few = (weights != 0).flatten(1).sum(1) <= _MAX_SHIFTED_TAPS
     out = _own_shifted_sums(x, _pad_for_kernel(x, kh, kw, mode), weights, few)
     for b in (~few).nonzero().flatten().tolist():
-        own = alone(b) if alone is not None else kernels[b]
-        out[b:b + 1] = _filter_per_image(x[b:b + 1], own.unsqueeze(0), mode)
+        out[b:b + 1] = _filter_per_image(x[b:b + 1], alone(b).unsqueeze(0), mode)
     return out
 
 

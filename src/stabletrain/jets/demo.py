@@ -33,17 +33,16 @@ import torch
 from ..cache import cache_dir
 from ..checks import StableTrainError
 from ..data import DataSplit, ImageDataset, load_digits
-from ..files import write_csv, write_json, write_yaml
+from ..files import ensure_output_dir, write_csv, write_json, write_yaml
 from ..reports import _pyplot, _save_figure, plot_severity_curves, write_markdown
 from ..demo import train_or_reuse
 from ..evaluation import distort_examples
-from ..files import ensure_output_dir
 from ..locking import output_lock
 from ..training import TrainConfig
 from .data import PIXEL_UNIT_GEV, load_jets
-from .detector import build_pileup_pool, detector_sweep, set_pileup_pool
+from .detector import build_pileup_pool, detector_sweep, jet_eta, set_pileup_pool
 from .generation import GenerationConfig, generate_jets
-from .images import occupancy
+from .images import ImageSpec, occupancy
 from .study import attack_rows, normalize_max
 from .tagging import evaluate_taggers
 
@@ -121,7 +120,8 @@ class JetDemoConfig:
 
 def demo_sample_path(config: JetDemoConfig) -> Path:
     """Where the demo's generated sample is cached."""
-    return cache_dir("jets") / f"demo-{config.signal}-n{config.n}-seed{config.generation_seed}.h5"
+    # v2: images flipped on the off-centre pixel halves, with per-cell eta maps (files before that are not reused)
+    return cache_dir("jets") / f"demo-{config.signal}-n{config.n}-seed{config.generation_seed}-v2.h5"
 
 
 def _train_or_reuse(config: TrainConfig, run_dir: Path, data: DataSplit, progress: bool,
@@ -187,7 +187,10 @@ def _run_jet_demo(config: JetDemoConfig, out_dir: str | Path, *, progress: bool,
         models["stability-additive"] = _train_or_reuse(additive, out / "models" / "stability-additive", data,
                                                        progress, emit)
     emit(f"evaluating {len(models)} taggers and the mass window under {len(specs)} detector effects")
-    rows = evaluate_taggers(models, data.test, specs, seed=config.seed, progress=progress)
+    # smear-A needs each cell's energy E = pT cosh(eta): the test jets' eta maps are in force for the sweep
+    with jet_eta(getattr(data.test, "eta_map", None), ImageSpec(**data.info["image"]) if "image" in data.info
+                 else ImageSpec()):
+        rows = evaluate_taggers(models, data.test, specs, seed=config.seed, progress=progress)
 
     emit("attacking the taggers")
     n_attack = min(config.attack_examples, len(data.test))
