@@ -286,3 +286,16 @@ def test_registered_models_are_built_with_checked_options():
     assert model(torch.rand(2, 1, 8, 8)).shape == (2, 3)
     with pytest.raises(StableTrainError, match="unknown option 'widht' for model 'small_cnn'"):
         build_model("small_cnn", widht=4)
+
+
+def test_evaluate_names_the_extension_for_a_checkpoint_of_its_task(tmp_path, capsys):
+    import shutil
+
+    from stabletrain.cli import main
+
+    run = tmp_path / "jets-run"
+    run.mkdir()
+    shutil.copy(DATA / "legacy-0.1-jet_cnn.pt", run / "checkpoint.pt")
+    assert main(["evaluate", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "trained for task 'jets'" in err and "stabletrain jets evaluate" in err and "Traceback" not in err

@@ -143,7 +143,11 @@ def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStac
         print(f"wrote {paths['report']}, {paths['json']} and {paths['csv']}")
         return 0
     if trained_task != "classification":
-        raise StableTrainError(f"{args.checkpoint} holds an embedder; evaluate it with --task similarity")
+        if trained_task == "similarity":
+            raise StableTrainError(f"{args.checkpoint} holds an embedder; evaluate it with --task similarity")
+        raise StableTrainError(f"{args.checkpoint} was trained for task {trained_task!r}, which this command does "
+                               f"not evaluate; use the evaluation of the extension that provides the task "
+                               f"(stabletrain {trained_task} evaluate, if it has one)")
     suites = [s.strip() for s in (args.suite or "paper").split(",") if s.strip()]
     unknown = [s for s in suites if s not in SUITES]
     if unknown or not suites:
