@@ -67,7 +67,7 @@ PLUGIN_GROUP = "stabletrain.plugins"
 
 T = TypeVar("T")
 
-_plugins_lock = threading.Lock()
+_plugins_lock = threading.RLock()  # a plugin that looks names up while registering must not deadlock
 _plugins_loaded = False
 _plugin_status: dict[str, str] = {}
 
@@ -205,6 +205,10 @@ class Registry(Generic[T]):
         self._entries.pop(name, None)
         self._providers.pop(name, None)
         self._predicates = [(n, p) for n, p in self._predicates if n != name]
+
+    def registered(self, name: str) -> bool:
+        """Whether ``name`` is registered already, without loading plugins (for use inside ``register()``)."""
+        return name in self._entries
 
     def __contains__(self, name: object) -> bool:
         if name in self._entries:

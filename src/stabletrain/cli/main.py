@@ -30,7 +30,7 @@ def _register_core() -> None:
     from .train import COMMAND as train
 
     for command in (train, evaluate, demo, compare):
-        if command.name not in COMMANDS._entries:
+        if not COMMANDS.registered(command.name):
             COMMANDS.register(command.name, command)
 
 

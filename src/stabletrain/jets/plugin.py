@@ -45,7 +45,7 @@ def register() -> None:
     TASKS.register("jets", "stabletrain.jets.tagging:JetTaggingTask", override=True)
     DATA.register("jets", load_jet_source, predicate=is_jet_source, override=True)
     for family, cls in DETECTOR_EFFECTS.items():
-        if family not in DISTORTIONS._entries:  # the detector module registers the classes themselves on import
+        if not DISTORTIONS.registered(family):  # the detector module registers the classes themselves on import
             DISTORTIONS.register(family, f"stabletrain.jets.detector:{cls}")
     COMMANDS.register("jets", "stabletrain.jets.cli:COMMAND", override=True)
     DEMOS.register("jets", "stabletrain.jets.cli:DEMO", override=True)
