@@ -39,9 +39,13 @@ def test_compare_writes_reports_over_all_methods(comparison):
     assert methods == ["plain", "gaussian", "stability", "jsd", "trades", "adversarial", "consistency"]
     plain = results["table"][0]
     assert plain["training time relative to plain"]["mean"] == pytest.approx(1.0)
-    assert 0.0 <= plain["ACR"]["mean"]
-    for column in ("clean accuracy", "robust accuracy ε=0.05", "certified accuracy r=0.25"):
+    assert 0.0 <= plain["ACR, first 16"]["mean"]
+    for column in ("clean accuracy", "robust accuracy ε=0.05, first 64", "certified accuracy r=0.25, first 16"):
         assert column in results["columns"]
+    # robust accuracy is read against the clean accuracy of the same attacked images, and never exceeds it
+    for row in results["table"]:
+        clean = row["clean accuracy, first 64 (attacked)"]["mean"]
+        assert all(row[c]["mean"] <= clean + 1e-12 for c in results["columns"] if c.startswith("robust accuracy"))
     for name in ("report.md", "report.html", "results.csv", "config.yaml", "plots/accuracy_vs_severity.png",
                  "plots/robust_accuracy.png", "plots/certified_accuracy.png"):
         assert (comparison / name).exists(), name

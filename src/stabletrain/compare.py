@@ -187,9 +187,15 @@ def _summarize(config: CompareConfig, results: dict[tuple[str, int], dict], seco
     first = next(iter(results.values()))
     families = family_order(first["rows"])
     columns = ["clean accuracy"] + [f"{fam} (mean over severities)" for fam in families]
-    columns += [f"robust accuracy ε={p['epsilon']:.4g}" for p in first["robust"]]
+    # the attack and the certification run on the first N test images: their columns name N, and the clean
+    # accuracy of those same images sits beside them, so robust is never read against another sample
+    attacked = first["robust"][0]["n"] if first["robust"] else 0
+    columns += [f"clean accuracy, first {attacked} (attacked)"]
+    columns += [f"robust accuracy ε={p['epsilon']:.4g}, first {attacked}" for p in first["robust"]]
     if "smoothing" in first:
-        columns += ["ACR"] + [f"certified accuracy r={r:g}" for r in first["smoothing"]["radii"]]
+        certified = first["smoothing"].get("examples", "?")
+        columns += [f"ACR, first {certified}"] + [f"certified accuracy r={r:g}, first {certified}"
+                                                  for r in first["smoothing"]["radii"]]
     columns += ["training time relative to plain"]
     plain_time = statistics.mean([seconds[("plain", s)] for s in config.seeds]) if "plain" in config.methods else None
     table = []
@@ -201,12 +207,14 @@ def _summarize(config: CompareConfig, results: dict[tuple[str, int], dict], seco
             per_seed["clean accuracy"].append(acc["clean"])
             for fam, items in families.items():
                 per_seed[f"{fam} (mean over severities)"].append(statistics.mean(acc[r["distortion"]] for r in items))
+            if res["robust"]:
+                per_seed[f"clean accuracy, first {attacked} (attacked)"].append(res["robust"][0]["clean_accuracy"])
             for point in res["robust"]:
-                per_seed[f"robust accuracy ε={point['epsilon']:.4g}"].append(point["robust_accuracy"])
+                per_seed[f"robust accuracy ε={point['epsilon']:.4g}, first {attacked}"].append(point["robust_accuracy"])
             if "smoothing" in res:
-                per_seed["ACR"].append(res["smoothing"]["acr"])
+                per_seed[f"ACR, first {certified}"].append(res["smoothing"]["acr"])
                 for r, a in zip(res["smoothing"]["radii"], res["smoothing"]["certified_accuracy"]):
-                    per_seed[f"certified accuracy r={r:g}"].append(a)
+                    per_seed[f"certified accuracy r={r:g}, first {certified}"].append(a)
             if plain_time:
                 per_seed["training time relative to plain"].append(seconds[(method, seed)] / plain_time)
         table.append({"method": method, **{c: _mean_std(v) for c, v in per_seed.items() if v}})
@@ -264,7 +272,7 @@ def _plots(config: CompareConfig, results: dict, out: Path) -> list[Path]:
 
 def _format(column: str, value: tuple[float, float]) -> str:
     mean, std = value
-    if column == "ACR":
+    if column.startswith("ACR"):
         return f"{mean:.3f} ± {std:.3f}"
     if column.startswith("training time"):
         return f"{mean:.2f}× ± {std:.2f}"
