@@ -199,3 +199,8 @@ def test_a_second_run_into_a_locked_folder_is_refused(tmp_path):
 def test_sigma_above_one_pixel_unit_is_rejected(tmp_path, capsys):
     assert main(["train", "--sigma", "5", "--out", str(tmp_path / "run")]) == 2
     assert "sigma" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_a_typo_inside_an_options_group_names_its_factory():
+    with pytest.raises(StableTrainError, match="unknown option 'widht' for model 'small_cnn'; its options: width"):
+        TrainConfig(model_args={"widht": 3}).validated()

@@ -253,7 +253,13 @@ class TrainConfig:
             given = getattr(self, group)
             for name in given:
                 if name not in defaults:
-                    raise StableTrainError(self._no_effect(name, groups))
+                    message = self._no_effect(name, groups)
+                    if message.startswith("unknown config option"):  # a typo inside a group: name the factory
+                        owner = {"model_args": f"model {self.model!r}", "method_args": f"method {self.method!r}",
+                                 "task_args": f"task {self.task!r}"}[group]
+                        message = (f"unknown option {name!r} for {owner}; its options: "
+                                   f"{', '.join(defaults) or '(none)'}")
+                    raise StableTrainError(message)
             resolved = {}
             for name, default in defaults.items():
                 if name in given:
