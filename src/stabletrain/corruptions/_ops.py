@@ -66,10 +66,7 @@ def _rand(shape: Sequence[int], generator: Generator, device: torch.device,
           dtype: torch.dtype, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
     # Drawn on the generator's device and moved, so a seed means the same
     # numbers whether the batch is on the CPU or a GPU.
-    if isinstance(generator, ExampleRNG):
-        u = draw(torch.rand, shape, generator)
-    else:
-        u = torch.rand(tuple(shape), generator=generator, device=_draw_device(generator), dtype=torch.float32)
+    u = draw(torch.rand, shape, generator)  # one row per stream for an ExampleRNG (seeding.draw)
     if (low, high) != (0.0, 1.0):
         u = u.mul_(high - low).add_(low)  # in place: the same float32 operations as low + (high - low)·u
     return u.to(device=device, dtype=dtype)
@@ -105,10 +102,7 @@ def _rands(shapes: Sequence[Sequence[int]], generator: Generator,
 
 def _randn(shape: Sequence[int], generator: Generator, device: torch.device,
            dtype: torch.dtype, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
-    if isinstance(generator, ExampleRNG):
-        z = draw(torch.randn, shape, generator)
-    else:
-        z = torch.randn(tuple(shape), generator=generator, device=_draw_device(generator), dtype=torch.float32)
+    z = draw(torch.randn, shape, generator)
     if (mean, std) != (0.0, 1.0):
         z = z.mul_(std).add_(mean)  # in place: the same float32 operations as mean + std·z
     return z.to(device=device, dtype=dtype)
