@@ -18,6 +18,7 @@ from .data import DataSplit, load_data, load_patches, sample_triplets
 from .evaluation import accuracy, predict_logits
 from .losses import feature_distance
 from .models import load_weights
+from .models.specs import model_factory, parse_model_spec, spec_source, uses_data_statistics
 from .objectives import Objective, build_objective, objective_factory
 from .registry import MODELS, TASKS
 from .seeding import make_generator
@@ -56,15 +57,31 @@ class Task:
         raise NotImplementedError
 
     def model_kwargs(self, config: Any, data: DataSplit) -> dict[str, Any]:
-        """The model arguments that come from the data (:attr:`supplied_model_args`)."""
-        mean, std = data.channel_stats()
-        return {"in_channels": data.channels, "num_classes": data.num_classes, "mean": mean, "std": std}
+        """The model arguments that come from the data (:attr:`supplied_model_args`).
+
+        The data's channel statistics normalize registered and user models;
+        ``timm:``/``torchvision:`` models keep their pretrained statistics
+        (see :mod:`stabletrain.models.specs`).
+        """
+        kwargs: dict[str, Any] = {"in_channels": data.channels, "num_classes": data.num_classes}
+        if uses_data_statistics(model_factory(self.model_name(config.model))):
+            kwargs["mean"], kwargs["std"] = data.channel_stats()
+        return kwargs
 
     def model_spec(self, config: Any, data: DataSplit) -> dict[str, Any]:
-        """What a checkpoint stores to rebuild the model: registry name, arguments, and who provides it."""
+        """What a checkpoint stores to rebuild the model: the spec, its arguments, and who provides it.
+
+        For a ``file.py:factory`` spec it also stores the file's resolved path
+        and SHA-256, so a checkpoint loaded after the file changed says so.
+        """
         name = self.model_name(config.model)
-        return {"name": name, "kwargs": {**self.model_kwargs(config, data), **config.model_args},
-                "provider": MODELS.provider(name)}
+        given = {k: v for k, v in config.model_args.items() if not (k in ("mean", "std") and v is None)}
+        spec = {"name": name, "kwargs": {**self.model_kwargs(config, data), **given},
+                "provider": MODELS.provider(name) if parse_model_spec(name).kind == "registered" else None}
+        source = spec_source(name)
+        if source is not None:
+            spec["source"] = source
+        return spec
 
     def perturbation(self, method_args: dict[str, Any]) -> nn.Module | None:
         """The task's perturbation for methods that add noise, or None for the method's own Gaussian noise."""

@@ -48,8 +48,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warnings() -> None:
+    """Warnings of the library's loggers as ``stabletrain: warning: …`` lines on stderr (once per process)."""
+    import logging
+
+    logger = logging.getLogger("stabletrain")
+    if not any(getattr(h, "_stabletrain", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("stabletrain: warning: %(message)s"))
+        handler.setLevel(logging.WARNING)
+        handler._stabletrain = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``stabletrain`` command; returns the exit status."""
+    _show_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

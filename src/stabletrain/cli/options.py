@@ -31,12 +31,28 @@ FIELD_HELP = {
     "image_size": "image side in pixels (default 32; .npz: as stored)",
     "split_seed": "seed of the train/test split (default 0)",
     "test_fraction": "fraction of the data held out for testing (default 0.2)",
-    "model": "architecture, a registered model name (default small_cnn)",
+    "model": "architecture: a registered name (default small_cnn), timm:NAME, torchvision:NAME, "
+             "path/to/file.py:factory or package.module:factory; options go in --model-args",
     "method": "plain, gaussian, stability (default), jsd, trades, adversarial, consistency, or a registered method",
     "epochs": "training epochs (default 12)",
     "batch_size": "global batch size (default 64)",
-    "lr": "AdamW learning rate, cosine-decayed per step (default 3e-3)",
-    "weight_decay": "AdamW weight decay (default 5e-4)",
+    "lr": "learning rate of the head (and of the backbone, times --backbone-lr-scale), after warm-up decayed "
+          "by --schedule per step (default 3e-3)",
+    "weight_decay": "weight decay of every parameter (default 5e-4)",
+    "optimizer": "adamw (default) or sgd (with --momentum)",
+    "momentum": "SGD momentum (default 0.9)",
+    "schedule": "cosine (default: decay to 0 over the run) or constant, after the warm-up",
+    "warmup_epochs": "linear learning-rate warm-up over this many epochs, fractions allowed (default 0)",
+    "backbone_lr_scale": "backbone learning rate = lr × this; the classifier head keeps lr (default 1; 0 "
+                         "freezes the backbone)",
+    "freeze_bn": "keep batch-norm running statistics as loaded (fine-tuning)",
+    "weights": "weights file to start from: a plain state dict, a timm or torchvision checkpoint, .safetensors, "
+               "or a stabletrain checkpoint; a head of another class count is replaced",
+    "stream": "decode images per batch in DataLoader workers instead of holding the data in memory (default: "
+              "only file lists and tar shards stream)",
+    "augment": "training transform of streamed images: none (default), flip, or crop-flip (random-resized crop "
+               "and flip)",
+    "crop_pct": "evaluation crop of streamed images: resize to image_size / crop_pct, centre crop (default 0.875)",
     "seed": "seed of initialization, shuffling and noise (default 0)",
     "device": "auto, cpu, cuda or cuda:N (default auto)",
     "sync_bn": "SyncBatchNorm across processes (GPUs only)",

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..commands import Command, Log
-from .common import positive_int
+from .common import float_list, positive_int
 from .options import add_config_flags, config_values
 
 __all__ = ["COMMAND", "add_parser", "run", "merge_options"]
@@ -25,7 +25,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                         "nccl on GPUs, gloo on the CPU); --batch-size is the global batch")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--init", help="checkpoint to start from (fine-tune an already-trained model)")
+    p.add_argument("--init", help="stabletrain checkpoint to start from, with its model (fine-tune a model "
+                                  "trained here); for weights saved by other tools use --weights")
+    p.add_argument("--mean", type=float_list, help="input mean per channel, comma-separated, applied inside the "
+                                                   "model (default: the data's, or a timm/torchvision model's "
+                                                   "pretrained config)")
+    p.add_argument("--std", type=float_list, help="input std per channel, comma-separated (see --mean)")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
     return p
@@ -65,7 +70,11 @@ def run(args: argparse.Namespace, log: Log) -> int:
         loaded = read_yaml(args.config)
         loaded.pop("init", None)  # saved configs record it; it is a flag, not a setting
         values = merge_options(values, loaded)
-    config = TrainConfig.from_dict(merge_options(values, config_values(args)))
+    flags = config_values(args)
+    for name in ("mean", "std"):
+        if getattr(args, name, None) is not None:
+            flags.setdefault("model_args", {})[name] = getattr(args, name)
+    config = TrainConfig.from_dict(merge_options(values, flags))
     if args.nproc and args.nproc > 1 and not distributed.launched_by_torchrun():
         return _launch(args, config)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,10 @@ from torch import nn
 from ..checks import StableTrainError
 from ..files import safe_torch_load
 from ..models import load_weights
-from ..registry import MODELS, check_options
+from ..models.specs import check_spec_source, model_factory
+from ..registry import check_options
+
+logger = logging.getLogger("stabletrain")
 
 __all__ = ["CHECKPOINT_FORMAT", "load_checkpoint", "load_model", "build_from_spec"]
 
@@ -37,7 +41,9 @@ def build_from_spec(spec: dict[str, Any], source: str) -> nn.Module:
     package that registered the model; a model from an extension that is not
     installed gets one line saying which package it needs.
     """
-    factory = MODELS.get(spec["name"], needed_by=f"checkpoint {source}", provider=spec.get("provider"))
+    factory = model_factory(spec["name"], needed_by=f"checkpoint {source}", provider=spec.get("provider"))
+    for line in check_spec_source(spec["name"], spec.get("source"), f"checkpoint {source}"):
+        logger.warning("%s", line)
     kwargs = dict(spec["kwargs"])
     check_options(factory, kwargs, f"model {spec['name']!r} of checkpoint {source}")
     return factory(**kwargs)

@@ -37,13 +37,23 @@ from typing import Any
 
 from ..checks import StableTrainError, check_like_default, check_type
 from ..devices import resolve_device
+from ..models.specs import model_factory
 from ..objectives import OBJECTIVE_TASKS, available_methods, objective_factory
 from ..registry import MODELS, TASKS, factory_options
 
-__all__ = ["TrainConfig", "AMP_MODES", "EXECUTION_OPTIONS", "LEGACY_OPTIONS"]
+__all__ = ["TrainConfig", "AMP_MODES", "OPTIMIZERS", "SCHEDULES", "AUGMENTATIONS", "EXECUTION_OPTIONS",
+           "LEGACY_OPTIONS"]
 
 #: ``amp`` settings: full float32, or bfloat16 autocast of the forward passes (CPU and CUDA).
 AMP_MODES = ("off", "bf16")
+#: ``optimizer`` settings: AdamW, or SGD with (Nesterov-free) momentum as in the paper's fine-tuning.
+OPTIMIZERS = ("adamw", "sgd")
+#: ``schedule`` settings: cosine decay to zero over the run, or a constant rate (both after the warm-up).
+SCHEDULES = ("cosine", "constant")
+#: ``augment`` settings of streamed training images: none, a horizontal flip, or a random-resized crop and a flip.
+AUGMENTATIONS = ("none", "flip", "crop-flip")
+#: The model arguments a user may set although the task fills them in (they override the data's statistics).
+OVERRIDABLE_MODEL_ARGS = ("mean", "std")
 
 #: Flat options of configs written before options were grouped (stabletrain 0.1 checkpoints).
 LEGACY_OPTIONS = ("width", "norm", "alpha", "sigma", "detach_clean", "batching", "bn_stats", "margin", "jsd_lambda",
@@ -74,6 +84,23 @@ class TrainConfig:
     * ``checkpoint_every``: also checkpoint every that many steps (0: per epoch only).
     * ``workers``: DataLoader worker processes that gather batches (0: index
       the in-memory tensors directly on the device, the fastest for data that fits).
+
+    Fine-tuning (the paper's main use):
+
+    * ``weights``: a weights file (plain state dict, timm, torchvision or
+      stabletrain checkpoint) loaded into the model before training; a head
+      of another class count is replaced (see :func:`stabletrain.models.load_pretrained`).
+    * ``optimizer`` (``adamw`` or ``sgd``), ``momentum`` (SGD), ``lr``, ``weight_decay``.
+    * ``warmup_epochs``: linear warm-up from 0 over that many epochs (fractions allowed), then ``schedule``.
+    * ``backbone_lr_scale``: the backbone's learning rate is ``lr × backbone_lr_scale``; the classifier
+      head keeps ``lr`` (0 freezes the backbone).
+    * ``freeze_bn``: batch-norm layers keep their running statistics (they stay in eval mode).
+
+    Streaming data: ``stream`` decodes images in DataLoader workers per
+    batch instead of holding the data set in memory (``None``: only for
+    sources that cannot be held, file lists and tar shards), ``augment``
+    sets the training transform of streamed images and ``crop_pct`` the
+    evaluation crop (resize to ``image_size / crop_pct``, centre crop).
     """
 
     task: str = "classification"
@@ -90,6 +117,16 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 5e-4
+    optimizer: str = "adamw"
+    momentum: float = 0.9
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    backbone_lr_scale: float = 1.0
+    freeze_bn: bool = False
+    weights: str | None = None
+    stream: bool | None = None
+    augment: str = "none"
+    crop_pct: float = 0.875
     seed: int = 0
     sync_bn: bool = False
     amp: str = "off"
@@ -102,7 +139,11 @@ class TrainConfig:
                  split_seed: int = 0, test_fraction: float = 0.2, model: str = "small_cnn",
                  model_args: dict | None = None, method: str = "stability", method_args: dict | None = None,
                  task_args: dict | None = None, epochs: int = 12, batch_size: int = 64, lr: float = 3e-3,
-                 weight_decay: float = 5e-4, seed: int = 0, sync_bn: bool = False, amp: str = "off",
+                 weight_decay: float = 5e-4, optimizer: str = "adamw", momentum: float = 0.9,
+                 schedule: str = "cosine", warmup_epochs: float = 0.0, backbone_lr_scale: float = 1.0,
+                 freeze_bn: bool = False, weights: str | None = None, stream: bool | None = None,
+                 augment: str = "none", crop_pct: float = 0.875, seed: int = 0, sync_bn: bool = False,
+                 amp: str = "off",
                  device: str = "auto", compile: bool = False, checkpoint_every: int = 0, workers: int = 0,
                  **options: Any) -> None:
         self.task, self.data, self.image_size, self.split_seed = task, data, image_size, split_seed
@@ -113,6 +154,9 @@ class TrainConfig:
         self.model_args, self.method_args, self.task_args = dict(model_args or {}), dict(method_args or {}), \
             dict(task_args or {})
         self.epochs, self.batch_size, self.lr, self.weight_decay, self.seed = epochs, batch_size, lr, weight_decay, seed
+        self.optimizer, self.momentum, self.schedule, self.warmup_epochs = optimizer, momentum, schedule, warmup_epochs
+        self.backbone_lr_scale, self.freeze_bn, self.weights = backbone_lr_scale, freeze_bn, weights
+        self.stream, self.augment, self.crop_pct = stream, augment, crop_pct
         self.sync_bn, self.amp, self.device, self.compile = sync_bn, amp, device, compile
         self.checkpoint_every, self.workers = checkpoint_every, workers
         if options:
@@ -173,13 +217,21 @@ class TrainConfig:
         model_name = task_obj.model_name(self.model) if isinstance(self.model, str) else self.model
         if not isinstance(model_name, str):
             raise StableTrainError(f"model must be a string, got {self.model!r}")
-        model_defaults = {k: p.default for k, p in factory_options(MODELS.get(model_name)).items()
+        model_defaults = {k: p.default for k, p in factory_options(model_factory(model_name)).items()
                           if k not in task_obj.supplied_model_args}
+        model_defaults.update({k: None for k in OVERRIDABLE_MODEL_ARGS if k in task_obj.supplied_model_args})
         if not isinstance(self.method, str):
             raise StableTrainError(f"method must be a string, got {self.method!r}")
         method_defaults = {k: p.default for k, p in
                            factory_options(objective_factory(self.method, task_obj.objective_task)).items()}
         return {"task_args": task_defaults, "model_args": model_defaults, "method_args": method_defaults}
+
+    def _model_takes_any(self) -> bool:
+        from ..registry import _accepts_any
+
+        task = TASKS.build(self.task, **{k: v for k, v in self.task_args.items()
+                                         if k in factory_options(TASKS.get(self.task))})
+        return _accepts_any(model_factory(task.model_name(self.model)))
 
     def _sort(self, options: dict[str, Any], strict: bool) -> None:
         """Put flat options into the group that takes them; in strict mode, reject the others with a reason."""
@@ -242,6 +294,24 @@ class TrainConfig:
             raise StableTrainError(f"lr must be a finite number > 0, got {self.lr!r}")
         if not self.weight_decay >= 0:
             raise StableTrainError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
+        for name, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("augment", AUGMENTATIONS)):
+            if getattr(self, name) not in choices:
+                raise StableTrainError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise StableTrainError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if not 0.0 <= self.warmup_epochs <= self.epochs:
+            raise StableTrainError(f"warmup_epochs must be in [0, epochs = {self.epochs}], got {self.warmup_epochs!r}")
+        if not 0.0 <= self.backbone_lr_scale <= 1e3:
+            raise StableTrainError(f"backbone_lr_scale must be >= 0, got {self.backbone_lr_scale!r}")
+        if not 0.0 < self.crop_pct <= 1.0:
+            raise StableTrainError(f"crop_pct must be in (0, 1], got {self.crop_pct!r}")
+        if self.optimizer != "sgd" and self.momentum != 0.9:
+            raise StableTrainError(f"momentum has no effect with optimizer {self.optimizer!r} (it is SGD's)")
+        if self.weights is not None:
+            from pathlib import Path
+
+            if not Path(self.weights).expanduser().is_file():
+                raise StableTrainError(f"weights file not found: {self.weights}")
         if not 0.0 < self.test_fraction < 1.0:
             raise StableTrainError(f"test_fraction must be in (0, 1), got {self.test_fraction!r}")
         if self.amp not in AMP_MODES:
@@ -251,8 +321,13 @@ class TrainConfig:
         groups = self._groups()
         for group, defaults in groups.items():
             given = getattr(self, group)
+            passed_through = {}
+            if group == "model_args" and self._model_takes_any():
+                # timm/torchvision models (and factories with **kwargs) take any keyword, as timm's create_model
+                passed_through = {k: check_like_default(v, None, f"{k} (model option)") for k, v in given.items()
+                                  if k not in defaults}
             for name in given:
-                if name not in defaults:
+                if name not in defaults and name not in passed_through:
                     message = self._no_effect(name, groups)
                     if message.startswith("unknown config option"):  # a typo inside a group: name the factory
                         owner = {"model_args": f"model {self.model!r}", "method_args": f"method {self.method!r}",
@@ -264,11 +339,13 @@ class TrainConfig:
             for name, default in defaults.items():
                 if name in given:
                     resolved[name] = check_like_default(given[name], default, f"{name} ({group[:-5]} option)")
+                elif group == "model_args" and name in OVERRIDABLE_MODEL_ARGS:
+                    continue  # filled in from the data or the pretrained config, unless given
                 elif default is inspect.Parameter.empty:
                     raise StableTrainError(f"{group[:-5]} option {name!r} is required and has no default")
                 elif isinstance(default, _SCALARS):
                     resolved[name] = default
-            setattr(self, group, resolved)
+            setattr(self, group, {**resolved, **passed_through})
         for group in groups:
             for name, value in getattr(self, group).items():
                 if isinstance(value, float) and not math.isfinite(value):

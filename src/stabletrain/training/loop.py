@@ -23,7 +23,10 @@ from ..locking import output_lock
 from ..perturbations import noise_shard
 from ..seeding import make_generator
 from ..tasks import get_task
+from ..models.specs import file_sha256
+from ..models.weights import load_pretrained
 from .checkpoints import CHECKPOINT_FORMAT, build_from_spec, load_checkpoint
+from .optim import build_optimizer, build_scheduler, freeze_batchnorm
 from .config import TrainConfig
 from .runs import differing_options
 
@@ -42,12 +45,6 @@ class TrainResult:
     train_seconds: float
     resumed_from_epoch: int = 0
     extra: dict = field(default_factory=dict)
-
-
-def _cosine(total_steps: int) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
-    return factor
 
 
 def train(
@@ -127,13 +124,16 @@ def _train(config: TrainConfig, out_dir: str | Path, *, resume: bool, init: str 
     model = build_from_spec(spec, str(checkpoint_path if stored is not None else "of this run")).to(device)
     if init_checkpoint is not None:
         task.init_from(model, init_checkpoint, str(init))
+    weights_report = None
+    if config.weights is not None and stored is None:
+        weights_report = load_pretrained(model, config.weights)
     if config.sync_bn:
         model = dist_utils.convert_sync_bn(model, ctx)
     objective = task.objective(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = build_optimizer(model, config)
     steps_per_epoch = len(dist_utils.DistributedBatchSampler(
         task.batches(data, config.batch_size, torch.Generator().manual_seed(0)), 0, ctx.world_size))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine(steps_per_epoch * config.epochs))
+    scheduler = build_scheduler(optimizer, config, steps_per_epoch)
 
     history: list[dict] = []
     start_epoch = start_step = 0
@@ -172,11 +172,17 @@ def _train(config: TrainConfig, out_dir: str | Path, *, resume: bool, init: str 
     else:
         x_source, y_source = data.train.x.to(device), data.train.y.to(device)
     emit = log if log is not None and ctx.is_main else (lambda line: None)
+    if weights_report is not None:
+        for line in weights_report.lines():
+            emit(line)
     if stored is not None:
         where = f"epoch {start_epoch}" + (f", step {start_step} of epoch {start_epoch + 1}" if start_step else "")
         emit(f"resuming {out} after {where}/{config.epochs}")
     last_good = (f"epoch {start_epoch}" + (f", step {start_step} of epoch {start_epoch + 1}" if start_step else "")
                  if stored is not None else "none written yet")
+
+    weights_info = (stored or {}).get("weights") if stored is not None else (
+        {**weights_report.to_dict(), "sha256": file_sha256(config.weights)} if weights_report is not None else None)
 
     def save(epoch: int, step: int, complete: bool, seconds: float, progress_state: dict | None = None) -> None:
         if not ctx.is_main:
@@ -205,6 +211,7 @@ def _train(config: TrainConfig, out_dir: str | Path, *, resume: bool, init: str 
             "history": history,
             "train_seconds": seconds,
             "init": str(init) if init else None,
+            "weights": weights_info,
         }, checkpoint_path)
 
     def autocast() -> contextlib.AbstractContextManager:
@@ -216,6 +223,8 @@ def _train(config: TrainConfig, out_dir: str | Path, *, resume: bool, init: str 
     global_step = start_epoch * steps_per_epoch + start_step
     for epoch in range(start_epoch, config.epochs):
         runner.train()
+        if config.freeze_bn:
+            freeze_batchnorm(model)
         shuffle = make_generator(config.seed, "shuffle", epoch)
         noise = make_generator(config.seed, "perturbation", epoch, device=device)
         first = start_step if epoch == start_epoch else 0

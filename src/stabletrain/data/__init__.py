@@ -47,8 +47,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .checks import StableTrainError
-from .registry import DATA
+from ..checks import StableTrainError
+from ..registry import DATA
 
 __all__ = ["ImageDataset", "DataSplit", "load_data", "load_digits", "load_photos", "load_image_folder",
            "load_tiled_folder", "load_npz", "load_patches", "PHOTO_SOURCES", "stratified_split", "region_split",

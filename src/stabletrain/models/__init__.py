@@ -13,53 +13,16 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .checks import StableTrainError
-from .registry import MODELS
+from ..checks import StableTrainError
+from ..registry import MODELS
+from .specs import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, model_factory, parse_model_spec
+from .weights import WeightsReport, load_pretrained, read_weights
+from .wrap import Normalize, NormalizedClassifier, classifier_layer, unwrap
 
 __all__ = ["Normalize", "NormalizedClassifier", "SmallCNN", "Embedder", "small_embedder", "build_model", "register_model",
-           "available_models", "load_weights"]
-
-
-class Normalize(nn.Module):
-    """Per-channel ``(x - mean) / std``, with the statistics stored as buffers.
-
-    Example:
-        >>> Normalize([0.5], [0.25])(torch.ones(1, 1, 2, 2)).flatten().tolist()
-        [2.0, 2.0, 2.0, 2.0]
-    """
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        super().__init__()
-        mean_t = torch.as_tensor(list(mean), dtype=torch.float32)
-        std_t = torch.as_tensor(list(std), dtype=torch.float32)
-        if mean_t.ndim != 1 or mean_t.shape != std_t.shape:
-            raise StableTrainError(f"mean and std must be equal-length lists, got {list(mean)} and {list(std)}")
-        if not bool((std_t > 0).all()):
-            raise StableTrainError(f"std must be positive, got {list(std)}")
-        self.register_buffer("mean", mean_t.view(1, -1, 1, 1))
-        self.register_buffer("std", std_t.view(1, -1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-
-class NormalizedClassifier(nn.Module):
-    """Wrap any ``nn.Module`` classifier so that it accepts [0, 1] images.
-
-    Example:
-        >>> backbone = nn.Sequential(nn.Flatten(), nn.Linear(12, 2))
-        >>> model = NormalizedClassifier(backbone, mean=[0.5] * 3, std=[0.2] * 3)
-        >>> model(torch.rand(4, 3, 2, 2)).shape
-        torch.Size([4, 2])
-    """
-
-    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
-        super().__init__()
-        self.normalize = Normalize(mean, std)
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(self.normalize(x))
+           "available_models", "load_weights", "create_model", "model_factory", "parse_model_spec", "ModelSpec",
+           "load_pretrained", "read_weights", "WeightsReport", "classifier_layer", "unwrap", "IMAGENET_MEAN",
+           "IMAGENET_STD"]
 
 
 NORMS = ("batch", "group")
@@ -135,11 +98,16 @@ class SmallCNN(nn.Module):
 class Embedder(nn.Module):
     """Image → feature vector, for near-duplicate detection and ranking.
 
-    The features are the backbone's penultimate layer (``backbone.features``
-    or, timm-style, ``backbone.forward_features``), optionally followed by a
-    linear projection and L2 normalization. Any classifier with such a
-    method serves as an embedder, which is how a trained classifier is
-    fine-tuned into a stable embedder.
+    The features are the backbone's pooled penultimate layer, found in this
+    order: ``backbone.features`` with ``feature_dim`` (stabletrain's models
+    and :class:`NormalizedClassifier`, which pools a timm backbone with
+    ``forward_features`` + ``forward_head(pre_logits=True)`` and takes a
+    torchvision model's input to its classifier layer); a bare timm model's
+    ``forward_features`` + ``forward_head(pre_logits=True)`` with
+    ``num_features``; or the input of the last ``nn.Linear``. An optional
+    linear projection and L2 normalization follow. Any classifier serves as
+    an embedder, which is how a trained classifier is fine-tuned into a
+    stable embedder.
 
     Example:
         >>> embedder = Embedder(SmallCNN(3, 10, width=8))
@@ -150,22 +118,65 @@ class Embedder(nn.Module):
 
     def __init__(self, backbone: nn.Module, embedding_dim: int | None = None, l2_normalize: bool = True) -> None:
         super().__init__()
-        extract = getattr(backbone, "features", None) or getattr(backbone, "forward_features", None)
-        if not callable(extract):
-            raise StableTrainError(
-                f"{type(backbone).__name__} has no features() or forward_features() method to embed with")
         self.backbone = backbone
-        feature_dim = getattr(backbone, "feature_dim", None)
+        self._mode = self._extraction(backbone)
+        feature_dim = self._feature_dim(backbone)
         if embedding_dim is not None and feature_dim is None:
-            raise StableTrainError("a projection needs the backbone's feature_dim attribute")
+            raise StableTrainError(f"a projection needs the feature width of {type(backbone).__name__} "
+                                   f"(feature_dim or num_features)")
         self.projection = nn.Linear(feature_dim, embedding_dim) if embedding_dim else nn.Identity()
         self.l2_normalize = l2_normalize
         self.embedding_dim = embedding_dim or feature_dim
 
+    @staticmethod
+    def _extraction(backbone: nn.Module) -> str:
+        if callable(getattr(backbone, "features", None)) and not isinstance(getattr(backbone, "features"),
+                                                                            nn.Module):
+            return "features"
+        if callable(getattr(backbone, "forward_features", None)) and callable(getattr(backbone, "forward_head",
+                                                                                      None)):
+            return "timm"
+        if classifier_layer(backbone) is not None:
+            return "classifier_input"
+        raise StableTrainError(f"{type(backbone).__name__} has no features(), forward_features() or classifier "
+                               f"layer to embed with")
+
+    @staticmethod
+    def _feature_dim(backbone: nn.Module) -> int | None:
+        for attribute in ("feature_dim", "num_features"):
+            try:
+                value = getattr(backbone, attribute, None)
+            except StableTrainError:
+                value = None
+            if isinstance(value, int):
+                return value
+        head = classifier_layer(backbone)
+        return int(head[1].in_features) if head is not None and isinstance(head[1], nn.Linear) else None
+
+    def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's pooled penultimate features, before projection and normalization."""
+        backbone = self.backbone
+        if self._mode == "features":
+            features = backbone.features(x)
+        elif self._mode == "timm":
+            features = backbone.forward_head(backbone.forward_features(x), pre_logits=True)
+        else:
+            features = NormalizedClassifier.features(_AsWrapped(backbone), x)
+        return features.flatten(1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        extract = getattr(self.backbone, "features", None) or self.backbone.forward_features
-        features = self.projection(extract(x))
+        features = self.projection(self.pooled_features(x))
         return nn.functional.normalize(features, dim=1) if self.l2_normalize else features
+
+
+class _AsWrapped:
+    """Lets :meth:`NormalizedClassifier.features` find the classifier input of a bare model (no normalization)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return x
 
 
 def small_embedder(in_channels: int = 3, num_classes: int = 2, width: int = 32, mean: Sequence[float] | None = None,
@@ -201,7 +212,8 @@ def available_models() -> list[str]:
 
 
 def build_model(name: str, /, **kwargs: object) -> nn.Module:
-    """Build a registered model by name; an unknown name or keyword is a :class:`StableTrainError`.
+    """Build a model by name or spec (see :mod:`stabletrain.models.specs`); an unknown name or keyword is a
+    :class:`StableTrainError`.
 
     Example:
         >>> build_model("small_cnn", in_channels=3, num_classes=5, width=8)(torch.rand(1, 3, 16, 16)).shape
@@ -211,7 +223,45 @@ def build_model(name: str, /, **kwargs: object) -> nn.Module:
         ...
         stabletrain.checks.StableTrainError: unknown option 'widht' for model 'small_cnn'; its options: in_channels, num_classes, width, mean, std, dropout, norm
     """
-    return MODELS.build(name, **kwargs)
+    parsed = parse_model_spec(name)
+    if parsed.kind == "registered":
+        return MODELS.build(name, **kwargs)
+    from ..registry import check_options
+
+    factory = model_factory(name)
+    check_options(factory, dict(kwargs), f"model {name!r}")
+    return factory(**kwargs)
+
+
+def create_model(spec: str, /, *, num_classes: int = 1000, in_channels: int = 3, weights: str | None = None,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 **kwargs: object) -> nn.Module:
+    """A model from a spec, taking [0, 1] images, optionally with pretrained weights (timm's ``create_model``).
+
+    ``timm:``/``torchvision:`` models normalize with their pretrained
+    statistics unless ``mean``/``std`` are given; registered and user
+    models need ``mean``/``std`` (stabletrain's training takes them from the
+    data). ``weights`` is any file :func:`load_pretrained` reads; a head of
+    another class count is replaced. Other keyword arguments go to the
+    model's factory.
+
+    Example:
+        >>> model = create_model("small_cnn", num_classes=4, in_channels=1, mean=[0.5], std=[0.25], width=4)
+        >>> model(torch.rand(2, 1, 16, 16)).shape
+        torch.Size([2, 4])
+    """
+    from .specs import uses_data_statistics
+
+    factory = model_factory(spec)
+    args: dict = {"num_classes": num_classes, "in_channels": in_channels, **kwargs}
+    if mean is not None or std is not None or uses_data_statistics(factory):
+        if mean is None or std is None:
+            raise StableTrainError(f"model {spec!r} normalizes with given statistics: pass both mean and std")
+        args.update(mean=list(mean), std=list(std))
+    model = build_model(spec, **args)
+    if weights is not None:
+        load_pretrained(model, weights)
+    return model
 
 
 def load_weights(model: nn.Module, state: dict, source: str) -> None:

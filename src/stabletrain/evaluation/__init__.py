@@ -26,15 +26,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checks import StableTrainError
-from .devices import device_of as _device_of, eval_mode
-from .data import ImageDataset
-from .distortions import Distortion, Identity
-from .objectives import stability_kl
-from .seeding import ExampleRNG
+from ..checks import StableTrainError
+from ..devices import device_of as _device_of, eval_mode
+from ..data import ImageDataset
+from ..distortions import Distortion, Identity
+from ..objectives import stability_kl
+from ..seeding import ExampleRNG
 
 if TYPE_CHECKING:
-    from .distributed import DistContext
+    from ..distributed import DistContext
 
 __all__ = ["eval_mode", "predict_logits", "accuracy", "distort_examples", "evaluate_distortions", "results_by_model",
            "evaluate_suites", "mean_corruption_error", "degenerate_warnings", "attack_row", "is_attack_row",
@@ -136,7 +136,7 @@ def _sweep(models: Mapping[str, nn.Module], dataset: ImageDataset, distortions: 
                          "param": distortion.param, "accuracy": int(correct.sum()) / n,
                          "mean_kl": float(kl.double().sum()) / n, "flip_rate": int(flips.sum()) / n, "n": n})
     if ranked:
-        from .distributed import all_gather
+        from ..distributed import all_gather
 
         clean_count = len(models)
         shards = [shard[clean_count:] for shard in all_gather(rows, context)]
@@ -351,7 +351,7 @@ def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suit
     the ranks (see :func:`evaluate_distortions`); rank 0 runs the attacks and
     shares their rows, so every rank returns the whole result.
     """
-    from .distortions import paper_sweep, parse_distortions
+    from ..distortions import paper_sweep, parse_distortions
 
     chosen = set(SUITES[:3]) if "all" in suites else set(suites)
     unknown = chosen - set(SUITES)
@@ -364,7 +364,7 @@ def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suit
     common: list[str] = []
     held_out: list[str] = []
     if "common" in chosen:
-        from .corruptions import CORRUPTIONS, HELD_OUT, corruption_suite
+        from ..corruptions import CORRUPTIONS, HELD_OUT, corruption_suite
 
         common, held_out = list(CORRUPTIONS), list(HELD_OUT)
         paper_specs = {d.spec for d in paper}
@@ -379,7 +379,7 @@ def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suit
     count = len(dataset) if attack_examples is None else min(int(attack_examples), len(dataset))
     steps = None if attack == "fgsm" else int(attack_steps)
     if "adversarial" in chosen and attack_main:
-        from .attacks import robustness_curve
+        from ..attacks import robustness_curve
 
         bar = tqdm(list(models.items()), desc=f"{attack} attack", unit="model", disable=not progress or None,
                    leave=False)
@@ -391,7 +391,7 @@ def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suit
                                      **({} if steps is None else {"steps": steps}))
             rows += [attack_row(name, point, steps) for point in curve]
     if "adversarial" in chosen and context is not None and context.is_distributed:
-        from .distributed import broadcast_object
+        from ..distributed import broadcast_object
 
         # rank 0 ran the attacks (they are not split): share its rows
         rows = broadcast_object(rows, context)
