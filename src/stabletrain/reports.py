@@ -22,16 +22,28 @@ __all__ = ["accuracy_table", "text_table", "plot_severity_curves", "markdown_rep
 
 
 #: Metrics where a larger value is better (bold is the largest).
-_HIGHER_IS_BETTER = ("accuracy", "robust_accuracy", "robust_accuracy_at_epsilon", "clean_accuracy")
+_HIGHER_IS_BETTER = ("accuracy", "robust_accuracy", "robust_accuracy_at_epsilon", "clean_accuracy",
+                     "certified_accuracy")
 
 
 def _is_attack(row: Mapping) -> bool:
     return row.get("robust_accuracy") not in (None, "")
 
 
+def _is_certified(row: Mapping) -> bool:
+    return row.get("certified_accuracy") not in (None, "")
+
+
 def split_rows(rows: Sequence[Mapping]) -> tuple[list[Mapping], list[Mapping]]:
-    """``(distortion rows, attack rows)``: the clean rows go with the distortions."""
-    return [r for r in rows if not _is_attack(r)], [r for r in rows if _is_attack(r)]
+    """``(distortion rows, attack rows)``: the clean rows go with the distortions; certified-accuracy rows of
+    the smoothing suite go with neither (see :func:`certified_rows`)."""
+    return ([r for r in rows if not _is_attack(r) and not _is_certified(r)],
+            [r for r in rows if _is_attack(r)])
+
+
+def certified_rows(rows: Sequence[Mapping]) -> list[Mapping]:
+    """The smoothing suite's rows (certified accuracy per radius)."""
+    return [r for r in rows if _is_certified(r)]
 
 
 def _models(rows: Sequence[Mapping]) -> list[str]:
@@ -160,6 +172,7 @@ def markdown_report(title: str, rows: Sequence[Mapping], *, settings: Mapping | 
     Attack rows are left out of the distortion tables and get their own:
     robust accuracy and attack success rate per epsilon.
     """
+    certified = certified_rows(rows)
     rows, attacks = split_rows(rows)
     parts = [f"# {title}", ""]
     if settings:
@@ -183,6 +196,12 @@ def markdown_report(title: str, rows: Sequence[Mapping], *, settings: Mapping | 
                   accuracy_table(attacks, "robust_accuracy"), ""]
         parts += ["## Attack success rate (%): clean-correct images the attack fooled", "",
                   accuracy_table(attacks, "attack_success_rate"), ""]
+    if certified:
+        first = certified[0]
+        parts += ["## Certified accuracy (%) of the Gaussian-smoothed classifier, by L2 radius", "",
+                  f"σ = {first['sigma']:g}, {first.get('noise_samples')} noise samples per image at confidence "
+                  f"1 − {first.get('alpha'):g} (Cohen et al., 2019), on {first['n']} images; abstentions count as "
+                  f"wrong.", "", accuracy_table(certified, "certified_accuracy"), ""]
     if plots:
         base = Path(relative_to) if relative_to else None
         parts += ["## Plots", ""]

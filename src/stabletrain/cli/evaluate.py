@@ -11,7 +11,7 @@ from typing import Any
 from ..checks import StableTrainError
 from ..commands import Command, Log
 from ..locking import output_lock
-from .common import positive_int
+from .common import float_list, positive_int
 
 __all__ = ["COMMAND", "add_parser", "run"]
 
@@ -20,7 +20,24 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="accuracy, KL and flip rate under distortions",
                        description="Evaluate a checkpoint on clean data and under each distortion; "
                                    "writes results.json, results.csv, plots/ and report.md.")
-    p.add_argument("checkpoint", help="checkpoint.pt, or the run folder that holds it")
+    p.add_argument("checkpoint", nargs="?", help="checkpoint.pt, or the run folder that holds it; or give --model")
+    p.add_argument("--model", help="instead of a checkpoint: a model spec (timm:NAME, torchvision:NAME, "
+                                   "file.py:factory, package.module:factory, or a registered name) evaluated on "
+                                   "--data, with --weights")
+    p.add_argument("--weights", help="weights of --model: a plain state dict, a timm or torchvision checkpoint, "
+                                     ".safetensors, or a stabletrain checkpoint (its head must fit the data's classes)")
+    p.add_argument("--model-args", nargs="+", metavar="KEY=VALUE", help="options of --model's factory")
+    p.add_argument("--num-classes", type=positive_int, help="classes of --model (default: the data's; they must "
+                                                            "agree)")
+    p.add_argument("--mean", type=float_list, help="input mean per channel of --model (default: its pretrained "
+                                                   "config for timm/torchvision; required for other models unless "
+                                                   "--weights is a stabletrain checkpoint)")
+    p.add_argument("--std", type=float_list, help="input std per channel of --model (see --mean)")
+    p.add_argument("--image-size", type=positive_int, help="image side of --data with --model (default: the "
+                                                           "source's own, 32 for folders)")
+    p.add_argument("--split", choices=["test", "all"],
+                   help="which images to evaluate: the held-out test split (default for a checkpoint) or all of "
+                        "--data (default with --model, which has no training split to hold out)")
     p.add_argument("--task", choices=["classification", "similarity"],
                    help="what to evaluate (default: the checkpoint's task); similarity on a classifier uses its "
                         "penultimate layer")
@@ -45,6 +62,16 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--attack-steps", type=positive_int, help="steps of pgd, pgd-l2 and l0 (default 10)")
     p.add_argument("--attack-examples", type=positive_int,
                    help="attack only the first N test images (default: all)")
+    p.add_argument("--smoothing-sigma", type=float, help="noise std of the smoothing suite, pixel units (default "
+                                                         "0.25)")
+    p.add_argument("--smoothing-n", type=positive_int, help="noise samples per image for the certificate (default "
+                                                            "1000; Cohen et al. use 100000)")
+    p.add_argument("--smoothing-examples", type=positive_int, help="certify only the first N images (default: all)")
+    p.add_argument("--radii", type=float_list, help="L2 radii of the certified accuracy (default 0,0.25,0.5,0.75,1)")
+    p.add_argument("--robustbench", metavar="DIR",
+                   help="also write the result as a RobustBench model_info JSON under "
+                        "DIR/<dataset>/<threat model>/ (threat model Linf for pgd/fgsm, L2 for pgd-l2, corruptions "
+                        "for the common suite)")
     p.add_argument("--chunk-size", type=positive_int,
                    help="rows per block of pairwise distances in --task similarity (default 2048; memory ~ chunk²)")
     p.add_argument("--data", help="evaluate on other data than the checkpoint's (same classes)")
@@ -78,6 +105,9 @@ def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStac
     from ..similarity import build_benchmark, evaluate_similarity, similarity_sweep
     from ..training import load_model
 
+    smoothing_flags = [flag for flag, value in (("--smoothing-sigma", args.smoothing_sigma),
+                                                ("--smoothing-n", args.smoothing_n), ("--radii", args.radii),
+                                                ("--smoothing-examples", args.smoothing_examples)) if value is not None]
     attack_flags = [flag for flag, value in (("--attack", args.attack), ("--attack-steps", args.attack_steps),
                                              ("--epsilons", args.epsilons),
                                              ("--attack-examples", args.attack_examples)) if value is not None]
@@ -103,12 +133,29 @@ def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStac
 
     distortions = None if args.distortions in (None, "paper") else parse_distortions(args.distortions)
     device = context.device
-    model, checkpoint = load_model(args.checkpoint, device=device)
+    if args.model is not None:
+        if args.checkpoint is not None:
+            raise StableTrainError("give a checkpoint or --model, not both")
+        model, checkpoint = _model_from_spec(args, device)
+    else:
+        if args.checkpoint is None:
+            raise StableTrainError("give a checkpoint (or run folder) to evaluate, or --model SPEC with --data")
+        spec_flags = [flag for flag, value in (("--weights", args.weights), ("--model-args", args.model_args),
+                                               ("--num-classes", args.num_classes), ("--mean", args.mean),
+                                               ("--std", args.std), ("--image-size", args.image_size))
+                      if value is not None]
+        if spec_flags:
+            raise StableTrainError(no_effect(spec_flags, "with a checkpoint (it stores its model, weights and "
+                                                         "image size); they go with --model"))
+        model, checkpoint = load_model(args.checkpoint, device=device)
     stored = checkpoint["config"]
     trained_task = stored.get("task", "classification")
     task = args.task or trained_task
     data_source = args.data or stored["data"]
-    ckpt_path = Path(args.checkpoint)
+    split = args.split or ("all" if args.model is not None else "test")
+    ckpt_path = Path(args.checkpoint or args.model)
+    if args.model is not None and not args.out:
+        raise StableTrainError("--model needs --out (there is no run folder to write into)")
     run_dir = ckpt_path if ckpt_path.is_dir() else ckpt_path.parent
     out = Path(args.out) if args.out else run_dir / ("evaluation" if task == trained_task else f"evaluation-{task}")
     stack.enter_context(output_lock(out, what="evaluate", rank=context.rank))
@@ -116,24 +163,30 @@ def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStac
     if task == "similarity":
         ignored = [flag for flag, value in (("--suite", args.suite), ("--baseline", args.baseline),
                                             ("--corruption-set", args.corruption_set)) if value is not None]
-        if ignored + attack_flags:
-            raise StableTrainError(no_effect(ignored + attack_flags, "with --task similarity (they set the "
-                                                                     "classification suites)"))
+        if args.robustbench is not None:
+            ignored.append("--robustbench")
+        if ignored + attack_flags + smoothing_flags:
+            raise StableTrainError(no_effect(ignored + attack_flags + smoothing_flags,
+                                             "with --task similarity (they set the classification suites)"))
         if not context.is_main:  # the near-duplicate benchmark is not sharded; rank 0 runs it
             return 0
-        if trained_task == "classification":
+        if args.model is not None:
+            model = None  # built below, for the tiles' channels
+        elif trained_task == "classification":
             model = Embedder(model).eval()
         data = load_patches(data_source, image_size=stored.get("image_size"), split_seed=stored.get("split_seed", 0),
                             test_fraction=stored.get("test_fraction", 0.2))
-        if data.channels != checkpoint["data"]["channels"]:
+        if args.model is not None:
+            model = Embedder(_finish_spec_model(args, None, data, device, for_embedding=True)).eval()
+        elif data.channels != checkpoint["data"]["channels"]:
             raise StableTrainError(f"data {data_source!r} has {data.channels} channels; the model expects "
                                    f"{checkpoint['data']['channels']}")
         sweep = distortions or parse_distortions(similarity_sweep(data.image_size[0]))
         benchmark = build_benchmark(data, sweep, seed=args.seed)
         result = evaluate_similarity({name: model}, benchmark, batch_size=args.batch_size,
                                      chunk_size=args.chunk_size or 2048, progress=not args.quiet)
-        settings = {"checkpoint": str(args.checkpoint), "method": name, "data": data_source,
-                    "distortion seed": args.seed}
+        settings = {("model" if args.model else "checkpoint"): str(args.model or args.checkpoint), "method": name,
+                    "data": data_source, "distortion seed": args.seed}
         paths = write_similarity_report(out, result, title=f"Similarity evaluation of {ckpt_path}", settings=settings)
         summary = result["models"][name]
         print(f"near-duplicate AP (all families) {summary['average_precision_all']:.3f}; median distance "
@@ -152,7 +205,7 @@ def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStac
     unknown = [s for s in suites if s not in SUITES]
     if unknown or not suites:
         raise StableTrainError(f"unknown suite {', '.join(unknown) or '(none)'}; known suites: {', '.join(SUITES)}")
-    chosen = set(SUITES[:3]) if "all" in suites else set(suites)
+    chosen = set(SUITES[:-1]) if "all" in suites else set(suites)
     # a flag that would be ignored is an error: say where it has an effect
     problems = []
     if args.chunk_size is not None:
@@ -164,7 +217,9 @@ def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStac
         problems.append(no_effect(["--corruption-set"], "without the common suite (add common to --suite)"))
     if attack_flags and "adversarial" not in chosen:
         problems.append(no_effect(attack_flags, "without the adversarial suite (add adversarial to --suite)"))
-    elif args.attack == "fgsm" and args.attack_steps is not None:
+    if smoothing_flags and "smoothing" not in chosen:
+        problems.append(no_effect(smoothing_flags, "without the smoothing suite (add smoothing to --suite)"))
+    if args.attack == "fgsm" and args.attack_steps is not None and "adversarial" in chosen:
         problems.append(no_effect(["--attack-steps"], "with --attack fgsm (a single step)"))
     if problems:
         raise StableTrainError("; ".join(problems))
@@ -179,6 +234,17 @@ def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStac
         bad = [e for e in epsilons if not 0 <= e < float("inf")]
         if bad or not epsilons:
             raise StableTrainError(f"--epsilons must be finite numbers >= 0, got {args.epsilons!r}")
+    smoothing: dict[str, Any] = {}
+    if args.smoothing_sigma is not None:
+        if not 0 < args.smoothing_sigma < float("inf"):
+            raise StableTrainError(f"--smoothing-sigma must be a finite number > 0, got {args.smoothing_sigma}")
+        smoothing["sigma"] = args.smoothing_sigma
+    if args.smoothing_n is not None:
+        smoothing["n"] = args.smoothing_n
+    if args.radii is not None:
+        if any(r < 0 for r in args.radii):
+            raise StableTrainError(f"--radii must be >= 0, got {args.radii}")
+        smoothing["radii"] = tuple(args.radii)
     baseline_model = baseline_checkpoint = None
     if args.baseline:
         baseline_model, baseline_checkpoint = load_model(args.baseline, device=device)
@@ -186,7 +252,10 @@ def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStac
             raise StableTrainError(f"--baseline {args.baseline} holds an embedder, not a classifier")
     data = load_data(data_source, image_size=stored.get("image_size"), split_seed=stored.get("split_seed", 0),
                      test_fraction=stored.get("test_fraction", 0.2))
-    check_fits(f"the model {args.checkpoint}", checkpoint, data)
+    if args.model is not None:
+        model = _finish_spec_model(args, model, data, device)
+    check_fits(f"the model {args.checkpoint or args.model}", checkpoint, data)
+    evaluated = data.test if split == "test" else _all_images(data)
     if baseline_checkpoint is not None:
         check_fits(f"--baseline {args.baseline}", baseline_checkpoint, data)
     if distortions is None:
@@ -198,25 +267,37 @@ def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStac
         baseline_name = f"baseline ({(baseline_path if baseline_path.is_dir() else baseline_path.parent).name})"
         models[baseline_name] = baseline_model
     corruption_set = args.corruption_set or ("cifar10" if max(data.image_size) <= 64 else "imagenet")
-    result = evaluate_suites(models, data.test, suites, paper_distortions=distortions, corruption_set=corruption_set,
+    result = evaluate_suites(models, evaluated, suites, paper_distortions=distortions, corruption_set=corruption_set,
                              epsilons=epsilons, attack=attack, attack_steps=attack_steps,
                              attack_examples=args.attack_examples, baseline=baseline_name, seed=args.seed,
+                             smoothing=smoothing, smoothing_examples=args.smoothing_examples,
                              batch_size=args.batch_size, progress=not args.quiet, context=context)
     if not context.is_main:
         return 0
     rows = result["rows"]
-    settings = {"checkpoint": str(args.checkpoint), "method": name, "data": data_source,
-                "test images": len(data.test), "suites": ", ".join(suites), "distortion seed": args.seed}
+    settings = {("model" if args.model else "checkpoint"): str(args.model or args.checkpoint), "method": name,
+                "data": data_source, "images": f"{len(evaluated)} ({'the test split' if split == 'test' else 'all'})",
+                "suites": ", ".join(suites), "distortion seed": args.seed}
+    if args.weights:
+        settings["weights"] = str(args.weights)
     if "paper" in chosen:
         settings["paper distortions"] = ", ".join(d.spec for d in distortions)
     if "common" in chosen:
         settings["corruption parameters"] = corruption_set
+    if "smoothing" in chosen:
+        from ..evaluation import SMOOTHING_DEFAULTS
+
+        chosen_settings = {**SMOOTHING_DEFAULTS, **smoothing}
+        certified = len(evaluated) if args.smoothing_examples is None else min(args.smoothing_examples,
+                                                                               len(evaluated))
+        settings["smoothing"] = (f"σ {chosen_settings['sigma']:g}, {chosen_settings['n']} noise samples, radii "
+                                 f"{', '.join(f'{r:g}' for r in chosen_settings['radii'])} on {certified} images")
     if "adversarial" in chosen:
-        attacked = len(data.test) if args.attack_examples is None else min(args.attack_examples, len(data.test))
+        attacked = len(evaluated) if args.attack_examples is None else min(args.attack_examples, len(evaluated))
         steps = "1 step" if attack == "fgsm" else f"{attack_steps} steps"
         settings["attack"] = (f"{attack}, {steps}, epsilons {', '.join(f'{e:.4g}' for e in epsilons)} on "
                               f"{attacked} images" + (f" (--attack-examples {args.attack_examples} asked for more "
-                                                      f"than the {len(data.test)} test images)"
+                                                      f"than the {len(evaluated)} images)"
                                                       if args.attack_examples and args.attack_examples > attacked
                                                       else ""))
     if baseline_name:
@@ -230,6 +311,10 @@ def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStac
     for model_name, summary in result["models"].items():
         slug = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in model_name)
         write_json(out / f"model_{slug}.json", {"model": model_name, "settings": settings, **summary})
+    if args.robustbench is not None:
+        for line in _write_robustbench(args, result, chosen, attack, epsilons, data, name, ckpt_path,
+                                       stored.get("model", name)):
+            print(line)
     distorted, attacked_rows = split_rows(rows)
     print(text_table(distorted))
     if attacked_rows:
@@ -245,7 +330,7 @@ def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStac
 
 def _suite_summary_table(summaries: dict) -> str:
     """Markdown: clean accuracy, mean corruption errors, robust accuracies (and how many images were attacked)."""
-    if not any("common" in s or "robust_accuracy" in s for s in summaries.values()):
+    if not any("common" in s or "robust_accuracy" in s or "smoothing" in s for s in summaries.values()):
         return ""
     epsilons = sorted({e for s in summaries.values() for e in s.get("robust_accuracy", {})}, key=float)
     header = ["model", "clean acc (%)"]
@@ -253,6 +338,12 @@ def _suite_summary_table(summaries: dict) -> str:
     if has_common:
         header += ["mean error, 15 common (%)", "mCE vs baseline", "relative mCE", "mean error, 4 held-out (%)"]
     header += [f"robust acc ε={float(e):.4g} (%)" for e in epsilons]
+    radii = sorted({r for s in summaries.values() for r in s.get("smoothing", {}).get("certified_accuracy", {})},
+                   key=float)
+    header += [f"certified acc r={r} (%)" for r in radii]
+    has_smoothing = bool(radii)
+    if has_smoothing:
+        header.append("ACR")
     has_attack = any("attack" in s for s in summaries.values())
     if has_attack:
         header.append("attacked images")
@@ -271,10 +362,111 @@ def _suite_summary_table(summaries: dict) -> str:
             cells += [pct(common.get("mean_error")), ratio(common.get("mce")), ratio(common.get("relative_mce")),
                       pct(held.get("mean_error"))]
         cells += [pct(s.get("robust_accuracy", {}).get(e)) for e in epsilons]
+        cells += [pct(s.get("smoothing", {}).get("certified_accuracy", {}).get(r)) for r in radii]
+        if has_smoothing:
+            cells.append(ratio(s.get("smoothing", {}).get("average_certified_radius")))
         if has_attack:
             cells.append(str(s.get("attack", {}).get("examples", "–")))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _write_robustbench(args: argparse.Namespace, result: dict, chosen: set, attack: str, epsilons: list,
+                       data: Any, name: str, source: Path, stored_model: str) -> list[str]:
+    """RobustBench ``model_info`` files of the evaluated model: one per threat model the suites measured."""
+    from ..evaluation.robustbench import model_info, model_info_path, write_model_info
+
+    summary = result["models"][name]
+    lowered = str(data.name).lower().replace("-", "")
+    dataset = next((known for known in ("imagenet", "cifar100", "cifar10") if known in lowered), str(data.name))
+    architecture = str(args.model) if args.model else str(stored_model)
+    model_id = "".join(ch if ch.isalnum() or ch in "-_" else "_"
+                       for ch in (str(args.model) if args.model else source.resolve().parent.name
+                                  if source.suffix == ".pt" else source.resolve().name))
+    threats: list[tuple[str, float | None]] = []
+    if "adversarial" in chosen and attack in ("pgd", "fgsm", "pgd-l2"):
+        # RobustBench's radii where the curve has them (Linf 8/255 on CIFAR, 4/255 on ImageNet; L2 0.5), else the largest
+        standard = {"Linf": 4 / 255 if dataset == "imagenet" else 8 / 255, "L2": 0.5}
+        threat = "L2" if attack == "pgd-l2" else "Linf"
+        eps = next((float(e) for e in epsilons if abs(float(e) - standard[threat]) < 1e-9), max(map(float, epsilons)))
+        threats.append((threat, eps))
+    if "common" in chosen:
+        threats.append(("corruptions", None))
+    if not threats:
+        raise StableTrainError("--robustbench needs the adversarial suite (pgd, pgd-l2 or fgsm) or the common suite")
+    written = []
+    for threat, eps in threats:
+        kwargs: dict[str, Any] = {}
+        if threat == "corruptions" and "alexnet" in summary and not summary["alexnet"].get("partial"):
+            kwargs["corruptions_mce"] = summary["alexnet"]["mce"]
+        info = model_info(summary, name=str(name), architecture=architecture, dataset=dataset, threat_model=threat,
+                          eps=eps, **kwargs)
+        path = write_model_info(model_info_path(args.robustbench, dataset, threat, model_id), info)
+        written.append(f"wrote {path} (RobustBench model_info, {threat})")
+    return written
+
+
+def _model_from_spec(args: argparse.Namespace, device: Any) -> tuple[Any, dict]:
+    """The factory of ``--model`` checked, and the pseudo-checkpoint that stands for it (no weights loaded yet)."""
+    from ..models.specs import model_factory
+
+    if not args.data:
+        raise StableTrainError("--model needs --data (the images to evaluate it on)")
+    model_factory(args.model)  # a spec that names nothing fails here, before the data is read
+    config = {"task": "classification", "data": args.data, "image_size": args.image_size, "split_seed": 0,
+              "test_fraction": 0.2, "method": args.model}
+    return None, {"config": config, "data": {}}
+
+
+def _finish_spec_model(args: argparse.Namespace, model: Any, data: Any, device: Any,
+                       for_embedding: bool = False) -> Any:
+    """Build ``--model`` for ``data`` and load ``--weights``.
+
+    A classifier head of another class count than the data's is an error,
+    except for an embedding (``--task similarity``), which does not use the head.
+    """
+    from ..models import build_model, load_pretrained
+    from ..models.specs import model_factory, uses_data_statistics
+    from ..models.weights import read_weights
+    from .options import parse_assignments
+
+    num_classes = args.num_classes or (1000 if for_embedding else data.num_classes)
+    if num_classes != data.num_classes and not for_embedding:
+        raise StableTrainError(f"--num-classes {num_classes} differs from the {data.num_classes} classes of "
+                               f"{args.data}; evaluation needs the model's classes to be the data's")
+    kwargs: dict[str, Any] = {"num_classes": num_classes, "in_channels": data.channels,
+                              **(parse_assignments(args.model_args, "--model-args") if args.model_args else {})}
+    factory = model_factory(args.model)
+    stabletrain_weights = bool(args.weights) and any(k.startswith("normalize.") for k in read_weights(args.weights))
+    if (args.mean is None) != (args.std is None):
+        raise StableTrainError("give both --mean and --std, or neither")
+    if args.mean is not None:
+        kwargs.update(mean=args.mean, std=args.std)
+    elif uses_data_statistics(factory):
+        if not stabletrain_weights:
+            raise StableTrainError(f"model {args.model!r} needs the input statistics it was trained with: give "
+                                   f"--mean and --std")
+        kwargs.update(zip(("mean", "std"), data.channel_stats()))  # replaced by the checkpoint's own buffers
+    model = build_model(args.model, **kwargs)
+    if args.weights:
+        from ..commands import Log  # noqa: F401  (the report goes to stderr below)
+
+        report = load_pretrained(model, args.weights, replace_head=for_embedding)
+        if not args.quiet:
+            for line in report.lines():
+                print(f"stabletrain: {line}", file=sys.stderr)
+    else:
+        print(f"stabletrain: warning: {args.model} is evaluated with random weights (no --weights)", file=sys.stderr)
+    return model.to(device).eval()
+
+
+def _all_images(data: Any) -> Any:
+    """Every image of an in-memory split, training part first."""
+    import torch
+
+    from ..data import ImageDataset
+
+    return ImageDataset(torch.cat([data.train.x, data.test.x]), torch.cat([data.train.y, data.test.y]))
 
 
 COMMAND = Command("evaluate", add_parser, run)

@@ -38,7 +38,9 @@ if TYPE_CHECKING:
 
 __all__ = ["eval_mode", "predict_logits", "accuracy", "distort_examples", "evaluate_distortions", "results_by_model",
            "evaluate_suites", "mean_corruption_error", "degenerate_warnings", "attack_row", "is_attack_row",
-           "SUITES", "DEFAULT_EPSILONS", "ATTACK_COLUMNS"]
+           "SUITES", "DEFAULT_EPSILONS", "ATTACK_COLUMNS", "SMOOTHING_DEFAULTS", "is_smoothing_row",
+           "alexnet_mce", "corruption_errors", "relative_to_baseline", "ALEXNET_ERRORS", "model_info",
+           "model_info_path", "write_model_info", "smoothing_rows"]
 
 
 @torch.no_grad()
@@ -227,6 +229,10 @@ def results_by_model(rows: Sequence[Mapping]) -> dict[str, dict]:
             entry["clean_accuracy"] = row["accuracy"]
         elif is_attack_row(row):
             entry.setdefault("attacks", {})[row["distortion"]] = {k: row.get(k) for k in ATTACK_COLUMNS + ("n",)}
+        elif is_smoothing_row(row):
+            entry.setdefault("smoothing", {})[row["distortion"]] = {
+                k: row.get(k) for k in ("sigma", "radius", "certified_accuracy", "abstain_rate",
+                                        "average_certified_radius", "n")}
         else:
             entry["distortions"][row["distortion"]] = {k: row[k] for k in ("family", "param", "accuracy",
                                                                             "mean_kl", "flip_rate", "n")}
@@ -263,7 +269,14 @@ def degenerate_warnings(name: str, logits: torch.Tensor, labels: torch.Tensor, *
     return out
 
 
-SUITES = ("paper", "common", "adversarial", "all")
+SUITES = ("paper", "common", "adversarial", "smoothing", "all")
+#: Defaults of the smoothing suite: noise level, selection and estimation samples, confidence, radii (L2, pixels).
+SMOOTHING_DEFAULTS = {"sigma": 0.25, "n0": 100, "n": 1000, "alpha": 0.001, "radii": (0.0, 0.25, 0.5, 0.75, 1.0)}
+
+
+def is_smoothing_row(row: Mapping) -> bool:
+    """Whether an evaluation row holds a certified accuracy of the smoothing suite."""
+    return row.get("certified_accuracy") is not None
 DEFAULT_EPSILONS = (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255)
 
 
@@ -324,10 +337,18 @@ def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suit
                     severities: Sequence[int] = (1, 2, 3, 4, 5), epsilons: Sequence[float] = DEFAULT_EPSILONS,
                     attack: str = "pgd", attack_steps: int = 10, attack_examples: int | None = None,
                     baseline: str | None = None, seed: int = 0, batch_size: int = 512,
+                    smoothing: Mapping | None = None, smoothing_examples: int | None = None,
                     progress: bool = True, context: "DistContext | None" = None) -> dict:
     """Run the ``paper``, ``common`` (corruptions) and ``adversarial`` suites on several models.
 
     Returns ``{'rows': [...], 'models': {name: summary}, 'warnings': [...]}``.
+    The ``smoothing`` suite certifies the first ``smoothing_examples``
+    images (default all) with Gaussian randomized smoothing (settings in
+    ``smoothing``, defaults :data:`SMOOTHING_DEFAULTS`); its rows have
+    ``certified_accuracy`` per radius. With the ImageNet corruption set
+    and a 1000-class model, the summary adds ``alexnet``: the mCE
+    normalized by AlexNet's published ImageNet-C errors
+    (:func:`~stabletrain.evaluation.mce.alexnet_mce`).
     Distortion rows have the columns of :func:`evaluate_distortions`;
     corruption rows have the corruption as family and the severity as param.
     Attack rows (see :func:`attack_row`) have their own columns
@@ -353,7 +374,7 @@ def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suit
     """
     from ..distortions import paper_sweep, parse_distortions
 
-    chosen = set(SUITES[:3]) if "all" in suites else set(suites)
+    chosen = set(SUITES[:-1]) if "all" in suites else set(suites)
     unknown = chosen - set(SUITES)
     if unknown:
         raise StableTrainError(f"unknown suite(s) {', '.join(sorted(unknown))}; known: {', '.join(SUITES)}")
@@ -390,10 +411,24 @@ def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suit
                                      batch_size=batch_size, generator=streams,
                                      **({} if steps is None else {"steps": steps}))
             rows += [attack_row(name, point, steps) for point in curve]
-    if "adversarial" in chosen and context is not None and context.is_distributed:
+    if "smoothing" in chosen and attack_main:
+        from .smoothing_suite import smoothing_rows
+
+        settings = {**SMOOTHING_DEFAULTS, **dict(smoothing or {})}
+        unknown_keys = set(settings) - set(SMOOTHING_DEFAULTS)
+        if unknown_keys:
+            raise StableTrainError(f"unknown smoothing setting(s) {', '.join(sorted(unknown_keys))}; known: "
+                                   f"{', '.join(SMOOTHING_DEFAULTS)}")
+        certified_count = len(dataset) if smoothing_examples is None else min(int(smoothing_examples), len(dataset))
+        for name, model in models.items():
+            rows += smoothing_rows(model, dataset.x[:certified_count], dataset.y[:certified_count],
+                                   sigma=float(settings["sigma"]), n0=int(settings["n0"]), n=int(settings["n"]),
+                                   alpha=float(settings["alpha"]), radii=tuple(settings["radii"]),
+                                   batch_size=batch_size, seed=seed, name=name)
+    if ("adversarial" in chosen or "smoothing" in chosen) and context is not None and context.is_distributed:
         from ..distributed import broadcast_object
 
-        # rank 0 ran the attacks (they are not split): share its rows
+        # rank 0 ran the attacks and the certification (they are not split): share its rows
         rows = broadcast_object(rows, context)
     labels = dataset.y.cpu()
     summaries: dict[str, dict] = {}
@@ -414,6 +449,11 @@ def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suit
             summary["corruption_set"] = corruption_set
             summary["common"] = mean_corruption_error(rows, name, common, baseline if baseline != name else None)
             summary["held_out"] = mean_corruption_error(rows, name, held_out, baseline if baseline != name else None)
+            if corruption_set == "imagenet" and clean_logits[name].shape[1] == 1000:
+                from .mce import alexnet_mce
+
+                summary["alexnet"] = alexnet_mce(rows, name, common, num_classes=1000, corruption_set="imagenet",
+                                                 allow_partial=True)
             if baseline is not None:
                 summary["baseline"] = baseline
         if "adversarial" in chosen:
@@ -422,7 +462,21 @@ def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suit
             # the clean accuracy on the attacked images, the bound of every robust accuracy of the curve
             summary["attack"] = {"name": attack, "steps": steps, "examples": count,
                                  "clean_accuracy": attacked[0]["clean_accuracy"] if attacked else None}
+        if "smoothing" in chosen:
+            certified = [r for r in mine if is_smoothing_row(r)]
+            summary["smoothing"] = {
+                "sigma": certified[0]["sigma"] if certified else None,
+                "certified_accuracy": {f"{r['radius']:g}": r["certified_accuracy"] for r in certified},
+                "average_certified_radius": certified[0]["average_certified_radius"] if certified else None,
+                "abstain_rate": certified[0]["abstain_rate"] if certified else None,
+                "examples": certified[0]["n"] if certified else 0,
+                "noise_samples": certified[0]["noise_samples"] if certified else None}
         summary["warnings"] = degenerate_warnings(name, clean_logits[name], labels)
         all_warnings += summary["warnings"]
         summaries[name] = summary
     return {"rows": rows, "models": summaries, "warnings": all_warnings}
+
+
+from .mce import ALEXNET_ERRORS, alexnet_mce, corruption_errors, relative_to_baseline  # noqa: E402
+from .robustbench import model_info, model_info_path, write_model_info  # noqa: E402
+from .smoothing_suite import smoothing_rows  # noqa: E402

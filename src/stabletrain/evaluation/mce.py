@@ -202,6 +202,8 @@ def alexnet_mce(rows: Sequence[Mapping], model: str, corruptions: Sequence[str] 
         >>> round(alexnet_mce(rows, "m", num_classes=1000, corruption_set="imagenet")["mce"], 6)
         0.5
     """
+    if isinstance(corruptions, str):
+        raise StableTrainError(f"corruptions must be a sequence of names, got the string {corruptions!r}")
     names = list(CORRUPTIONS) if corruptions is None else list(dict.fromkeys(corruptions))
     unknown = [c for c in names if c not in ALEXNET_ERRORS]
     if unknown:

@@ -164,7 +164,7 @@ def _corruption_notes(summary: Mapping, dataset: str) -> str:
 
 def model_info(summary: Mapping, *, name: str, architecture: str, dataset: str, threat_model: str,
                eps: float | None = None, link: str = "", authors: str = "", venue: str = "N/A",
-               additional_data: bool = False, number_forward_passes: int = 1, reported: str | None = None,
+               additional_data: bool = False, number_forward_passes: int = 1, reported: str | float | None = None,
                footnote: str | None = None, unreliable: bool = False,
                corruptions_mce: float | None = None) -> dict:
     """A RobustBench ``model_info`` dict for one model's summary from :func:`stabletrain.evaluation.evaluate_suites`.
@@ -193,7 +193,8 @@ def model_info(summary: Mapping, *, name: str, architecture: str, dataset: str, 
         ('cifar10', '8/255', '90.00', '50.00', None)
     """
     if not isinstance(summary, Mapping):
-        raise StableTrainError(f"summary must be a mapping (one model of evaluate_suites), got {type(summary).__name__}")
+        raise StableTrainError(f"summary must be a mapping (one model of evaluate_suites), "
+                               f"got {type(summary).__name__}")
     if summary.get("clean_accuracy") is None:
         raise StableTrainError("the summary has no clean_accuracy; pass evaluate_suites(...)['models'][name]")
     threat = _threat_model(threat_model)
