@@ -40,7 +40,7 @@ __all__ = ["eval_mode", "predict_logits", "accuracy", "distort_examples", "evalu
            "evaluate_suites", "mean_corruption_error", "degenerate_warnings", "attack_row", "is_attack_row",
            "SUITES", "DEFAULT_EPSILONS", "ATTACK_COLUMNS", "SMOOTHING_DEFAULTS", "is_smoothing_row",
            "alexnet_mce", "corruption_errors", "relative_to_baseline", "ALEXNET_ERRORS", "model_info",
-           "model_info_path", "write_model_info", "smoothing_rows"]
+           "model_info_path", "write_model_info", "smoothing_rows", "prediction_warnings"]
 
 
 @torch.no_grad()
@@ -65,8 +65,10 @@ def accuracy(model: nn.Module, dataset: ImageDataset, batch_size: int = 512) -> 
     return int((logits.argmax(1) == dataset.y.cpu()).sum()) / max(len(dataset), 1)
 
 
-def distort_examples(distortion: Distortion, x: torch.Tensor, start: int, *parts: int | str) -> torch.Tensor:
-    """``distortion`` applied to rows ``start … start + len(x)`` of a data set, each from its own random stream.
+def distort_examples(distortion: Distortion, x: torch.Tensor, start: int | Sequence[int] | torch.Tensor,
+                     *parts: int | str) -> torch.Tensor:
+    """``distortion`` applied to examples ``start … start + len(x)`` of a data set (or to the examples whose ids
+    ``start`` lists), each from its own random stream.
 
     Example ``i`` draws from ``ExampleRNG.for_examples([i], *parts)`` (see
     :mod:`stabletrain.seeding`), so its distorted copy depends only on
@@ -81,73 +83,117 @@ def distort_examples(distortion: Distortion, x: torch.Tensor, start: int, *parts
         >>> x = torch.rand(6, 1, 8, 8)
         >>> whole = distort_examples(parse_distortion("crop-20"), x, 0, 0, "distortion", "crop-20")
         >>> part = distort_examples(parse_distortion("crop-20"), x[4:], 4, 0, "distortion", "crop-20")
-        >>> torch.equal(whole[4:], part)
-        True
+        >>> same = distort_examples(parse_distortion("crop-20"), x[[5, 4]], [5, 4], 0, "distortion", "crop-20")
+        >>> torch.equal(whole[4:], part), torch.equal(whole[[5, 4]], same)
+        (True, True)
     """
+    ids = range(start, start + len(x)) if isinstance(start, int) else [int(i) for i in start]
+    if len(ids) != len(x):
+        raise StableTrainError(f"{len(x)} examples but {len(ids)} ids")
     try:
-        return distortion(x, ExampleRNG.for_examples(range(start, start + len(x)), *parts))
+        return distortion(x, ExampleRNG.for_examples(ids, *parts))
     except (TypeError, AttributeError):
         if len(x) == 0:
             raise
     # fresh streams: the failed attempt may have advanced some of them
-    streams = ExampleRNG.for_examples(range(start, start + len(x)), *parts).generators
+    streams = ExampleRNG.for_examples(ids, *parts).generators
     return torch.cat([distortion(x[i:i + 1], g) for i, g in enumerate(streams)])
 
 
+class _Records:
+    """Per-example results of one (model, distortion), reduced in id order (independent of batching and ranks)."""
+
+    def __init__(self) -> None:
+        self.ids: list[torch.Tensor] = []
+        self.values: dict[str, list[torch.Tensor]] = {}
+
+    def add(self, ids: torch.Tensor, **values: torch.Tensor) -> None:
+        self.ids.append(ids.cpu())
+        for key, value in values.items():
+            self.values.setdefault(key, []).append(value.cpu())
+
+    def merged(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        ids = torch.cat(self.ids) if self.ids else torch.zeros(0, dtype=torch.long)
+        order = torch.argsort(ids)
+        ids = ids[order]
+        if len(ids) > 1 and bool((ids[1:] == ids[:-1]).any()):
+            raise StableTrainError("two evaluation examples share an id; each example needs its own")
+        return ids, {k: torch.cat(v)[order] for k, v in self.values.items()}
+
+
 @torch.no_grad()
-def _sweep(models: Mapping[str, nn.Module], dataset: ImageDataset, distortions: Sequence[Distortion], *, seed: int,
-           batch_size: int, progress: bool,
-           context: "DistContext | None") -> tuple[list[dict], dict[str, torch.Tensor]]:
-    """:func:`evaluate_distortions`' rows and the clean logits of each model."""
-    labels = dataset.y.cpu()
-    clean_logits = {name: predict_logits(model, dataset.x, batch_size) for name, model in models.items()}
-    rows = []
-    for name, logits in clean_logits.items():
-        rows.append({"model": name, "distortion": "clean", "family": "clean", "param": None,
-                     "accuracy": int((logits.argmax(1) == labels).sum()) / len(labels),
-                     "mean_kl": 0.0, "flip_rate": 0.0, "n": len(labels)})
+def _sweep(models: Mapping[str, nn.Module], dataset: object, distortions: Sequence[Distortion], *, seed: int,
+           batch_size: int, progress: bool, context: "DistContext | None",
+           workers: int = 0) -> tuple[list[dict], dict[str, dict]]:
+    """:func:`evaluate_distortions`' rows, and each model's clean predictions and labels (for the warnings).
+
+    One pass over the data: every batch is decoded once and run through every
+    distortion and model. Per-example results are kept with the examples'
+    ids and summed in id order at the end, so the rows do not depend on the
+    batch size, the workers, the ranks, or a stream's order.
+    """
+    from .batches import example_batches, example_count
+
     sweep = [d for d in distortions if not isinstance(d, Identity)]
     device = _device_of(next(iter(models.values()))) if models else torch.device("cpu")
     ranked = context is not None and context.is_distributed
-    if ranked:
-        sweep = sweep[context.rank::context.world_size]
-    bar = tqdm(sweep, desc="distortions", unit="spec", disable=not progress or (ranked and not context.is_main) or None,
-               leave=False)
-    for distortion in bar:
-        bar.set_postfix_str(distortion.spec)
-        parts: dict[str, dict[str, list[torch.Tensor]]] = {name: {"correct": [], "kl": [], "flips": []}
-                                                           for name in models}
-        for start in range(0, len(dataset), batch_size):
+    rank, world = (context.rank, context.world_size) if ranked else (0, 1)
+    records = {name: {spec: _Records() for spec in ["clean"] + [d.spec for d in sweep]} for name in models}
+    total = example_count(dataset)
+    bar = tqdm(total=None if total is None else -(-total // batch_size), desc="evaluation", unit="batch",
+               disable=not progress or (ranked and not context.is_main) or None, leave=False)
+    for x, y, ids in example_batches(dataset, batch_size=batch_size, device=device, workers=workers, rank=rank,
+                                     world_size=world):
+        clean_logits = {name: predict_logits(model, x, batch_size) for name, model in models.items()}
+        for name, logits in clean_logits.items():
+            records[name]["clean"].add(ids, correct=logits.argmax(1) == y, predicted=logits.argmax(1),
+                                       label=y, classes=torch.full((len(y),), logits.shape[1]))
+        for distortion in sweep:
             # distort where the (first) model lives, so a GPU model gets GPU corruptions; every example draws from
-            # its own CPU stream seeded by (seed, spec, index): the distorted images are the same for any batch size,
-            # number of workers or ranks, and on every device
-            distorted = distort_examples(distortion, dataset.x[start:start + batch_size].to(device), start,
-                                         seed, "distortion", distortion.spec)
-            y = labels[start:start + batch_size]
+            # its own CPU stream seeded by (seed, spec, id): the same distorted images for any batch size, number of
+            # workers or ranks, and on every device
+            distorted = distort_examples(distortion, x, ids, seed, "distortion", distortion.spec)
             for name, model in models.items():
                 logits = predict_logits(model, distorted, batch_size)
-                clean = clean_logits[name][start:start + batch_size]
-                parts[name]["correct"].append(logits.argmax(1) == y)
-                parts[name]["kl"].append(stability_kl(clean, logits, reduction="none"))
-                parts[name]["flips"].append(logits.argmax(1) != clean.argmax(1))
-        n = len(dataset)
-        for name in models:
-            # per-example values summed once, in one order: the sums do not depend on how the batches were cut
-            correct, kl, flips = (torch.cat(parts[name][key]) for key in ("correct", "kl", "flips"))
-            rows.append({"model": name, "distortion": distortion.spec, "family": distortion.family,
-                         "param": distortion.param, "accuracy": int(correct.sum()) / n,
-                         "mean_kl": float(kl.double().sum()) / n, "flip_rate": int(flips.sum()) / n, "n": n})
+                clean = clean_logits[name]
+                records[name][distortion.spec].add(ids, correct=logits.argmax(1) == y,
+                                                   kl=stability_kl(clean, logits, reduction="none").double(),
+                                                   flips=logits.argmax(1) != clean.argmax(1))
+        bar.update(1)
+    bar.close()
     if ranked:
         from ..distributed import all_gather
 
-        clean_count = len(models)
-        shards = [shard[clean_count:] for shard in all_gather(rows, context)]
-        rows = rows[:clean_count]
-        # rank r computed distortions r, r + W, …: interleave the shards back into sweep order
-        for position in range(max(len(shard) for shard in shards) // max(clean_count, 1)):
-            for shard in shards:
-                rows += shard[position * clean_count:(position + 1) * clean_count]
-    return rows, clean_logits
+        gathered = all_gather(records, context)
+        for name in models:
+            for spec in records[name]:
+                merged = _Records()
+                for part in gathered:
+                    merged.ids += part[name][spec].ids
+                    for key, value in part[name][spec].values.items():
+                        merged.values.setdefault(key, []).extend(value)
+                records[name][spec] = merged
+    rows: list[dict] = []
+    clean_info: dict[str, dict] = {}
+    for name in models:
+        ids, values = records[name]["clean"].merged()
+        n = len(ids)
+        if n == 0:
+            raise StableTrainError("the evaluation data holds no examples")
+        classes = int(values["classes"].max())
+        clean_info[name] = {"predicted": values["predicted"], "labels": values["label"], "num_classes": classes}
+        rows.append({"model": name, "distortion": "clean", "family": "clean", "param": None,
+                     "accuracy": int(values["correct"].sum()) / n, "mean_kl": 0.0, "flip_rate": 0.0, "n": n})
+    for distortion in sweep:
+        for name in models:
+            _, values = records[name][distortion.spec].merged()
+            n = len(values["correct"])
+            # per-example values summed once, in id order: the sums do not depend on how the batches were cut
+            rows.append({"model": name, "distortion": distortion.spec, "family": distortion.family,
+                         "param": distortion.param, "accuracy": int(values["correct"].sum()) / n,
+                         "mean_kl": float(values["kl"].sum()) / n, "flip_rate": int(values["flips"].sum()) / n,
+                         "n": n})
+    return rows, clean_info
 
 
 @torch.no_grad()
@@ -237,6 +283,35 @@ def results_by_model(rows: Sequence[Mapping]) -> dict[str, dict]:
             entry["distortions"][row["distortion"]] = {k: row[k] for k in ("family", "param", "accuracy",
                                                                             "mean_kl", "flip_rate", "n")}
     return nested
+
+
+def _image_side(dataset: object) -> int:
+    """The image width of an evaluation source (its first example for a stream)."""
+    from .batches import example_batches, is_in_memory
+
+    if is_in_memory(dataset):
+        return int(dataset.x.shape[-1])
+    for x, _, _ in example_batches(dataset, batch_size=1):
+        return int(x.shape[-1])
+    raise StableTrainError("the evaluation data holds no examples")
+
+
+def prediction_warnings(name: str, predicted: torch.Tensor, labels: torch.Tensor, num_classes: int, *,
+                        share: float = 0.95) -> list[str]:
+    """:func:`degenerate_warnings` from the predicted classes (no logits need to be kept for a large data set)."""
+    n = len(labels)
+    if n == 0 or num_classes < 2:
+        return []
+    counts = torch.bincount(predicted.long(), minlength=num_classes)
+    top = int(counts.argmax())
+    out = []
+    if float(counts[top]) / n >= share:
+        out.append(f"model {name} predicts one class ({top}) for {100 * float(counts[top]) / n:.0f}% of test images")
+    chance = max(1.0 / num_classes, float(torch.bincount(labels.cpu().long(), minlength=num_classes).max()) / n)
+    accuracy_ = float((predicted.cpu() == labels.cpu()).double().mean())
+    if accuracy_ <= chance + 3 * (chance * (1 - chance) / n) ** 0.5:
+        out.append(f"model {name} is at chance: clean accuracy {100 * accuracy_:.1f}% with {num_classes} classes")
+    return out
 
 
 def degenerate_warnings(name: str, logits: torch.Tensor, labels: torch.Tensor, *, share: float = 0.95) -> list[str]:
@@ -338,7 +413,7 @@ def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suit
                     attack: str = "pgd", attack_steps: int = 10, attack_examples: int | None = None,
                     baseline: str | None = None, seed: int = 0, batch_size: int = 512,
                     smoothing: Mapping | None = None, smoothing_examples: int | None = None,
-                    progress: bool = True, context: "DistContext | None" = None) -> dict:
+                    workers: int = 0, progress: bool = True, context: "DistContext | None" = None) -> dict:
     """Run the ``paper``, ``common`` (corruptions) and ``adversarial`` suites on several models.
 
     Returns ``{'rows': [...], 'models': {name: summary}, 'warnings': [...]}``.
@@ -378,9 +453,11 @@ def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suit
     unknown = chosen - set(SUITES)
     if unknown:
         raise StableTrainError(f"unknown suite(s) {', '.join(sorted(unknown))}; known: {', '.join(SUITES)}")
+    from .batches import example_count, take_examples
+
     paper: list[Distortion] = []
     if "paper" in chosen:
-        paper = list(paper_distortions or parse_distortions(paper_sweep(int(dataset.x.shape[-1]))))
+        paper = list(paper_distortions or parse_distortions(paper_sweep(_image_side(dataset))))
     distortions: list[Distortion] = list(paper)
     common: list[str] = []
     held_out: list[str] = []
@@ -391,14 +468,22 @@ def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suit
         paper_specs = {d.spec for d in paper}
         distortions += [d for d in corruption_suite(corruption_set, names=common + held_out,
                                                     severities=tuple(severities)) if d.spec not in paper_specs]
-    rows, clean_logits = _sweep(models, dataset, distortions, seed=seed, batch_size=batch_size, progress=progress,
-                                context=context)
+    rows, clean = _sweep(models, dataset, distortions, seed=seed, batch_size=batch_size, progress=progress,
+                         context=context, workers=workers)
     for row in rows:
         if row["family"].startswith("c10/"):
             row["family"] = row["family"][4:]
     attack_main = context is None or context.is_main
-    count = len(dataset) if attack_examples is None else min(int(attack_examples), len(dataset))
+    size = example_count(dataset)
+    size = size if size is not None else len(next(iter(clean.values()))["labels"])
+    count = size if attack_examples is None else min(int(attack_examples), size)
     steps = None if attack == "fgsm" else int(attack_steps)
+    certified_count = size if smoothing_examples is None else min(int(smoothing_examples), size)
+    needed = max(count if "adversarial" in chosen else 0, certified_count if "smoothing" in chosen else 0)
+    if needed and attack_main:  # the attacked and certified images: the first ones by id, held in memory
+        held_x, held_y, held_ids = take_examples(dataset, needed, batch_size=batch_size, workers=workers)
+        device = _device_of(next(iter(models.values())))
+        held_x = held_x.to(device)
     if "adversarial" in chosen and attack_main:
         from ..attacks import robustness_curve
 
@@ -406,8 +491,8 @@ def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suit
                    leave=False)
         for name, model in bar:
             # one stream per (model, example): the random starts do not depend on the batch size
-            streams = ExampleRNG.for_examples(range(count), seed, "attack", name)
-            curve = robustness_curve(model, dataset.x[:count], dataset.y[:count], list(epsilons), attack=attack,
+            streams = ExampleRNG.for_examples(held_ids[:count].tolist(), seed, "attack", name)
+            curve = robustness_curve(model, held_x[:count], held_y[:count], list(epsilons), attack=attack,
                                      batch_size=batch_size, generator=streams,
                                      **({} if steps is None else {"steps": steps}))
             rows += [attack_row(name, point, steps) for point in curve]
@@ -419,9 +504,9 @@ def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suit
         if unknown_keys:
             raise StableTrainError(f"unknown smoothing setting(s) {', '.join(sorted(unknown_keys))}; known: "
                                    f"{', '.join(SMOOTHING_DEFAULTS)}")
-        certified_count = len(dataset) if smoothing_examples is None else min(int(smoothing_examples), len(dataset))
         for name, model in models.items():
-            rows += smoothing_rows(model, dataset.x[:certified_count], dataset.y[:certified_count],
+            rows += smoothing_rows(model, held_x[:certified_count], held_y[:certified_count],
+                                   ids=held_ids[:certified_count].tolist(),
                                    sigma=float(settings["sigma"]), n0=int(settings["n0"]), n=int(settings["n"]),
                                    alpha=float(settings["alpha"]), radii=tuple(settings["radii"]),
                                    batch_size=batch_size, seed=seed, name=name)
@@ -430,7 +515,6 @@ def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suit
 
         # rank 0 ran the attacks and the certification (they are not split): share its rows
         rows = broadcast_object(rows, context)
-    labels = dataset.y.cpu()
     summaries: dict[str, dict] = {}
     all_warnings: list[str] = []
     paper_specs = {d.spec for d in paper if not isinstance(d, Identity)}
@@ -449,7 +533,7 @@ def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suit
             summary["corruption_set"] = corruption_set
             summary["common"] = mean_corruption_error(rows, name, common, baseline if baseline != name else None)
             summary["held_out"] = mean_corruption_error(rows, name, held_out, baseline if baseline != name else None)
-            if corruption_set == "imagenet" and clean_logits[name].shape[1] == 1000:
+            if corruption_set == "imagenet" and clean[name]["num_classes"] == 1000:
                 from .mce import alexnet_mce
 
                 summary["alexnet"] = alexnet_mce(rows, name, common, num_classes=1000, corruption_set="imagenet",
@@ -471,7 +555,8 @@ def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suit
                 "abstain_rate": certified[0]["abstain_rate"] if certified else None,
                 "examples": certified[0]["n"] if certified else 0,
                 "noise_samples": certified[0]["noise_samples"] if certified else None}
-        summary["warnings"] = degenerate_warnings(name, clean_logits[name], labels)
+        summary["warnings"] = prediction_warnings(name, clean[name]["predicted"], clean[name]["labels"],
+                                                  clean[name]["num_classes"])
         all_warnings += summary["warnings"]
         summaries[name] = summary
     return {"rows": rows, "models": summaries, "warnings": all_warnings}
