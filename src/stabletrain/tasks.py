@@ -125,6 +125,17 @@ class ClassificationTask(Task):
     metric = "test_accuracy"
 
     def load_data(self, config: Any) -> DataSplit:
+        if getattr(config, "stream", False):
+            from .data import STREAM_IMAGE_SIZE
+            from .data.streams import ShardStream, load_stream
+
+            split = load_stream(config.data, image_size=config.image_size or STREAM_IMAGE_SIZE,
+                                split_seed=config.split_seed, test_fraction=config.test_fraction,
+                                augment=config.augment, crop_pct=config.crop_pct, seed=config.seed)
+            if isinstance(split.train, ShardStream):
+                raise StableTrainError(f"training on tar shards is not supported yet ({config.data}); evaluate on "
+                                       f"them with stabletrain evaluate, or train from a folder or a file list")
+            return split
         return load_data(config.data, image_size=config.image_size, split_seed=config.split_seed,
                          test_fraction=config.test_fraction)
 
@@ -137,8 +148,8 @@ class ClassificationTask(Task):
     def correct(self, output: torch.Tensor, target: Any) -> int:
         return int((output.argmax(1) == target).sum())
 
-    def evaluate(self, model: nn.Module, data: DataSplit) -> dict[str, float]:
-        return {"test_accuracy": accuracy(model, data.test)}
+    def evaluate(self, model: nn.Module, data: DataSplit, workers: int = 0) -> dict[str, float]:
+        return {"test_accuracy": accuracy(model, data.test, workers=workers)}
 
 
 @torch.no_grad()

@@ -75,6 +75,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--chunk-size", type=positive_int,
                    help="rows per block of pairwise distances in --task similarity (default 2048; memory ~ chunk²)")
     p.add_argument("--data", help="evaluate on other data than the checkpoint's (same classes)")
+    p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
+                   help="decode --data per batch in DataLoader workers instead of holding it in memory (default: as "
+                        "the checkpoint was trained; with --model, only file lists and tar shards)")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers that decode streamed images "
+                                                          "(default 0)")
+    p.add_argument("--crop-pct", type=float, help="evaluation crop of streamed images with --model: resize to "
+                                                  "image_size / crop_pct, centre crop (default 0.875)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random distortions (default 0)")
     p.add_argument("--batch-size", type=positive_int, default=512)
     p.add_argument("--out", help="output folder (default: <run folder>/evaluation)")
@@ -250,12 +257,10 @@ def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStac
         baseline_model, baseline_checkpoint = load_model(args.baseline, device=device)
         if baseline_checkpoint.get("config", {}).get("task", "classification") != "classification":
             raise StableTrainError(f"--baseline {args.baseline} holds an embedder, not a classifier")
-    data = load_data(data_source, image_size=stored.get("image_size"), split_seed=stored.get("split_seed", 0),
-                     test_fraction=stored.get("test_fraction", 0.2))
+    data, evaluated = _evaluation_data(args, stored, data_source, split, context)
     if args.model is not None:
         model = _finish_spec_model(args, model, data, device)
     check_fits(f"the model {args.checkpoint or args.model}", checkpoint, data)
-    evaluated = data.test if split == "test" else _all_images(data)
     if baseline_checkpoint is not None:
         check_fits(f"--baseline {args.baseline}", baseline_checkpoint, data)
     if distortions is None:
@@ -271,12 +276,14 @@ def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStac
                              epsilons=epsilons, attack=attack, attack_steps=attack_steps,
                              attack_examples=args.attack_examples, baseline=baseline_name, seed=args.seed,
                              smoothing=smoothing, smoothing_examples=args.smoothing_examples,
+                             workers=args.workers,
                              batch_size=args.batch_size, progress=not args.quiet, context=context)
     if not context.is_main:
         return 0
     rows = result["rows"]
     settings = {("model" if args.model else "checkpoint"): str(args.model or args.checkpoint), "method": name,
-                "data": data_source, "images": f"{len(evaluated)} ({'the test split' if split == 'test' else 'all'})",
+                "data": data_source, "test images": len(evaluated),
+                "images evaluated": "the test split" if split == "test" else "all of the data",
                 "suites": ", ".join(suites), "distortion seed": args.seed}
     if args.weights:
         settings["weights"] = str(args.weights)
@@ -458,6 +465,47 @@ def _finish_spec_model(args: argparse.Namespace, model: Any, data: Any, device: 
     else:
         print(f"stabletrain: warning: {args.model} is evaluated with random weights (no --weights)", file=sys.stderr)
     return model.to(device).eval()
+
+
+def _evaluation_data(args: argparse.Namespace, stored: dict, source: str, split: str, context: Any) -> tuple[Any, Any]:
+    """The data, and the images to evaluate: held in memory, or streamed with the pipeline the model was trained
+    with (the stored image size and evaluation crop)."""
+    from ..data import STREAM_IMAGE_SIZE, load_data, stream_only
+
+    if args.workers < 0:
+        raise StableTrainError(f"--workers must be >= 0, got {args.workers}")
+    stream = args.stream if args.stream is not None else bool(stored.get("stream")) or stream_only(source)
+    if args.crop_pct is not None and not (0 < args.crop_pct <= 1):
+        raise StableTrainError(f"--crop-pct must be in (0, 1], got {args.crop_pct}")
+    if not stream:
+        if args.crop_pct is not None or args.workers:
+            flags = [f for f, v in (("--crop-pct", args.crop_pct), ("--workers", args.workers or None)) if v]
+            raise StableTrainError(f"{', '.join(flags)} {'has' if len(flags) == 1 else 'have'} no effect without "
+                                   f"--stream (they set how streamed images are decoded)")
+        data = load_data(source, image_size=stored.get("image_size"), split_seed=stored.get("split_seed", 0),
+                         test_fraction=stored.get("test_fraction", 0.2))
+        return data, (data.test if split == "test" else _all_images(data))
+    if args.checkpoint is not None and args.crop_pct is not None:
+        raise StableTrainError("--crop-pct goes with --model; a checkpoint is evaluated with the crop it was trained "
+                               "with")
+    from ..data.streams import ImageFiles, ShardStream, load_stream
+
+    crop_pct = args.crop_pct or stored.get("crop_pct") or 0.875
+    data = load_stream(source, image_size=stored.get("image_size") or STREAM_IMAGE_SIZE,
+                       split_seed=stored.get("split_seed", 0), test_fraction=stored.get("test_fraction", 0.2),
+                       augment="none", crop_pct=crop_pct, seed=0)
+    test = data.test
+    if split == "all":
+        if isinstance(test, ImageFiles):
+            files = list(data.train.files) + list(test.files)
+            labels = list(data.train.labels) + list(test.labels)
+            test = ImageFiles(files, labels, transform=test.transform, channels=test.channels)
+        else:
+            test = ShardStream(list(data.train.shards) + list(test.shards), transform=test.transform,
+                               channels=test.channels, num_classes=test.num_classes)
+    if isinstance(test, ShardStream):
+        test = test.with_transform(test.transform, rank=context.rank, world_size=context.world_size)
+    return data, test
 
 
 def _all_images(data: Any) -> Any:

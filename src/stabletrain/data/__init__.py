@@ -50,7 +50,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..checks import StableTrainError
 from ..registry import DATA
 
-__all__ = ["ImageDataset", "DataSplit", "load_data", "load_digits", "load_photos", "load_image_folder",
+__all__ = ["ImageDataset", "DataSplit", "load_data", "stream_only", "can_stream", "STREAM_IMAGE_SIZE", "load_digits", "load_photos", "load_image_folder",
            "load_tiled_folder", "load_npz", "load_patches", "PHOTO_SOURCES", "stratified_split", "region_split",
            "tile_image", "IMAGE_EXTENSIONS", "MIN_TRAIN_PER_CLASS", "MIN_TEST_PER_CLASS"]
 
@@ -694,3 +694,30 @@ def sample_triplets(labels: torch.Tensor, generator: torch.Generator, anchors: t
     r = (torch.rand(len(anchors), generator=generator) * (n - a_count)).long()
     negative = order[torch.where(r < a_start, r, r + a_count)]
     return torch.stack([anchors, positive, negative], dim=1)
+
+
+#: The default image side of streamed data: the ImageNet convention (in-memory folders default to 32).
+STREAM_IMAGE_SIZE = 224
+
+
+def stream_only(source: str) -> bool:
+    """Whether ``source`` can only be streamed: a file list (``.csv``, ``.tsv``, ``.txt``) or tar shards.
+
+    Example:
+        >>> stream_only("train.csv"), stream_only("shards:/data/train-{0000..0009}.tar"), stream_only("digits")
+        (True, True, False)
+    """
+    from .streams import _is_shard_folder, _is_shard_spec
+
+    text = str(source).strip()
+    if text.startswith("shards:") or _is_shard_spec(text):
+        return True
+    path = Path(text)
+    if path.is_dir():
+        return _is_shard_folder(path)
+    return path.suffix.lower() in (".csv", ".tsv", ".txt")
+
+
+def can_stream(source: str) -> bool:
+    """Whether ``source`` can be streamed (a folder of images, a file list or tar shards), not only held."""
+    return stream_only(source) or (Path(str(source)).is_dir())

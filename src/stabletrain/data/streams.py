@@ -50,7 +50,6 @@ import hashlib
 import io
 import json
 import logging
-import math
 import os
 import re
 import tarfile
@@ -73,7 +72,7 @@ from .transforms import EvalTransform, TrainTransform, to_tensor_uint8
 
 __all__ = ["PathTable", "ImageFiles", "ShardStream", "EpochKeys", "StreamingSplit", "scan_image_folder",
            "read_file_list", "open_shards", "expand_shards", "load_stream", "make_transforms", "make_loader",
-           "collate_uint8", "iterate", "AUGMENTS", "SHARD_SUFFIXES"]
+           "collate_uint8", "iterate", "sample_id", "AUGMENTS", "SHARD_SUFFIXES"]
 
 logger = logging.getLogger("stabletrain.data")
 
@@ -379,7 +378,8 @@ def _sample_label(sample: dict, where: str, num_classes: int | None) -> int:
     if "cls" in sample:
         text = bytes(sample["cls"]).decode("utf-8", "replace").strip()
         if not _INT.fullmatch(text):
-            raise StableTrainError(f"{where}: sample {key!r}: '.cls' must hold an integer class index, got {text[:40]!r}")
+            raise StableTrainError(f"{where}: sample {key!r}: '.cls' must hold an integer class index, "
+                                   f"got {text[:40]!r}")
         label = int(text)
     elif "json" in sample:
         try:
@@ -814,13 +814,15 @@ def _walk_images(top: str, prefix: str) -> tuple[list[str], list[str]]:
     return [p for _, p in images], [p for _, p in skipped]
 
 
-def _scan_classes(root: Path, folder: Path, *, min_classes: int = 2) -> tuple[list[str], list[str], np.ndarray, list[Path]]:
+def _scan_classes(root: Path, folder: Path, *,
+                  min_classes: int = 2) -> tuple[list[str], list[str], np.ndarray, list[Path]]:
     """Class names, image paths relative to ``root``, labels, and skipped files of one class-per-folder tree."""
     class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(class_dirs) < min_classes:
         hint = " (a train/ folder needs a val/ or test/ folder of class folders beside it)" \
             if any(p.name == "train" for p in class_dirs) else ""
-        raise StableTrainError(f"{folder} needs at least {min_classes} class sub-folders, found {len(class_dirs)}{hint}")
+        raise StableTrainError(f"{folder} needs at least {min_classes} class sub-folders, "
+                               f"found {len(class_dirs)}{hint}")
     files: list[str] = []
     labels: list[np.ndarray] = []
     skipped: list[Path] = []
@@ -1425,6 +1427,27 @@ def _original_message(text: str, kind: type) -> str:
     return lines[-1].strip() if lines else text.split("\n", 1)[0]
 
 
+def _stop_workers(loader: Any, iterator: Any) -> None:
+    """Shut a DataLoader iterator's workers down now, after an error.
+
+    Left to the garbage collector, an iterator caught in the exception's
+    reference cycle loses its queues before its workers hear the stop
+    signal, and PyTorch then waits 5 s per worker before killing them. A
+    persistent loader starts fresh workers on its next iteration.
+    """
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if callable(shutdown):
+        try:
+            shutdown()
+        except Exception:  # noqa: BLE001 - best effort; PyTorch kills stragglers at exit
+            pass
+    if getattr(loader, "_iterator", None) is iterator:
+        try:
+            loader._iterator = None
+        except AttributeError:  # pragma: no cover - a future PyTorch without the attribute
+            pass
+
+
 def iterate(loader: Iterable[Any]) -> Iterator[Any]:
     """Yield ``loader``'s batches; a data error raised in a worker becomes one clean :class:`StableTrainError`.
 
@@ -1433,16 +1456,28 @@ def iterate(loader: Iterable[Any]) -> Iterator[Any]:
     the worker's traceback; this keeps only the original one-line message
     (``not a readable image file: …``). A worker killed by the system (out
     of memory) becomes one line too. Other exceptions are programming
-    errors and pass through unchanged.
+    errors and pass through unchanged. On any error the loader's workers
+    are shut down at once.
     """
+    iterator = iter(loader)
+    message = None
     try:
-        yield from loader
-    except StableTrainError as err:
-        raise StableTrainError(_original_message(str(err), StableTrainError)) from None
-    except RuntimeError as err:
-        first = str(err).split("\n", 1)[0].strip()
-        if "DataLoader worker" in first and ("exited unexpectedly" in first or "killed by signal" in first):
-            first = first.rstrip(". ")
-            raise StableTrainError(f"{first}: a data-loading worker died (often out of memory: try fewer workers "
-                                   f"or a smaller batch)") from None
+        for batch in iterator:
+            yield batch
+    except GeneratorExit:
         raise
+    except StableTrainError as err:
+        _stop_workers(loader, iterator)
+        message = _original_message(str(err), StableTrainError)
+    except RuntimeError as err:
+        _stop_workers(loader, iterator)
+        first = str(err).split("\n", 1)[0].strip()
+        if not ("DataLoader worker" in first and ("exited unexpectedly" in first or "killed by signal" in first)):
+            raise
+        message = (f"{first.rstrip('. ')}: a data-loading worker died (often out of memory: try fewer workers or a "
+                   f"smaller batch)")
+    except BaseException:
+        _stop_workers(loader, iterator)
+        raise
+    if message is not None:  # raised outside the handler: no chained worker traceback, no reference cycle
+        raise StableTrainError(message)

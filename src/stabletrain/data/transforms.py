@@ -70,7 +70,8 @@ def _pair(values: Sequence[float], what: str, low: float) -> tuple[float, float]
     return a, b
 
 
-def resize_shorter(image: Image.Image, side: int, resample: Image.Resampling = Image.Resampling.BILINEAR) -> Image.Image:
+def resize_shorter(image: Image.Image, side: int,
+                   resample: Image.Resampling = Image.Resampling.BILINEAR) -> Image.Image:
     """Resize so the shorter side is ``side`` pixels, keeping the aspect ratio (torchvision's ``Resize(int)``).
 
     The longer side becomes ``int(side * long / short)``, truncated, as in torchvision.

@@ -52,8 +52,8 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> 
     return torch.cat(outputs)
 
 
-def accuracy(model: nn.Module, dataset: ImageDataset, batch_size: int = 512) -> float:
-    """Top-1 accuracy of ``model`` on ``dataset``.
+def accuracy(model: nn.Module, dataset: ImageDataset, batch_size: int = 512, workers: int = 0) -> float:
+    """Top-1 accuracy of ``model`` on ``dataset`` (an :class:`ImageDataset`, a ``Dataset`` or a ``DataLoader``).
 
     Example:
         >>> from stabletrain.models import SmallCNN
@@ -61,8 +61,16 @@ def accuracy(model: nn.Module, dataset: ImageDataset, batch_size: int = 512) -> 
         >>> 0.0 <= accuracy(SmallCNN(1, 2, width=4), data) <= 1.0
         True
     """
-    logits = predict_logits(model, dataset.x, batch_size)
-    return int((logits.argmax(1) == dataset.y.cpu()).sum()) / max(len(dataset), 1)
+    from .batches import example_batches, is_in_memory
+
+    if is_in_memory(dataset):
+        logits = predict_logits(model, dataset.x, batch_size)
+        return int((logits.argmax(1) == dataset.y.cpu()).sum()) / max(len(dataset), 1)
+    correct = seen = 0
+    for x, y, _ in example_batches(dataset, batch_size=batch_size, device=_device_of(model), workers=workers):
+        correct += int((predict_logits(model, x, batch_size).argmax(1) == y).sum())
+        seen += len(y)
+    return correct / max(seen, 1)
 
 
 def distort_examples(distortion: Distortion, x: torch.Tensor, start: int | Sequence[int] | torch.Tensor,

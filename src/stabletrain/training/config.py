@@ -307,6 +307,7 @@ class TrainConfig:
             raise StableTrainError(f"crop_pct must be in (0, 1], got {self.crop_pct!r}")
         if self.optimizer != "sgd" and self.momentum != 0.9:
             raise StableTrainError(f"momentum has no effect with optimizer {self.optimizer!r} (it is SGD's)")
+        self._check_streaming()
         if self.weights is not None:
             from pathlib import Path
 
@@ -353,6 +354,30 @@ class TrainConfig:
         self._build_check()
         resolve_device(self.device)
         return self
+
+    def _check_streaming(self) -> None:
+        """Resolve ``stream`` (None: stream only what cannot be held) and reject streaming options without it."""
+        from ..data import can_stream, stream_only
+
+        if not isinstance(self.data, str):
+            return
+        if self.stream is None:
+            self.stream = stream_only(self.data)
+        if self.stream:
+            if self.task != "classification":
+                raise StableTrainError(f"stream works for the classification task; task {self.task!r} holds its "
+                                       f"data in memory")
+            if not can_stream(self.data):
+                raise StableTrainError(f"data {self.data!r} is held in memory and cannot stream; stream a folder of "
+                                       f"class sub-folders, a .csv/.txt file list or .tar shards")
+        else:
+            if stream_only(self.data):
+                raise StableTrainError(f"data {self.data!r} can only be streamed (drop --no-stream)")
+            given = [name for name, default in (("augment", "none"), ("crop_pct", 0.875))
+                     if getattr(self, name) != default]
+            if given:
+                raise StableTrainError(f"{', '.join(given)} {'has' if len(given) == 1 else 'have'} no effect "
+                                       f"without stream (they transform streamed images); pass --stream")
 
     def _build_check(self) -> None:
         """Build the task and the objective once, so that their own checks of values (ranges, names) run now."""

@@ -27,6 +27,7 @@ from ..models.specs import file_sha256
 from ..models.weights import load_pretrained
 from .checkpoints import CHECKPOINT_FORMAT, build_from_spec, load_checkpoint
 from .optim import build_optimizer, build_scheduler, freeze_batchnorm
+from ..data.streams import iterate as iterate_batches, make_loader
 from .config import TrainConfig
 from .runs import differing_options
 
@@ -166,7 +167,10 @@ def _train(config: TrainConfig, out_dir: str | Path, *, resume: bool, init: str 
     runner = dist_utils.wrap_ddp(dist_utils.ObjectiveStep(forward_model, objective), ctx,
                                  find_unused_parameters=task.objective_task == "similarity")  # the embedder's head is idle
     loader_kwargs: dict[str, Any] = {}
-    if config.workers:
+    streaming = bool(getattr(data, "streaming", False))
+    if streaming:
+        x_source = y_source = None
+    elif config.workers:
         x_source, y_source = data.train.x, data.train.y
         loader_kwargs = {"num_workers": config.workers, "pin_memory": device.type == "cuda"}
     else:
@@ -239,8 +243,14 @@ def _train(config: TrainConfig, out_dir: str | Path, *, resume: bool, init: str 
         sampler = dist_utils.DistributedBatchSampler(task.batches(data, config.batch_size, shuffle), ctx.rank,
                                                      ctx.world_size, start=first)
         shards = list(sampler)
-        if config.workers:
-            inputs: Any = torch.utils.data.DataLoader(shards, batch_size=None, collate_fn=_Gather(task, x_source,
+        if streaming:
+            # images are decoded and augmented in the workers, each from its own (seed, epoch, index) stream
+            keys = [[(epoch, int(i)) for i in shard.index] for shard in shards]
+            loader = make_loader(data.train, batch_sampler=keys, workers=config.workers, device=device)
+            inputs: Any = ((xb.to(device, non_blocking=True).float().div_(255), yb.to(device, non_blocking=True))
+                           for xb, yb, _ in iterate_batches(loader))
+        elif config.workers:
+            inputs = torch.utils.data.DataLoader(shards, batch_size=None, collate_fn=_Gather(task, x_source,
                                                                                                    y_source),
                                                       **loader_kwargs)
         else:
@@ -248,7 +258,7 @@ def _train(config: TrainConfig, out_dir: str | Path, *, resume: bool, init: str 
         bar = tqdm(zip(shards, inputs), total=len(shards), desc=f"{config.method} epoch {epoch + 1}/{config.epochs}",
                    unit="batch", leave=False, disable=not progress or not ctx.is_main or None)
         for shard, (xb, yb) in bar:
-            if config.workers:
+            if config.workers and not streaming:
                 xb = xb.to(device, non_blocking=True)
                 yb = yb.to(device, non_blocking=True) if isinstance(yb, torch.Tensor) else yb
             n = len(shard.index)
@@ -291,7 +301,7 @@ def _train(config: TrainConfig, out_dir: str | Path, *, resume: bool, init: str 
         if ctx.is_main:
             row = {"epoch": epoch + 1, **{k: v / max(seen, 1) for k, v in totals.items()},
                    "train_accuracy": correct / max(seen, 1),
-                   **task.evaluate(model, data),
+                   **(task.evaluate(model, data, workers=config.workers) if streaming else task.evaluate(model, data)),
                    "lr": optimizer.param_groups[0]["lr"],
                    "seconds": time.perf_counter() - started + elapsed_before}
         row = dist_utils.broadcast_object(row, ctx)
