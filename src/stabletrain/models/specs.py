@@ -307,10 +307,10 @@ def model_factory(spec: str, *, needed_by: str | None = None, provider: str | No
     """The factory a model spec names (see the module docstring); a spec that names nothing is one clear error.
 
     Example:
-        >>> model_factory("no_such_model")
+        >>> model_factory("no_such_model")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        stabletrain.checks.StableTrainError: unknown model 'no_such_model'; known: small_cnn, small_embedder, jet_cnn; or a spec timm:NAME, torchvision:NAME, path/to/file.py:factory, package.module:factory
+        stabletrain.checks.StableTrainError: unknown model 'no_such_model'; known: ...small_cnn...; or a spec timm:NAME, torchvision:NAME, path/to/file.py:factory, package.module:factory
     """
     parsed = parse_model_spec(spec)
     if parsed.kind == "registered":
