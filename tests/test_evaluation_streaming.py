@@ -126,7 +126,7 @@ def test_streamed_training_is_the_same_with_and_without_workers(tmp_path):
     from stabletrain.training import TrainConfig, train
 
     root = write_images(tmp_path / "images", per_class=8)
-    config = dict(data=str(root), stream=True, augment="crop-flip", image_size=16, width=4, epochs=1, batch_size=6,
+    config = dict(data=str(root), stream=True, augment="crop-flip", image_size=16, width=4, epochs=2, batch_size=6,
                   method="stability")
     a = train(TrainConfig(**config), tmp_path / "a", progress=False)
     b = train(TrainConfig(**config, workers=2), tmp_path / "b", progress=False)

@@ -223,6 +223,7 @@ def _train(config: TrainConfig, out_dir: str | Path, *, resume: bool, init: str 
             return torch.autocast(device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    epoch_batches, stream_loader = _EpochBatches(), None
     started = time.perf_counter()
     global_step = start_epoch * steps_per_epoch + start_step
     for epoch in range(start_epoch, config.epochs):
@@ -244,11 +245,14 @@ def _train(config: TrainConfig, out_dir: str | Path, *, resume: bool, init: str 
                                                      ctx.world_size, start=first)
         shards = list(sampler)
         if streaming:
-            # images are decoded and augmented in the workers, each from its own (seed, epoch, index) stream
-            keys = [[(epoch, int(i)) for i in shard.index] for shard in shards]
-            loader = make_loader(data.train, batch_sampler=keys, workers=config.workers, device=device)
+            # images are decoded and augmented in the workers, each from its own (seed, epoch, index) stream; the
+            # loader (and its persistent workers) lives for the whole run, only its batches change per epoch
+            epoch_batches.keys = [[(epoch, int(i)) for i in shard.index] for shard in shards]
+            if stream_loader is None:
+                stream_loader = make_loader(data.train, batch_sampler=epoch_batches, workers=config.workers,
+                                            device=device)
             inputs: Any = ((xb.to(device, non_blocking=True).float().div_(255), yb.to(device, non_blocking=True))
-                           for xb, yb, _ in iterate_batches(loader))
+                           for xb, yb, _ in iterate_batches(stream_loader))
         elif config.workers:
             inputs = torch.utils.data.DataLoader(shards, batch_size=None, collate_fn=_Gather(task, x_source,
                                                                                                    y_source),
@@ -354,6 +358,19 @@ def _reduce_epoch(totals: dict[str, float], correct: float, seen: float,
     keys = list(totals)
     sums = dist_utils.all_reduce_sums([totals[k] for k in keys] + [correct, seen], ctx)
     return dict(zip(keys, sums[:-2])), sums[-2], int(sums[-1])
+
+
+class _EpochBatches:
+    """A batch sampler whose batches the loop replaces every epoch, so one DataLoader serves the whole run."""
+
+    def __init__(self) -> None:
+        self.keys: list[list[tuple[int, int]]] = []
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(list(self.keys))
+
+    def __len__(self) -> int:
+        return len(self.keys)
 
 
 class _Gather:
