@@ -148,3 +148,23 @@ def test_an_unreadable_image_in_a_folder_is_one_line(tmp_path, capsys):
     code, _, err = run(capsys, "train", "--model", "timm:test_resnet", "--data", root, "--out", tmp_path / "o",
                        *COMMON)
     assert code == 2 and "not a readable image file" in err and "truncated.jpg" in err
+
+
+def test_streaming_bad_input_is_one_line(tmp_path, capsys):
+    import tarfile
+
+    root = make_folder(tmp_path / "images", classes=2, per_class=6)
+    (root / "class_0" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4)
+    code, _, err = run(capsys, "train", "--model", "timm:test_resnet", "--data", root, "--stream", "--workers", "2",
+                       "--out", tmp_path / "o", *COMMON)
+    assert code == 2 and "not a readable image file" in err and "broken.jpg" in err
+    assert "Traceback" not in err and err.count("\n") == 1
+    empty = tmp_path / "empty-0000.tar"
+    with tarfile.open(empty, "w"):
+        pass
+    code, _, err = run(capsys, "evaluate", "--model", "timm:test_resnet", "--data", f"shards:{empty}|{empty}",
+                       "--out", tmp_path / "e", "--quiet")
+    assert code == 2 and "empty" in err.lower() and "Traceback" not in err
+    code, _, err = run(capsys, "evaluate", "--model", "timm:test_resnet", "--data", str(tmp_path / "none-{0..3}.tar"),
+                       "--out", tmp_path / "e2", "--quiet")
+    assert code == 2 and err.startswith("stabletrain: error: ")

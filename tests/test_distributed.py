@@ -140,7 +140,7 @@ def test_stability_step_synchronizes_gradients_once_like_a_plain_step():
 def test_sharded_evaluation_gathers_the_single_process_result(tmp_path):
     train(TrainConfig(data="digits", image_size=16, width=8, epochs=1, batch_size=128, method="plain",
                       device="cpu"), tmp_path / "run", progress=False)
-    # five distortions over two ranks: rank 0 takes three, rank 1 two
+    # two ranks: rank 0 takes batches 0, 2, …, rank 1 batches 1, 3, …; the per-example results are gathered
     args = ["evaluate", str(tmp_path / "run"), "--distortions", "jpeg-30,thumb-8,crop-10,gaussian-0.1,gaussian-0.2",
             "--device", "cpu", "--quiet"]
     assert main(args + ["--out", str(tmp_path / "single")]) == 0
@@ -151,3 +151,27 @@ def test_sharded_evaluation_gathers_the_single_process_result(tmp_path):
     sharded = json.loads((tmp_path / "sharded" / "results.json").read_text())
     assert sharded["summary"] == single["summary"] and sharded["models"] == single["models"]
     assert len(single["models"]["plain"]["distortions"]) == 5
+
+
+def test_sharded_streaming_evaluation_gathers_the_single_process_result(tmp_path):
+    """A streamed folder evaluated by two ranks, each decoding its own batches, gives the single-process rows."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(2):
+        (tmp_path / "images" / f"c{c}").mkdir(parents=True)
+        for i in range(9):
+            pixels = rng.integers(0, 256, size=(30, 26, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "images" / f"c{c}" / f"{i}.png")
+    train(TrainConfig(data=str(tmp_path / "images"), stream=True, image_size=16, width=4, epochs=1, batch_size=6,
+                      method="plain", device="cpu"), tmp_path / "run", progress=False)
+    args = ["evaluate", str(tmp_path / "run"), "--distortions", "jpeg-30,crop-10,gaussian-0.1", "--device", "cpu",
+            "--quiet", "--batch-size", "2", "--workers", "1"]
+    assert main(args + ["--out", str(tmp_path / "single")]) == 0
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                    "stabletrain", *args, "--out", str(tmp_path / "sharded")], check=True, capture_output=True,
+                   timeout=300, env=_env())
+    single = json.loads((tmp_path / "single" / "results.json").read_text())
+    sharded = json.loads((tmp_path / "sharded" / "results.json").read_text())
+    assert sharded["models"] == single["models"]
