@@ -58,7 +58,7 @@ def test_similarity_takes_margin_and_classification_does_not():
     ({"detach_clean": "no"}, "detach_clean .*must be true or false, got 'no'"),
     ({"epochs": "3"}, "epochs must be an integer"),
     ({"epochs": True}, "epochs must be an integer"),
-    ({"lr": "0.1"}, "lr must be a finite number"),
+    ({"lr": "0.1"}, "lr must be a number or null"),
     ({"compile": "yes"}, "compile must be true or false"),
     ({"alpha": "4"}, "alpha .*must be a finite number"),
     ({"method_args": ["alpha"]}, "method_args must be a mapping"),

@@ -37,12 +37,15 @@ FIELD_HELP = {
     "epochs": "training epochs (default 12)",
     "batch_size": "global batch size (default 64)",
     "lr": "learning rate of the head (and of the backbone, times --backbone-lr-scale), after warm-up decayed "
-          "by --schedule per step (default 3e-3)",
+          "by --schedule per step (default 3e-3; fine-tuning with --weights or --init: see docs/results.md §6)",
     "weight_decay": "weight decay of every parameter (default 5e-4)",
     "optimizer": "adamw (default) or sgd (with --momentum)",
     "momentum": "SGD momentum (default 0.9)",
     "schedule": "cosine (default: decay to 0 over the run) or constant, after the warm-up",
-    "warmup_epochs": "linear learning-rate warm-up over this many epochs, fractions allowed (default 0)",
+    "warmup_epochs": "linear learning-rate warm-up over this many epochs, fractions allowed (default 0; 1 when "
+                     "fine-tuning with --weights or --init)",
+    "init": "stabletrain checkpoint to start from, with its model (fine-tune a model trained here); for weights "
+            "saved by other tools use --weights",
     "backbone_lr_scale": "backbone learning rate = lr × this; the classifier head keeps lr (default 1; 0 "
                          "freezes the backbone)",
     "freeze_bn": "keep batch-norm running statistics as loaded (fine-tuning)",

@@ -25,8 +25,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                         "nccl on GPUs, gloo on the CPU); --batch-size is the global batch")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--init", help="stabletrain checkpoint to start from, with its model (fine-tune a model "
-                                  "trained here); for weights saved by other tools use --weights")
     p.add_argument("--mean", type=float_list, help="input mean per channel, comma-separated, applied inside the "
                                                    "model (default: the data's, or a timm/torchvision model's "
                                                    "pretrained config)")
@@ -68,7 +66,6 @@ def run(args: argparse.Namespace, log: Log) -> int:
         values = TrainConfig.from_stored(load_checkpoint(checkpoint)["config"]).to_dict()
     if args.config:
         loaded = read_yaml(args.config)
-        loaded.pop("init", None)  # saved configs record it; it is a flag, not a setting
         values = merge_options(values, loaded)
     flags = config_values(args)
     for name in ("mean", "std"):
@@ -78,7 +75,7 @@ def run(args: argparse.Namespace, log: Log) -> int:
     if args.nproc and args.nproc > 1 and not distributed.launched_by_torchrun():
         return _launch(args, config)
     try:
-        result = train(config, args.out, resume=args.resume, init=args.init, overwrite=args.overwrite,
+        result = train(config, args.out, resume=args.resume, overwrite=args.overwrite,
                        progress=not args.quiet, log=log)
     finally:
         distributed.teardown()
@@ -105,7 +102,6 @@ def _launch(args: argparse.Namespace, config: Any) -> int:
         argv = ["train", "--config", str(resolved), "--out", str(args.out)]
         argv += [flag for flag, on in (("--resume", args.resume), ("--overwrite", args.overwrite),
                                        ("--quiet", args.quiet)) if on]
-        argv += ["--init", str(args.init)] if args.init else []
         status = distributed.launch(argv, args.nproc)
     # the workers printed their own errors; torchrun exits 1 when a worker fails
     return status

@@ -41,11 +41,16 @@ from ..models.specs import model_factory
 from ..objectives import OBJECTIVE_TASKS, available_methods, objective_factory
 from ..registry import MODELS, TASKS, factory_options
 
-__all__ = ["TrainConfig", "AMP_MODES", "OPTIMIZERS", "SCHEDULES", "AUGMENTATIONS", "EXECUTION_OPTIONS",
+__all__ = ["TrainConfig", "SCRATCH_LR", "FINETUNE_LR", "FINETUNE_WARMUP_EPOCHS", "AMP_MODES", "OPTIMIZERS", "SCHEDULES", "AUGMENTATIONS", "EXECUTION_OPTIONS",
            "LEGACY_OPTIONS"]
 
 #: ``amp`` settings: full float32, or bfloat16 autocast of the forward passes (CPU and CUDA).
 AMP_MODES = ("off", "bf16")
+#: The learning rate and warm-up of a run from scratch, and of a fine-tuning run (``weights`` or ``init`` given),
+#: chosen by measurement: experiments/finetune_defaults.py and docs/results.md §6.
+SCRATCH_LR = 3e-3
+FINETUNE_LR = 3e-3
+FINETUNE_WARMUP_EPOCHS = 1.0
 #: ``optimizer`` settings: AdamW, or SGD with (Nesterov-free) momentum as in the paper's fine-tuning.
 OPTIMIZERS = ("adamw", "sgd")
 #: ``schedule`` settings: cosine decay to zero over the run, or a constant rate (both after the warm-up).
@@ -90,6 +95,11 @@ class TrainConfig:
     * ``weights``: a weights file (plain state dict, timm, torchvision or
       stabletrain checkpoint) loaded into the model before training; a head
       of another class count is replaced (see :func:`stabletrain.models.load_pretrained`).
+    * ``init``: a stabletrain checkpoint to start from, with the model (and
+      normalization) it stores.
+    * ``lr`` and ``warmup_epochs`` default to :data:`SCRATCH_LR` and 0, or,
+      when fine-tuning (``weights`` or ``init``), to :data:`FINETUNE_LR` and
+      :data:`FINETUNE_WARMUP_EPOCHS`; the resolved config records the values.
     * ``optimizer`` (``adamw`` or ``sgd``), ``momentum`` (SGD), ``lr``, ``weight_decay``.
     * ``warmup_epochs``: linear warm-up from 0 over that many epochs (fractions allowed), then ``schedule``.
     * ``backbone_lr_scale``: the backbone's learning rate is ``lr × backbone_lr_scale``; the classifier
@@ -115,15 +125,16 @@ class TrainConfig:
     task_args: dict = field(default_factory=dict)
     epochs: int = 12
     batch_size: int = 64
-    lr: float = 3e-3
+    lr: float | None = None
     weight_decay: float = 5e-4
     optimizer: str = "adamw"
     momentum: float = 0.9
     schedule: str = "cosine"
-    warmup_epochs: float = 0.0
+    warmup_epochs: float | None = None
     backbone_lr_scale: float = 1.0
     freeze_bn: bool = False
     weights: str | None = None
+    init: str | None = None
     stream: bool | None = None
     augment: str = "none"
     crop_pct: float = 0.875
@@ -138,10 +149,11 @@ class TrainConfig:
     def __init__(self, task: str = "classification", data: str = "digits", image_size: int | None = None,
                  split_seed: int = 0, test_fraction: float = 0.2, model: str = "small_cnn",
                  model_args: dict | None = None, method: str = "stability", method_args: dict | None = None,
-                 task_args: dict | None = None, epochs: int = 12, batch_size: int = 64, lr: float = 3e-3,
+                 task_args: dict | None = None, epochs: int = 12, batch_size: int = 64, lr: float | None = None,
                  weight_decay: float = 5e-4, optimizer: str = "adamw", momentum: float = 0.9,
-                 schedule: str = "cosine", warmup_epochs: float = 0.0, backbone_lr_scale: float = 1.0,
-                 freeze_bn: bool = False, weights: str | None = None, stream: bool | None = None,
+                 schedule: str = "cosine", warmup_epochs: float | None = None, backbone_lr_scale: float = 1.0,
+                 freeze_bn: bool = False, weights: str | None = None, init: str | None = None,
+                 stream: bool | None = None,
                  augment: str = "none", crop_pct: float = 0.875, seed: int = 0, sync_bn: bool = False,
                  amp: str = "off",
                  device: str = "auto", compile: bool = False, checkpoint_every: int = 0, workers: int = 0,
@@ -155,7 +167,7 @@ class TrainConfig:
             dict(task_args or {})
         self.epochs, self.batch_size, self.lr, self.weight_decay, self.seed = epochs, batch_size, lr, weight_decay, seed
         self.optimizer, self.momentum, self.schedule, self.warmup_epochs = optimizer, momentum, schedule, warmup_epochs
-        self.backbone_lr_scale, self.freeze_bn, self.weights = backbone_lr_scale, freeze_bn, weights
+        self.backbone_lr_scale, self.freeze_bn, self.weights, self.init = backbone_lr_scale, freeze_bn, weights, init
         self.stream, self.augment, self.crop_pct = stream, augment, crop_pct
         self.sync_bn, self.amp, self.device, self.compile = sync_bn, amp, device, compile
         self.checkpoint_every, self.workers = checkpoint_every, workers
@@ -180,7 +192,6 @@ class TrainConfig:
         rest (which had no effect) are dropped.
         """
         values = dict(values)
-        values.pop("init", None)
         flat = {k: values.pop(k) for k in list(values) if k in LEGACY_OPTIONS}
         if flat.get("noise") == "auto":  # 'auto' meant the task's own default
             flat.pop("noise")
@@ -284,6 +295,11 @@ class TrainConfig:
             if getattr(self, name) < minimum:
                 raise StableTrainError(f"{name} must be an integer >= {minimum}, got {getattr(self, name)!r}")
 
+        finetuning = self.weights is not None or self.init is not None
+        if self.lr is None:
+            self.lr = FINETUNE_LR if finetuning else SCRATCH_LR
+        if self.warmup_epochs is None:
+            self.warmup_epochs = min(FINETUNE_WARMUP_EPOCHS, float(self.epochs)) if finetuning else 0.0
         at_least("epochs", 1)
         at_least("batch_size", 2)
         for name in ("split_seed", "seed", "checkpoint_every", "workers"):

@@ -71,7 +71,9 @@ def train(
             only ``epochs`` may grow, and the execution options
             (``device``, ``compile``, ``checkpoint_every``, ``workers``,
             and the number of processes) may change.
-        init: a checkpoint whose weights start the run (fine-tuning).
+        init: a checkpoint whose weights start the run (fine-tuning); the same as ``config.init``. Give
+            it before the config is validated, so that the fine-tuning defaults of ``lr`` and
+            ``warmup_epochs`` apply (see :class:`TrainConfig`).
         overwrite: start afresh even if ``out_dir`` holds a checkpoint.
         progress: show progress bars.
         data: pre-loaded data (must correspond to ``config.data``).
@@ -84,7 +86,12 @@ def train(
     a second run into it stops with an error, and a lock left by a killed
     run is taken over.
     """
+    if init is not None:
+        if config.init is not None and str(config.init) != str(init):
+            raise StableTrainError(f"init={init} differs from the config's init {config.init}")
+        config.init = str(init)
     config = config.validated()
+    init = config.init
     with output_lock(out_dir, what="train"):
         return _train(config, out_dir, resume=resume, init=init, overwrite=overwrite, progress=progress, data=data,
                       log=log)
@@ -161,7 +168,7 @@ def _train(config: TrainConfig, out_dir: str | Path, *, resume: bool, init: str 
 
     if ctx.is_main:
         ensure_output_dir(out)
-        write_yaml(out / "config.yaml", {**config.to_dict(), "init": str(init) if init else None})
+        write_yaml(out / "config.yaml", config.to_dict())
     forward_model = torch.compile(model) if config.compile else model
     # one DDP forward per step for every method: see distributed.ObjectiveStep
     runner = dist_utils.wrap_ddp(dist_utils.ObjectiveStep(forward_model, objective), ctx,
