@@ -168,3 +168,25 @@ def test_streaming_bad_input_is_one_line(tmp_path, capsys):
     code, _, err = run(capsys, "evaluate", "--model", "timm:test_resnet", "--data", str(tmp_path / "none-{0..3}.tar"),
                        "--out", tmp_path / "e2", "--quiet")
     assert code == 2 and err.startswith("stabletrain: error: ")
+
+
+def test_similarity_embeds_a_timm_model_by_its_pooled_features(tmp_path, capsys):
+    """The similarity task must train the pooled penultimate features of a spec model, never its logits."""
+    out = tmp_path / "classifier"
+    code, _, err = run(capsys, "train", "--model", "timm:test_resnet", "--data", "photos", "--epochs", "1",
+                       "--method", "plain", "--batch-size", "64", "--quiet", "--out", out)
+    assert code == 0, err
+    code, _, err = run(capsys, "train", "--task", "similarity", "--model", "timm:test_resnet", "--data", "photos",
+                       "--init", out / "checkpoint.pt", "--epochs", "1", "--batch-size", "64", "--quiet",
+                       "--out", tmp_path / "embedder")
+    assert code == 0, err
+    checkpoint = torch.load(tmp_path / "embedder" / "checkpoint.pt", weights_only=True)
+    assert checkpoint["model"]["name"] == "embed:timm:test_resnet"
+    from stabletrain.training import load_model
+
+    embedder, _ = load_model(tmp_path / "embedder" / "checkpoint.pt")
+    features = embedder(torch.rand(2, 3, 32, 32))
+    assert features.shape == (2, embedder.backbone.model.num_features)  # not the 19 logits
+    torch.testing.assert_close(features.norm(dim=1), torch.ones(2))
+    done = fresh_process("evaluate", tmp_path / "embedder", "--quiet")
+    assert done.returncode == 0, done.stderr

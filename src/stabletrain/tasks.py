@@ -182,7 +182,13 @@ class SimilarityTask(Task):
                             test_fraction=config.test_fraction)
 
     def model_name(self, model: str) -> str:
-        return "small_embedder" if model == "small_cnn" else model
+        """``small_cnn`` is ``small_embedder``; a timm, torchvision or user model is embedded (``embed:SPEC``):
+        the embedding is its pooled penultimate layer, not its logits."""
+        if model == "small_cnn":
+            return "small_embedder"
+        if isinstance(model, str) and parse_model_spec(model).kind != "registered" and not model.startswith("embed:"):
+            return f"embed:{model}"
+        return model
 
     def batches(self, data: DataSplit, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
         triplets = sample_triplets(data.train.y, generator)
@@ -207,7 +213,9 @@ class SimilarityTask(Task):
     def init_from(self, model: nn.Module, checkpoint: dict, source: str) -> None:
         """Same-kind checkpoints load whole; a classifier loads into the embedder's backbone."""
         state = checkpoint["state_dict"]
-        if checkpoint["model"]["name"] == "small_cnn" and hasattr(model, "backbone"):
+        name = checkpoint["model"]["name"]
+        if hasattr(model, "backbone") and (name == "small_cnn" or not (name.startswith("embed:")
+                                                                       or name == "small_embedder")):
             own = model.backbone.state_dict()
             usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
             missing = [k for k in own if k not in usable and not k.startswith("head.")]

@@ -1,5 +1,9 @@
 """Models named by spec: a registered name, ``timm:NAME``, ``torchvision:NAME``, ``file.py:factory`` or ``pkg.mod:factory``.
 
+``embed:SPEC`` is the model of ``SPEC`` used as an embedder of its pooled
+penultimate features (:class:`~stabletrain.models.Embedder`); the
+similarity task trains ``embed:`` models.
+
 Every spec resolves to a *factory*: a callable that takes the keyword
 arguments a checkpoint stores (``in_channels``, ``num_classes``, ``mean``,
 ``std`` and the model's own options) and returns a model that takes
@@ -83,6 +87,8 @@ def parse_model_spec(spec: str) -> ModelSpec:
     if not isinstance(spec, str) or not spec.strip():
         raise StableTrainError(f"a model spec must be a non-empty string, got {spec!r}")
     spec = spec.strip()
+    if spec.startswith("embed:"):
+        return parse_model_spec(spec[len("embed:"):])
     for kind in ("timm", "torchvision"):
         if spec.startswith(kind + ":"):
             name = spec[len(kind) + 1:]
@@ -303,6 +309,32 @@ def _load_module(target: str, spec: str) -> Any:
 _FACTORIES: dict[str, Any] = {}
 
 
+class _EmbedderFactory:
+    """``embed:SPEC``: the model of ``SPEC`` as an :class:`~stabletrain.models.Embedder` of its pooled features."""
+
+    def __init__(self, spec: str, inner: Callable[..., nn.Module]) -> None:
+        self.spec, self.inner = spec, inner
+        self.normalization = getattr(inner, "normalization", "data")
+
+    def __call__(self, embedding_dim: int | None = None, l2_normalize: bool = True, **kwargs: Any) -> nn.Module:
+        from . import Embedder
+
+        return Embedder(self.inner(**kwargs), embedding_dim=embedding_dim, l2_normalize=l2_normalize)
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        inner = inspect.signature(self.inner)
+        own = [inspect.Parameter("embedding_dim", inspect.Parameter.KEYWORD_ONLY, default=None),
+               inspect.Parameter("l2_normalize", inspect.Parameter.KEYWORD_ONLY, default=True)]
+        rest = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) if p.kind is p.POSITIONAL_OR_KEYWORD else p
+                for p in inner.parameters.values() if p.kind is not p.VAR_POSITIONAL]
+        rest.sort(key=lambda p: p.kind is p.VAR_KEYWORD)
+        return inspect.Signature(own + rest)
+
+    def __repr__(self) -> str:
+        return f"<model factory {self.spec}>"
+
+
 def model_factory(spec: str, *, needed_by: str | None = None, provider: str | None = None) -> Callable[..., nn.Module]:
     """The factory a model spec names (see the module docstring); a spec that names nothing is one clear error.
 
@@ -312,6 +344,9 @@ def model_factory(spec: str, *, needed_by: str | None = None, provider: str | No
         ...
         stabletrain.checks.StableTrainError: unknown model 'no_such_model'; known: ...small_cnn...; or a spec timm:NAME, torchvision:NAME, path/to/file.py:factory, package.module:factory
     """
+    if isinstance(spec, str) and spec.strip().startswith("embed:"):
+        inner_spec = spec.strip()[len("embed:"):]
+        return _EmbedderFactory(spec.strip(), model_factory(inner_spec, needed_by=needed_by, provider=provider))
     parsed = parse_model_spec(spec)
     if parsed.kind == "registered":
         try:

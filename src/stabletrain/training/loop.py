@@ -343,7 +343,9 @@ def _init_spec(init_spec: dict[str, Any], spec: dict[str, Any], config: TrainCon
     shared = ["in_channels"] + [k for k in config.model_args if k in init_spec["kwargs"]]
     keys = (["num_classes"] + shared) if same_kind and config.task == "classification" else shared
     mismatch = [k for k in keys if init_spec["kwargs"].get(k) != spec["kwargs"].get(k)]
-    fits = same_kind or (config.task == "similarity" and init_spec["name"] == "small_cnn")
+    # a classifier initializes the backbone of its embedder (small_cnn → small_embedder, SPEC → embed:SPEC)
+    fits = same_kind or (config.task == "similarity" and (init_spec["name"] == "small_cnn"
+                                                          or spec["name"] == f"embed:{init_spec['name']}"))
     if not fits or mismatch:
         def describe(s: dict) -> str:
             kwargs = s["kwargs"]
