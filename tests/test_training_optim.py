@@ -116,3 +116,21 @@ def test_default_options_reproduce_a_single_group_adamw_cosine_run():
         optimizer.step()
         scheduler.step()
     assert optimizer.param_groups[0]["lr"] == pytest.approx(config.lr * 0.5 * (1 + math.cos(math.pi * 60 / 120)))
+
+
+def test_fine_tuning_runs_get_the_fine_tuning_defaults_and_given_values_win(tmp_path):
+    from stabletrain.training.config import FINETUNE_LR, FINETUNE_WARMUP_EPOCHS, SCRATCH_LR
+
+    weights = tmp_path / "w.pth"
+    torch.save({"x": torch.zeros(1)}, weights)
+    scratch = TrainConfig(**TINY).validated()
+    assert (scratch.lr, scratch.warmup_epochs) == (SCRATCH_LR, 0.0)
+    tuned = TrainConfig(weights=str(weights), **TINY).validated()
+    assert (tuned.lr, tuned.warmup_epochs) == (FINETUNE_LR, FINETUNE_WARMUP_EPOCHS)
+    assert TrainConfig(init="ckpt.pt", **TINY).validated().lr == FINETUNE_LR
+    given = TrainConfig(weights=str(weights), lr=1e-4, warmup_epochs=0, **TINY).validated()
+    assert (given.lr, given.warmup_epochs) == (1e-4, 0.0)
+    assert TrainConfig(weights=str(weights), epochs=1, **{k: v for k, v in TINY.items()}).validated() \
+        .warmup_epochs == min(FINETUNE_WARMUP_EPOCHS, 1.0)
+    with pytest.raises(StableTrainError, match="weights file not found"):
+        TrainConfig(weights=str(tmp_path / "absent.pth"), **TINY).validated()
