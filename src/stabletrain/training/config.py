@@ -324,11 +324,6 @@ class TrainConfig:
         if self.optimizer != "sgd" and self.momentum != 0.9:
             raise StableTrainError(f"momentum has no effect with optimizer {self.optimizer!r} (it is SGD's)")
         self._check_streaming()
-        if self.weights is not None:
-            from pathlib import Path
-
-            if not Path(self.weights).expanduser().is_file():
-                raise StableTrainError(f"weights file not found: {self.weights}")
         if not 0.0 < self.test_fraction < 1.0:
             raise StableTrainError(f"test_fraction must be in (0, 1), got {self.test_fraction!r}")
         if self.amp not in AMP_MODES:
