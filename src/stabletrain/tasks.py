@@ -148,8 +148,9 @@ class ClassificationTask(Task):
     def correct(self, output: torch.Tensor, target: Any) -> int:
         return int((output.argmax(1) == target).sum())
 
-    def evaluate(self, model: nn.Module, data: DataSplit, workers: int = 0) -> dict[str, float]:
-        return {"test_accuracy": accuracy(model, data.test, workers=workers)}
+    def evaluate(self, model: nn.Module, data: DataSplit, workers: int = 0,
+                 batch_size: int = 512) -> dict[str, float]:
+        return {"test_accuracy": accuracy(model, data.test, batch_size=batch_size, workers=workers)}
 
 
 @torch.no_grad()

@@ -312,7 +312,10 @@ def _train(config: TrainConfig, out_dir: str | Path, *, resume: bool, init: str 
         if ctx.is_main:
             row = {"epoch": epoch + 1, **{k: v / max(seen, 1) for k, v in totals.items()},
                    "train_accuracy": correct / max(seen, 1),
-                   **(task.evaluate(model, data, workers=config.workers) if streaming else task.evaluate(model, data)),
+                   # streamed test images are evaluated in batches of the training size, so memory stays that of
+                   # a training step whatever the size of the test set
+                   **(task.evaluate(model, data, workers=config.workers, batch_size=config.batch_size) if streaming
+                      else task.evaluate(model, data)),
                    "lr": optimizer.param_groups[0]["lr"],
                    "seconds": time.perf_counter() - started + elapsed_before}
         row = dist_utils.broadcast_object(row, ctx)
