@@ -493,7 +493,7 @@ def run_rss(lists: dict[int, Path], args: argparse.Namespace) -> dict:
             runs.setdefault(label, []).append(rss_epoch(path, label, args, extra))
     result: dict[str, Any] = {"import_baseline_rss_mib": baseline,
                               "model": args.rss_model, "width": args.rss_width if args.rss_model == "small_cnn"
-                              else None, "batch": args.rss_batch, "eval_batch": 512, "interval_s": args.rss_interval,
+                              else None, "batch": args.rss_batch, "eval_batch": args.rss_batch, "interval_s": args.rss_interval,
                               "pss_interval_s": args.rss_interval * args.pss_every, "runs": {}}
     for label, items in runs.items():
         path, extra, fraction = configs[label]
@@ -794,7 +794,9 @@ def docs_lines(results: dict) -> list[str]:
                   f"of the tree maps those pages. Model {model}: the question is the data pipeline's memory, and "
                   f"a larger model would make the large epoch take much longer on 2 cores{resnet}. The epoch ends "
                   f"with the evaluation on the test split, which `train()` runs in batches "
-                  f"of {rss.get('eval_batch', 512)} whatever `--batch-size` is; \"training phase\" is the part "
+                  + (f"of {rss.get('eval_batch', 512)} whatever `--batch-size` is" if rss.get("eval_batch", 512) == 512
+                     and rss.get("batch") != 512 else f"of the training batch ({rss.get('eval_batch')})")
+                  + "; \"training phase\" is the part "
                   f"before the evaluation's workers start. {reps} run(s) per configuration, interleaved"
                   + ("; medians (range)." if reps > 1 else "."), "",
                   "| data | train / test images | peak total RSS (MiB) | peak main RSS | peak total PSS | "
@@ -837,7 +839,9 @@ def docs_lines(results: dict) -> list[str]:
                          f"{rss.get('eval_batch', 512)}) (only {n_test} for the {int(small):,}-image set), not by "
                          f"the number of images streamed." if all(0.9 <= c[k] <= 1.1 for k in
                                                                   ("peak_total_rss_mib", "peak_main_rss_mib"))
-                         else "")]
+                         and rss.get("eval_batch", 512) == 512 else
+                         "The evaluation runs in batches of the training size, so every set fills its evaluation "
+                         "batches alike." if rss.get("eval_batch", 512) != 512 else "")]
         lines.append("")
     sweep = results.get("sweep")
     if sweep:

@@ -47,7 +47,7 @@ __all__ = ["TrainConfig", "SCRATCH_LR", "FINETUNE_LR", "FINETUNE_WARMUP_EPOCHS",
 #: ``amp`` settings: full float32, or bfloat16 autocast of the forward passes (CPU and CUDA).
 AMP_MODES = ("off", "bf16")
 #: The learning rate and warm-up of a run from scratch, and of a fine-tuning run (``weights`` or ``init`` given),
-#: chosen by measurement: experiments/finetune_defaults.py and docs/results.md §6.
+#: chosen by measurement: experiments/finetune_defaults.py and docs/results.md §7.
 SCRATCH_LR = 3e-3
 FINETUNE_LR = 3e-3
 FINETUNE_WARMUP_EPOCHS = 1.0
