@@ -49,7 +49,7 @@ AMP_MODES = ("off", "bf16")
 #: The learning rate and warm-up of a run from scratch, and of a fine-tuning run (``weights`` or ``init`` given),
 #: chosen by measurement: experiments/finetune_defaults.py and docs/results.md §7.
 SCRATCH_LR = 3e-3
-FINETUNE_LR = 3e-3
+FINETUNE_LR = 1e-3
 FINETUNE_WARMUP_EPOCHS = 1.0
 #: ``optimizer`` settings: AdamW, or SGD with (Nesterov-free) momentum as in the paper's fine-tuning.
 OPTIMIZERS = ("adamw", "sgd")
