@@ -146,3 +146,15 @@ def test_streaming_options_take_effect_or_are_rejected(tmp_path):
     (tmp_path / "list.csv").write_text("".join(f"{p},{p.parent.name}\n" for p in sorted(root.rglob("*.png"))))
     assert TrainConfig(data=str(tmp_path / "list.csv")).validated().stream is True
     assert TrainConfig(data=str(root)).validated().stream is False
+
+
+def test_evaluate_takes_one_model_and_any_source(split, model):
+    from stabletrain import evaluate
+
+    distortions = parse_distortions("jpeg-50,crop-10")
+    one = evaluate(model, split.test, ["paper"], paper_distortions=distortions, progress=False, workers=2)
+    reference = evaluate_suites({"model": model}, in_memory(split.test), ["paper"], paper_distortions=distortions,
+                                progress=False)
+    assert same_rows(one["rows"], reference["rows"])
+    with pytest.raises(StableTrainError, match="needs a torch model"):
+        evaluate("not a model", split.test)

@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 from .checks import StableTrainError, check_images
 from .data import DataSplit, ImageDataset, load_data
 from .distortions import Distortion, paper_sweep, parse_distortion, parse_distortions, register_distortion
-from .evaluation import accuracy, evaluate_distortions
+from .evaluation import accuracy, evaluate, evaluate_distortions, evaluate_suites
 from .models import NormalizedClassifier, SmallCNN, build_model
 from .objectives import (
     GaussianAugmentation,
@@ -38,6 +38,8 @@ from . import corruptions  # noqa: E402,F401  (registers the 19 corruption famil
 from .training import TrainConfig, load_model, train
 
 __all__ = [
+    "evaluate",
+    "evaluate_suites",
     "__version__",
     "StableTrainError",
     "check_images",

@@ -36,7 +36,7 @@ from ..seeding import ExampleRNG
 if TYPE_CHECKING:
     from ..distributed import DistContext
 
-__all__ = ["eval_mode", "predict_logits", "accuracy", "distort_examples", "evaluate_distortions", "results_by_model",
+__all__ = ["evaluate", "eval_mode", "predict_logits", "accuracy", "distort_examples", "evaluate_distortions", "results_by_model",
            "evaluate_suites", "mean_corruption_error", "degenerate_warnings", "attack_row", "is_attack_row",
            "SUITES", "DEFAULT_EPSILONS", "ATTACK_COLUMNS", "SMOOTHING_DEFAULTS", "is_smoothing_row",
            "alexnet_mce", "corruption_errors", "relative_to_baseline", "ALEXNET_ERRORS", "model_info",
@@ -568,6 +568,33 @@ def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suit
         all_warnings += summary["warnings"]
         summaries[name] = summary
     return {"rows": rows, "models": summaries, "warnings": all_warnings}
+
+
+def evaluate(model: nn.Module | Mapping[str, nn.Module], data: object, suites: Sequence[str] = ("paper",),
+             **options: object) -> dict:
+    """Evaluate one model (or ``{name: model}``) on any data: the one-call form of :func:`evaluate_suites`.
+
+    ``data`` is an :class:`~stabletrain.data.ImageDataset`, any ``Dataset``
+    of ``(image, label[, id])`` items (streamed images included) or a
+    ``DataLoader`` that does not shuffle; ``options`` go to
+    :func:`evaluate_suites` (``workers``, ``batch_size``, ``seed``,
+    ``corruption_set``, ``epsilons``, ``smoothing``…). The model runs on its
+    own device. The result is the same for any batch size, number of
+    workers and of ranks.
+
+    Example:
+        >>> from stabletrain.models import SmallCNN
+        >>> from stabletrain.distortions import parse_distortions
+        >>> data = ImageDataset(torch.rand(6, 1, 16, 16), torch.arange(6) % 2)
+        >>> result = evaluate(SmallCNN(1, 2, width=4), data, ["paper"],
+        ...                   paper_distortions=parse_distortions("jpeg-50"), progress=False)
+        >>> sorted(result["models"]["model"]["paper"])
+        ['jpeg-50']
+    """
+    models = dict(model) if isinstance(model, Mapping) else {"model": model}
+    if not models or not all(isinstance(m, nn.Module) for m in models.values()):
+        raise StableTrainError("evaluate needs a torch model, or a mapping of names to models")
+    return evaluate_suites(models, data, list(suites), **options)  # type: ignore[arg-type]
 
 
 from .mce import ALEXNET_ERRORS, alexnet_mce, corruption_errors, relative_to_baseline  # noqa: E402
