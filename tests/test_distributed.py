@@ -137,18 +137,23 @@ def test_stability_step_synchronizes_gradients_once_like_a_plain_step():
         assert all(same for _, same in counts.values())  # and every rank holds the same averaged gradient
 
 
+def _single_and_two_ranks(args, tmp_path):
+    """results.json of ``stabletrain <args>`` in one process and under torchrun with two ranks."""
+    assert main(args + ["--out", str(tmp_path / "single")]) == 0
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                    "stabletrain", *args, "--out", str(tmp_path / "sharded")], check=True, capture_output=True,
+                   timeout=300, env=_env())
+    return (json.loads((tmp_path / "single" / "results.json").read_text()),
+            json.loads((tmp_path / "sharded" / "results.json").read_text()))
+
+
 def test_sharded_evaluation_gathers_the_single_process_result(tmp_path):
     train(TrainConfig(data="digits", image_size=16, width=8, epochs=1, batch_size=128, method="plain",
                       device="cpu"), tmp_path / "run", progress=False)
     # two ranks: rank 0 takes batches 0, 2, …, rank 1 batches 1, 3, …; the per-example results are gathered
     args = ["evaluate", str(tmp_path / "run"), "--distortions", "jpeg-30,thumb-8,crop-10,gaussian-0.1,gaussian-0.2",
             "--device", "cpu", "--quiet"]
-    assert main(args + ["--out", str(tmp_path / "single")]) == 0
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-                    "stabletrain", *args, "--out", str(tmp_path / "sharded")], check=True, capture_output=True,
-                   timeout=300, env=_env())
-    single = json.loads((tmp_path / "single" / "results.json").read_text())
-    sharded = json.loads((tmp_path / "sharded" / "results.json").read_text())
+    single, sharded = _single_and_two_ranks(args, tmp_path)
     assert sharded["summary"] == single["summary"] and sharded["models"] == single["models"]
     assert len(single["models"]["plain"]["distortions"]) == 5
 
@@ -168,10 +173,5 @@ def test_sharded_streaming_evaluation_gathers_the_single_process_result(tmp_path
                       method="plain", device="cpu"), tmp_path / "run", progress=False)
     args = ["evaluate", str(tmp_path / "run"), "--distortions", "jpeg-30,crop-10,gaussian-0.1", "--device", "cpu",
             "--quiet", "--batch-size", "2", "--workers", "1"]
-    assert main(args + ["--out", str(tmp_path / "single")]) == 0
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-                    "stabletrain", *args, "--out", str(tmp_path / "sharded")], check=True, capture_output=True,
-                   timeout=300, env=_env())
-    single = json.loads((tmp_path / "single" / "results.json").read_text())
-    sharded = json.loads((tmp_path / "sharded" / "results.json").read_text())
+    single, sharded = _single_and_two_ranks(args, tmp_path)
     assert sharded["models"] == single["models"]

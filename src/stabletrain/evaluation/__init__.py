@@ -335,21 +335,9 @@ def degenerate_warnings(name: str, logits: torch.Tensor, labels: torch.Tensor, *
         model m predicts one class (1) for 100% of test images
         model m is at chance: clean accuracy 50.0% with 2 classes
     """
-    n = len(labels)
-    if n == 0 or logits.ndim != 2 or logits.shape[1] < 2:
+    if len(labels) == 0 or logits.ndim != 2 or logits.shape[1] < 2:
         return []
-    predicted = logits.argmax(1)
-    counts = torch.bincount(predicted, minlength=logits.shape[1])
-    top = int(counts.argmax())
-    out = []
-    if float(counts[top]) / n >= share:
-        out.append(f"model {name} predicts one class ({top}) for {100 * float(counts[top]) / n:.0f}% of test images")
-    classes = logits.shape[1]
-    chance = max(1.0 / classes, float(torch.bincount(labels.cpu().long(), minlength=classes).max()) / n)
-    accuracy_ = float((predicted == labels.to(predicted.device)).double().mean())
-    if accuracy_ <= chance + 3 * (chance * (1 - chance) / n) ** 0.5:
-        out.append(f"model {name} is at chance: clean accuracy {100 * accuracy_:.1f}% with {classes} classes")
-    return out
+    return prediction_warnings(name, logits.argmax(1), labels, int(logits.shape[1]), share=share)
 
 
 SUITES = ("paper", "common", "adversarial", "smoothing", "all")
@@ -360,6 +348,8 @@ SMOOTHING_DEFAULTS = {"sigma": 0.25, "n0": 100, "n": 1000, "alpha": 0.001, "radi
 def is_smoothing_row(row: Mapping) -> bool:
     """Whether an evaluation row holds a certified accuracy of the smoothing suite."""
     return row.get("certified_accuracy") is not None
+
+
 DEFAULT_EPSILONS = (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255)
 
 
