@@ -92,3 +92,27 @@ def test_bad_comparison_configs(tmp_path):
     bad.write_text("data: digits\nmethodz: [plain]\n")
     assert main(["compare", "--config", str(bad), "--out", str(tmp_path / "out"), "--quiet"]) == 2
     assert not (tmp_path / "out").exists()
+
+
+def test_compare_takes_a_spec_model_and_routes_its_keywords(tmp_path):
+    """``--model timm:NAME`` for every method, and a shared option that only the timm model takes (through its
+    **kwargs, like timm's create_model) reaches every model, while a method option reaches only its methods."""
+    from stabletrain.models.wrap import unwrap
+    from stabletrain.training import load_model
+
+    config = tmp_path / "timm.yaml"
+    config.write_text("data: digits\nmethods: [plain, stability]\nseeds: [0]\n"
+                      "train: {epochs: 1, image_size: 16, batch_size: 128, alpha: 1.0, drop_rate: 0.25}\n"
+                      "evaluation: {distortions: [jpeg-10], epsilons: [0.0, 0.02], attack_steps: 1, "
+                      "attack_examples: 8, smoothing: false}\n")
+    out = tmp_path / "out"
+    assert main(["compare", "--config", str(config), "--model", "timm:test_resnet", "--model-args", "drop_path_rate=0.05",
+                 "--out", str(out), "--quiet"]) == 0
+    for method in ("plain", "stability"):
+        model, stored = load_model(out / "models" / f"{method}-s0")
+        assert stored["config"]["model"] == "timm:test_resnet"
+        assert stored["config"]["model_args"] == {"drop_rate": 0.25, "drop_path_rate": 0.05}
+        assert unwrap(model).drop_rate == 0.25
+        assert ("alpha" in stored["config"]["method_args"]) == (method == "stability")
+    with pytest.raises(StableTrainError, match=r"unknown config option\(s\) in train: drop_rate"):
+        CompareConfig(methods=["plain"], train={"drop_rate": 0.25}).resolved()  # small_cnn takes no **kwargs

@@ -291,6 +291,90 @@ def test_shards_every_sample_exactly_once_across_ranks_and_workers(tmp_path):
             assert len(seen) == len(set(seen)) == len(expected) and set(seen) == expected
 
 
+def _batches(loader) -> list[tuple[list[int], torch.Tensor]]:
+    return [(ids.tolist(), x) for x, _, ids in iterate(loader)]
+
+
+def test_planned_epochs_give_every_rank_the_same_whole_batches(tmp_path):
+    """Ranks must take equal steps. Equal shards in a multiple of ranks x workers are read exactly once; uneven
+    ones (9 and 6 samples per rank) still give every rank the planned batches, and epoch_balance predicts the
+    samples read twice and left over."""
+    samples = _write_shards(tmp_path / "even", "train", shards=8, per_shard=3)
+    _write_shards(tmp_path / "uneven", "train", shards=5, per_shard=3)
+    train_t, _ = make_transforms(16)
+    for folder, batches, batch in (("even", 4, 3), ("uneven", 3, 2)):
+        shards = expand_shards(str(tmp_path / folder))
+        seen: list[int] = []
+        again = left = 0
+        for rank in range(2):
+            stream = ShardStream(shards, transform=train_t, channels=3, shuffle=True, shuffle_buffer=4, seed=3,
+                                 rank=rank, world_size=2)
+            stream.plan_epoch(batches=batches, batch_size=batch)
+            got = _batches(make_loader(stream, batch_size=batch, workers=2))
+            assert [len(ids) for ids, _ in got] == [batch] * batches, (folder, rank)
+            ids = [i for ids, _ in got for i in ids]
+            seen += ids
+            predicted = stream.epoch_balance(0, workers=2)
+            assert predicted[0] == len(ids) - len(set(ids)), (folder, rank)
+            again, left = again + predicted[0], left + predicted[1]
+        if folder == "even":
+            assert (again, left) == (0, 0) and sorted(seen) == sorted(samples)
+        else:
+            assert again > 0 and len(set(seen)) == 15 - left
+    stream.plan_epoch(0, 0)  # back to one pass over the rank's shards
+    assert len(_collect(make_loader(stream, batch_size=2))) == 6
+
+
+def test_a_planned_epoch_longer_than_the_shards_repeats_samples_with_new_augmentation(tmp_path):
+    _write_shards(tmp_path, "one", shards=1, per_shard=3)
+    train_t, _ = make_transforms(16)
+    stream = ShardStream(expand_shards(str(tmp_path)), transform=train_t, channels=3, shuffle=True, seed=1)
+    stream.plan_epoch(batches=3, batch_size=2)
+    items = [(ident, x) for x, _, ident in stream]
+    ids = [ident for ident, _ in items]
+    assert len(ids) == 6 and len(set(ids)) == 3
+    first, again = [[x for ident, x in items if ident == i] for i in (ids[0],)][0][:2]
+    assert not torch.equal(first, again)
+
+
+@pytest.mark.parametrize("workers", [0, 2, 3])
+def test_a_resumed_epoch_gives_the_rest_of_the_uninterrupted_epoch(tmp_path, workers):
+    """Skipping s batches (a mid-epoch resume) yields batches s, s+1, ... of the whole epoch, pixels included:
+    the DataLoader deals batch k to worker k % W, so each worker plays the one the whole epoch used."""
+    _write_shards(tmp_path, "train", shards=4, per_shard=4)
+    shards = expand_shards(str(tmp_path / "train-{000..003}.tar"))
+    train_t, _ = make_transforms(16)
+
+    def epoch(skip):
+        stream = ShardStream(shards, transform=train_t, channels=3, shuffle=True, shuffle_buffer=3, seed=2,
+                             rank=0, world_size=1)
+        stream.set_epoch(1)
+        stream.plan_epoch(batches=7, batch_size=2, skip=skip)
+        return _batches(make_loader(stream, batch_size=2, workers=workers))
+
+    whole = epoch(0)
+    assert len(whole) == 7
+    for skip in (1, 2, 5, 7):
+        rest = epoch(skip)
+        assert [ids for ids, _ in rest] == [ids for ids, _ in whole[skip:]], skip
+        assert all(torch.equal(a, b) for (_, a), (_, b) in zip(rest, whole[skip:]))
+    with pytest.raises(StableTrainError, match="skip <= batches"):
+        ShardStream(shards, transform=train_t, channels=3).plan_epoch(batches=2, batch_size=2, skip=3)
+
+
+def test_shard_sample_count_reads_headers_like_webdataset_groups_samples(tmp_path):
+    path = tmp_path / "multi-000.tar"
+    with webdataset.TarWriter(str(path)) as sink:
+        for n in range(5):
+            sink.write({"__key__": f"dir/s{n}", "png": _encoded(_noise(n, (8, 8))), "cls": "0", "json": {"n": n}})
+    with tarfile.open(path, "a") as tar:  # a webdataset metadata file is no sample
+        info = tarfile.TarInfo("__index__")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"{}"))
+    stream = ShardStream([str(path)], transform=EvalTransform(8), channels=3)
+    assert stream.count() == stream.num_samples == sum(1 for _ in stream) == 5
+
+
 def test_shard_pixels_and_labels_equal_pillow_decode_of_the_same_bytes(tmp_path):
     samples = _write_shards(tmp_path, "part", shards=2, per_shard=3, label="json")
     stream = ShardStream(expand_shards(str(tmp_path)), transform=EvalTransform(24, crop_pct=1.0), channels=3)

@@ -182,7 +182,7 @@ def test_sigkill_after_a_mid_epoch_checkpoint_then_resume_gives_identical_weight
     straight, killed, stored = _straight_killed_resumed(
         tmp_path, [sys.executable, *_SIGKILL_ARGS, "--epochs", "2", "--checkpoint-every", "5"], well_into_second_epoch)
     assert stored["epoch"] == 1 and stored["step"] > 0, "the kill should land mid-epoch, after a step checkpoint"
-    assert set(stored["progress"]) == {"noise", "totals", "correct", "seen"} and "torch" in stored["rng"]
+    assert set(stored["progress"]) == {"noise", "totals", "correct", "seen", "layout"} and "torch" in stored["rng"]
     losses = [[row["loss"] for row in json.loads((run / "history.json").read_text())] for run in (straight, killed)]
     assert losses[0] == losses[1]  # the epoch's running sums were checkpointed too
 

@@ -204,3 +204,14 @@ def test_sigma_above_one_pixel_unit_is_rejected(tmp_path, capsys):
 def test_a_typo_inside_an_options_group_names_its_factory():
     with pytest.raises(StableTrainError, match="unknown option 'widht' for model 'small_cnn'; its options: width"):
         TrainConfig(model_args={"widht": 3}).validated()
+
+
+def test_a_flat_option_no_registered_factory_knows_goes_to_a_model_with_kwargs():
+    config = TrainConfig(model="timm:test_resnet", method="plain", drop_rate=0.1).validated()
+    assert config.model_args == {"drop_rate": 0.1}
+    with pytest.raises(StableTrainError, match="option 'width' has no effect with model 'timm:test_resnet'"):
+        TrainConfig(model="timm:test_resnet", width=8).validated()  # small_cnn's option: not passed to timm
+    with pytest.raises(StableTrainError, match="option 'alpha' has no effect with method 'plain'"):
+        TrainConfig(model="timm:test_resnet", method="plain", alpha=1.0).validated()
+    with pytest.raises(StableTrainError, match="unknown config option 'drop_rate'"):
+        TrainConfig(model="small_cnn", drop_rate=0.1).validated()

@@ -43,6 +43,7 @@ from .files import atomic_write_text, read_yaml, write_csv, write_json, write_ya
 from .objectives import available_methods
 from .reports import _pyplot, _save_figure, family_order
 from .training import TrainConfig, differing_options, load_checkpoint, load_model, train
+from .training.config import is_known_option
 
 __all__ = ["CompareConfig", "run_compare", "load_compare_config"]
 
@@ -89,12 +90,13 @@ class CompareConfig:
             for seed in config.seeds:  # validates every option before any training starts
                 taken |= config._train_config(method, seed)[1]
         unused = sorted(set(config._shared()) - taken)
-        unknown_options = [k for k in unused if not _is_known_option(k)]
+        unknown_options = [k for k in unused if not is_known_option(k)]
         if unknown_options:
             raise StableTrainError(f"unknown config option(s) in train: {', '.join(unknown_options)}")
         if unused:
-            raise StableTrainError(f"train option(s) {', '.join(unused)} have no effect on the methods "
-                                   f"{', '.join(config.methods)}")
+            model = config.train.get("model", TrainConfig().model)
+            raise StableTrainError(f"train option(s) {', '.join(unused)} have no effect on the model {model} and "
+                                   f"the methods {', '.join(config.methods)}")
         return config
 
     def _shared(self) -> dict:
@@ -116,24 +118,25 @@ class CompareConfig:
         return self._train_config(method, seed)[0]
 
 
-def _is_known_option(name: str) -> bool:
-    """Whether any registered method, model or task takes option ``name``."""
-    from .objectives import OBJECTIVE_TASKS, objective_factory
-    from .registry import MODELS, TASKS, factory_options
-
-    factories = [objective_factory(m, t) for t in OBJECTIVE_TASKS for m in available_methods(t)]
-    factories += [MODELS.get(m) for m in MODELS.names()] + [TASKS.get(t) for t in TASKS.names()]
-    return any(name in factory_options(f) for f in factories)
-
-
-def load_compare_config(path: str | Path, overrides: dict | None = None) -> CompareConfig:
-    """Read a comparison YAML (safe loader); ``overrides`` replace top-level keys."""
-    values = read_yaml(path)
+def load_compare_config(path: str | Path | None, overrides: dict | None = None,
+                        train_overrides: dict | None = None) -> CompareConfig:
+    """Read a comparison YAML (safe loader; ``None``: the defaults); ``overrides`` replace top-level keys and
+    ``train_overrides`` keys of ``train`` (``model_args`` is merged), before the config is checked."""
+    values = read_yaml(path) if path is not None else {}
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     known = {f.name for f in dataclasses.fields(CompareConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise StableTrainError(f"unknown comparison option(s) in {path}: {', '.join(unknown)}")
+    if train_overrides:
+        if not isinstance(values.get("train") or {}, dict):
+            raise StableTrainError(f"train must be a mapping of option: value, got {values['train']!r}")
+        train = dict(values.get("train") or {})
+        for key, value in train_overrides.items():
+            if key == "model_args":
+                value = {**(train.get("model_args") or {}), **value}
+            train[key] = value
+        values["train"] = train
     return CompareConfig(**values).resolved()
 
 

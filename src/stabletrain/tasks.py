@@ -8,6 +8,7 @@ epoch. Objectives return ``{'loss', 'output', ...}`` whatever the task.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -22,6 +23,8 @@ from .models.specs import model_factory, parse_model_spec, spec_source, uses_dat
 from .objectives import Objective, build_objective, objective_factory
 from .registry import MODELS, TASKS
 from .seeding import make_generator
+
+logger = logging.getLogger("stabletrain.tasks")
 
 __all__ = ["Task", "ClassificationTask", "SimilarityTask", "get_task", "task_names", "triplet_accuracy"]
 
@@ -127,20 +130,25 @@ class ClassificationTask(Task):
     def load_data(self, config: Any) -> DataSplit:
         if getattr(config, "stream", False):
             from .data import STREAM_IMAGE_SIZE
-            from .data.streams import ShardStream, load_stream
+            from .data.streams import load_stream
 
-            split = load_stream(config.data, image_size=config.image_size or STREAM_IMAGE_SIZE,
-                                split_seed=config.split_seed, test_fraction=config.test_fraction,
-                                augment=config.augment, crop_pct=config.crop_pct, seed=config.seed)
-            if isinstance(split.train, ShardStream):
-                raise StableTrainError(f"training on tar shards is not supported yet ({config.data}); evaluate on "
-                                       f"them with stabletrain evaluate, or train from a folder or a file list")
-            return split
+            return load_stream(config.data, image_size=config.image_size or STREAM_IMAGE_SIZE,
+                               split_seed=config.split_seed, test_fraction=config.test_fraction,
+                               augment=config.augment, crop_pct=config.crop_pct, seed=config.seed)
         return load_data(config.data, image_size=config.image_size, split_seed=config.split_seed,
                          test_fraction=config.test_fraction)
 
     def batches(self, data: DataSplit, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-        return _index_batches(torch.randperm(len(data.train), generator=generator), batch_size)
+        """Shuffled index batches; for a stream that deals its own samples (tar shards), ``N // batch_size``
+        placeholder batches (``arange(batch_size)``) that only fix the epoch's steps and their sizes."""
+        train = data.train
+        if hasattr(train, "plan_epoch"):
+            n = train.count()
+            if n < batch_size:
+                logger.warning("the training shards hold %d samples, fewer than one batch of %d: each epoch is one "
+                               "batch, with samples repeated", n, batch_size)
+            return [torch.arange(batch_size)] * max(n // batch_size, 1)
+        return _index_batches(torch.randperm(len(train), generator=generator), batch_size)
 
     def inputs(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, Any]:
         return x[index], y[index]

@@ -7,6 +7,7 @@ from typing import Any
 
 from ..commands import Command, Log
 from .common import positive_int
+from .options import parse_assignments
 
 __all__ = ["COMMAND", "add_parser", "run"]
 
@@ -22,13 +23,16 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--methods", help="comma-separated, e.g. plain,gaussian,stability,jsd,trades,adversarial,consistency")
     p.add_argument("--seeds", type=positive_int, help="number of seeds (0..N-1)")
     p.add_argument("--epochs", type=positive_int, help="training epochs of every method")
+    p.add_argument("--model", help="the model of every method: a registered name, timm:NAME, torchvision:NAME, "
+                                   "path/to/file.py:factory or package.module:factory")
+    p.add_argument("--model-args", nargs="+", metavar="KEY=VALUE", help="options of --model's factory")
     p.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
     p.add_argument("--quiet", action="store_true")
     return p
 
 
 def run(args: argparse.Namespace, log: Log) -> int:
-    from ..compare import CompareConfig, load_compare_config, run_compare
+    from ..compare import load_compare_config, run_compare
 
     overrides: dict[str, Any] = {}
     if args.data:
@@ -37,10 +41,14 @@ def run(args: argparse.Namespace, log: Log) -> int:
         overrides["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
     if args.seeds:
         overrides["seeds"] = list(range(args.seeds))
-    config = load_compare_config(args.config, overrides) if args.config else CompareConfig(**overrides)
+    train: dict[str, Any] = {}
     if args.epochs:
-        config.train = {**config.train, "epochs": args.epochs}
-    config = config.resolved()
+        train["epochs"] = args.epochs
+    if args.model:
+        train["model"] = args.model
+    if args.model_args:
+        train["model_args"] = parse_assignments(args.model_args, "--model-args")
+    config = load_compare_config(args.config, overrides, train)
     result = run_compare(config, args.out, progress=not args.quiet, log=log)
     print(result["markdown"].split("## Evaluation")[0].strip())
     print(f"\nwrote {result['report']} and {result['html']}")

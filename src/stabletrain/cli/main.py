@@ -52,9 +52,21 @@ def _show_warnings() -> None:
     """Warnings of the library's loggers as ``stabletrain: warning: …`` lines on stderr (once per process)."""
     import logging
 
+    class CurrentStderr(logging.StreamHandler):
+        """Writes to whatever ``sys.stderr`` is when a warning comes (``main`` called in-process may see
+        another stream each time, as under pytest's capture)."""
+
+        @property  # type: ignore[override]
+        def stream(self):  # type: ignore[no-untyped-def]
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, value) -> None:  # type: ignore[no-untyped-def]
+            pass
+
     logger = logging.getLogger("stabletrain")
     if not any(getattr(h, "_stabletrain", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = CurrentStderr()
         handler.setFormatter(logging.Formatter("stabletrain: warning: %(message)s"))
         handler.setLevel(logging.WARNING)
         handler._stabletrain = True  # type: ignore[attr-defined]

@@ -48,6 +48,7 @@ import csv
 import glob
 import hashlib
 import io
+import itertools
 import json
 import logging
 import os
@@ -87,6 +88,7 @@ _PATH_HEADERS = {"path", "file", "filename", "file_name", "filepath", "image", "
 _LABEL_HEADERS = {"label", "class", "class_name", "target", "y", "category"}
 _SPLITS = {"train": "train", "val": "test", "valid": "test", "validation": "test", "test": "test"}
 _INT = re.compile(r"[+-]?\d+")
+_META = re.compile(r"__[^/]*__($|/)")  # webdataset's metadata files, which are no samples
 
 Channels = Union[int, str]
 
@@ -354,6 +356,40 @@ def _shard_samples(path: str, select: Any = None, require: bool = True) -> Itera
         raise StableTrainError(f"shard {path} holds no samples")
 
 
+def _count_samples(path: str) -> int:
+    """The samples of one shard as webdataset groups them (consecutive files of one key), from the headers."""
+    from webdataset.tariterators import base_plus_ext
+
+    count, last = 0, None
+    try:
+        with tarfile.open(path, mode="r:*") as tar:
+            for member in tar:
+                tar.members = []  # memory stays flat however many files the shard holds
+                if not member.isreg() or _META.match(member.name) or \
+                        ("/" not in member.name and member.name.startswith("__") and member.name.endswith("__")):
+                    continue
+                prefix, _ = base_plus_ext(member.name)
+                if prefix is not None and prefix != last:
+                    count, last = count + 1, prefix
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
+        raise StableTrainError(f"not a readable tar shard: {path} ({type(err).__name__}: {_first_arg(err)})") from None
+    if count == 0:
+        raise StableTrainError(f"shard {path} holds no samples")
+    return count
+
+
+def _count_all(paths: Sequence[str]) -> list[int]:
+    """:func:`_count_samples` of each shard; in forked processes when there are several shards and cores."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    processes = min(8, os.cpu_count() or 1, len(paths) // 2)
+    if processes < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        return [_count_samples(p) for p in paths]
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as pool:
+        return list(pool.map(_count_samples, paths, chunksize=max(1, len(paths) // (4 * processes))))
+
+
 def _check_shard_file(path: str) -> None:
     """Cheap checks without reading the shard: not empty, and a tar header (or gzip data) at the start."""
     try:
@@ -443,6 +479,18 @@ class ShardStream(IterableDataset):
     order depends on the layout of ranks and workers; the pixels of an
     example depend on ``(seed, epoch, id)``.
 
+    Fixed-length epochs (for training, :meth:`plan_epoch`): every rank
+    must take the same number of optimizer steps, but shards rarely split
+    into equal parts. After ``plan_epoch(batches, batch_size)`` each rank
+    yields exactly ``batches × batch_size`` samples, dealt to its workers
+    as whole batches (worker ``w`` of ``W`` takes batches ``w, w + W, …``,
+    the DataLoader's round-robin): a reader whose shards run out starts
+    them again (the repeated samples get new augmentation), and one with
+    samples to spare leaves them for the next epoch's order. ``skip``
+    resumes an epoch after that many batches without decoding the
+    skipped images, and gives the batches the uninterrupted epoch would
+    have given, for the same number of workers and ranks.
+
     Args:
         shards: shard file paths (see :func:`expand_shards` for patterns).
         transform, channels, seed, draft: as for :class:`ImageFiles`.
@@ -486,9 +534,11 @@ class ShardStream(IterableDataset):
             raise StableTrainError(f"rank must be in [0, world size), got rank {self.rank} of {self.world_size}")
         self.num_classes = num_classes
         self.num_samples = num_samples
+        self._counts: list[int] | None = None  # samples per shard, once counted
         self._draft = _draft_of(transform, self.draft)
-        # Shared memory: set_epoch in the main process reaches persistent workers.
+        # Shared memory: set_epoch and plan_epoch in the main process reach persistent workers.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._plan_state = torch.zeros(3, dtype=torch.int64).share_memory_()  # batches, batch size, skip
         if len(self.shards) < self.world_size:
             logger.warning("%d shard(s) for %d ranks: every rank reads all shards and keeps every %d-th sample; "
                            "write at least %d shards for full-speed reading", len(self.shards), self.world_size,
@@ -501,6 +551,82 @@ class ShardStream(IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         """Use ``epoch``'s shard order, shuffle and augmentation from the next iteration on."""
         self._epoch.fill_(int(epoch))
+
+    def plan_epoch(self, batches: int, batch_size: int, skip: int = 0) -> None:
+        """Make the next epochs fixed-length: this rank yields ``batches`` batches of ``batch_size`` samples.
+
+        The first ``skip`` of them are read but not decoded (resuming an
+        epoch). ``plan_epoch(0, 0)`` returns to one pass over the shards.
+
+        Example:
+            >>> import tempfile, webdataset
+            >>> from stabletrain.data.transforms import EvalTransform
+            >>> shard = f"{tempfile.mkdtemp()}/train-0.tar"
+            >>> with webdataset.TarWriter(shard) as sink:
+            ...     for i in range(3):
+            ...         png = io.BytesIO(); Image.new("L", (8, 8), 40 * i).save(png, "PNG")
+            ...         _ = sink.write({"__key__": f"s{i}", "png": png.getvalue(), "cls": str(i % 2)})
+            >>> stream = ShardStream([shard], transform=EvalTransform(8), channels=1)
+            >>> stream.plan_epoch(batches=2, batch_size=2)
+            >>> [label for _, label, _ in stream]   # 4 samples from a shard of 3: it starts again
+            [0, 1, 0, 0]
+        """
+        values = (batches, batch_size, skip)
+        if any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0 for v in values):
+            raise StableTrainError(f"an epoch plan needs integers >= 0, got batches={batches!r}, "
+                                   f"batch_size={batch_size!r}, skip={skip!r}")
+        if batches and (batch_size < 1 or skip > batches):
+            raise StableTrainError(f"an epoch plan of {batches} batches needs batch_size >= 1 and skip <= batches, "
+                                   f"got batch_size={batch_size}, skip={skip}")
+        self._plan_state.copy_(torch.tensor([int(v) for v in values], dtype=torch.int64))
+
+    def count(self) -> int:
+        """The number of samples in the shards, from their tar headers (image data is not read); cached.
+
+        Sets :attr:`num_samples`. An uncompressed shard is read header by
+        header, seeking past the data; several shards are read by forked
+        processes (tar parsing is CPU-bound Python). Under
+        ``torch.distributed`` (with this stream split over its ranks), every
+        rank counts its share of the shards and the counts are gathered: a
+        collective call, which every rank must make.
+        """
+        if self._counts is None:
+            import torch.distributed as dist
+
+            ranked = (self.world_size > 1 and dist.is_available() and dist.is_initialized()
+                      and dist.get_world_size() == self.world_size)
+            mine = list(range(self.rank, len(self.shards), self.world_size)) if ranked else range(len(self.shards))
+            counts = dict(zip(mine, _count_all([self.shards[i] for i in mine])))
+            if ranked:
+                gathered: list[Any] = [None] * self.world_size
+                dist.all_gather_object(gathered, counts)
+                counts = {k: v for part in gathered for k, v in part.items()}
+            self._counts = [int(counts[i]) for i in range(len(self.shards))]
+            self.num_samples = sum(self._counts)
+        return int(sum(self._counts))
+
+    def epoch_balance(self, epoch: int, workers: int) -> tuple[int, int]:
+        """``(read again, left over)``: this rank's samples that the planned ``epoch`` reads a second time
+        (readers whose shards run short) and leaves unread (readers with more than their batches).
+
+        Both are 0 when every reader (rank × worker) holds the same number of whole batches, for example
+        equal shards in a multiple of ranks × workers. Needs :meth:`plan_epoch` and :meth:`count`.
+        """
+        batches, batch_size, _ = (int(v) for v in self._plan_state.tolist())
+        self.count()
+        assert self._counts is not None
+        readers = max(int(workers), 1)
+        index = {path: n for path, n in zip(self.shards, self._counts)}
+        again = left = 0
+        for worker in range(readers):
+            shards, rank_filter, worker_filter = self._plan(epoch, readers, worker)
+            held = sum(index[path] for path in shards)
+            for flt in (rank_filter, worker_filter):
+                if flt is not None:
+                    held = len(range(flt[1], held, flt[0]))
+            quota = (batches // readers + (worker < batches % readers)) * batch_size
+            again, left = again + max(quota - held, 0), left + max(held - quota, 0)
+        return again, left
 
     def with_transform(self, transform: Any, *, shuffle: bool = False, rank: int = 0,
                        world_size: int = 1) -> "ShardStream":
@@ -526,7 +652,7 @@ class ShardStream(IterableDataset):
             worker_filter = (workers, worker)
         return [self.shards[i] for i in mine], rank_filter, worker_filter
 
-    def _encoded(self, epoch: int, workers: int, worker: int) -> Iterator[tuple]:
+    def _encoded(self, epoch: int, workers: int, worker: int, repeat: int = 0) -> Iterator[tuple]:
         shards, rank_filter, worker_filter = self._plan(epoch, workers, worker)
         seen = kept = 0
         for path in shards:
@@ -543,7 +669,26 @@ class ShardStream(IterableDataset):
                 ext, data = _sample_image(sample, f"shard {path}")
                 label = _sample_label(sample, f"shard {path}", self.num_classes)
                 key = sample["__key__"]
-                yield path, key, ext, data, label, sample_id(name, key)
+                yield path, key, ext, data, label, sample_id(name, key), repeat
+
+    def _pass(self, epoch: int, workers: int, worker: int, repeat: int = 0) -> Iterator[tuple]:
+        """One pass over the reader's samples, through the shuffle buffer when shuffling."""
+        items = self._encoded(epoch, workers, worker, repeat)
+        if self.shuffle and self.shuffle_buffer > 1:
+            rng = np.random.default_rng(derive_seed(self.seed, "shuffle-buffer", epoch, self.rank, worker,
+                                                    *((repeat,) if repeat else ())))
+            items = self._shuffled(items, rng)
+        return items
+
+    def _repeated(self, epoch: int, workers: int, worker: int) -> Iterator[tuple]:
+        """The reader's passes one after the other (fixed-length epochs); the buffer never mixes two passes."""
+        for repeat in itertools.count():
+            empty = True
+            for item in self._pass(epoch, workers, worker, repeat):
+                empty = False
+                yield item
+            if empty:
+                return  # a reader without samples (only possible with filters over tiny shards)
 
     def _shuffled(self, items: Iterator[tuple], rng: np.random.Generator) -> Iterator[tuple]:
         buffer: list[tuple] = []
@@ -561,14 +706,26 @@ class ShardStream(IterableDataset):
         info = get_worker_info()
         workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
         epoch = self.epoch
-        items = self._encoded(epoch, workers, worker)
-        if self.shuffle and self.shuffle_buffer > 1:
-            rng = np.random.default_rng(derive_seed(self.seed, "shuffle-buffer", epoch, self.rank, worker))
-            items = self._shuffled(items, rng)
+        batches, batch_size, skip = (int(v) for v in self._plan_state.tolist())
+        if batches:
+            # The DataLoader deals batch k of this iteration to worker k % workers. Resumed after `skip`
+            # batches, batch k is batch skip + k of the epoch, which the uninterrupted epoch read from
+            # worker (skip + k) % workers: this worker plays that one.
+            worker = (worker + skip) % workers
+
+            def share(n: int) -> int:
+                return n // workers + (worker < n % workers)
+
+            items = itertools.islice(self._repeated(epoch, workers, worker), share(skip) * batch_size,
+                                     share(batches) * batch_size)
+        else:
+            items = self._pass(epoch, workers, worker)
         random = _is_random(self.transform)
-        for path, key, ext, data, label, ident in items:
+        for path, key, ext, data, label, ident, repeat in items:
             image = open_image(data, name=f"{path}:{key}.{ext}", draft=self._draft)
-            generator = make_generator(self.seed, "augment", epoch, ident) if random else None
+            generator = None
+            if random:  # a sample read again in the same epoch gets new augmentation
+                generator = make_generator(self.seed, "augment", epoch, ident, *((repeat,) if repeat else ()))
             yield to_tensor_uint8(self.transform(image, generator), self.channels), label, ident
 
     def __repr__(self) -> str:
@@ -1190,9 +1347,10 @@ def open_shards(train: str | os.PathLike | Sequence[str], test: str | os.PathLik
     classes are an error when they are read.
 
     The training stream is shuffled (shard order and a buffer of
-    ``shuffle_buffer`` samples, seeded by ``seed`` and the epoch); the test
-    stream is not. ``channels="auto"`` reads the headers of the first 64
-    images of the first training shard.
+    ``shuffle_buffer`` samples, seeded by ``seed`` and the epoch) and split
+    over the ranks of ``torch.distributed`` (see :class:`ShardStream`); the
+    test stream is neither: every process sees it whole. ``channels="auto"``
+    reads the headers of the first 64 images of the first training shard.
     """
     data = _data()
     pair = None
@@ -1253,8 +1411,10 @@ def open_shards(train: str | os.PathLike | Sequence[str], test: str | os.PathLik
     n_channels = _peek_channels(train_files[0], channels)
     train_stream = ShardStream(train_files, transform=train_t, channels=n_channels, seed=seed, shuffle=True,
                                shuffle_buffer=shuffle_buffer, num_classes=len(names))
+    # the test stream is whole on every rank (training evaluates it on rank 0); a distributed evaluation splits
+    # it explicitly, with with_transform(rank=, world_size=)
     test_stream = ShardStream(test_files, transform=test_t, channels=n_channels, seed=seed, shuffle=False,
-                              num_classes=len(names), num_samples=num_test)
+                              rank=0, world_size=1, num_classes=len(names), num_samples=num_test)
     source = os.fspath(train) if isinstance(train, (str, os.PathLike)) else ", ".join(map(str, train))
     name = os.path.basename(os.path.normpath(source)) if pair is not None else \
         re.sub(r"[-_]?\{.*$|[-_]?\d*\.(tar|tgz|tar\.gz)$", "", os.path.basename(train_files[0])) or "shards"
@@ -1395,7 +1555,8 @@ def make_loader(dataset: Dataset, *, batch_size: int | None = None, batch_sample
     workers = int(workers)
     if iterable and workers > 1 and isinstance(dataset, ShardStream):
         per_rank = len(dataset.shards) // dataset.world_size
-        if per_rank < workers:
+        if per_rank < workers and not getattr(dataset, "_warned_workers", False):
+            dataset._warned_workers = True  # once per stream, not once per epoch
             logger.warning("%d shard(s) per rank for %d workers: workers read the same shards and keep every "
                            "%d-th sample; write at least %d shards per rank for full-speed reading",
                            per_rank, workers, workers, workers)

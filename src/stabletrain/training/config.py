@@ -41,7 +41,7 @@ from ..models.specs import model_factory
 from ..objectives import OBJECTIVE_TASKS, available_methods, objective_factory
 from ..registry import MODELS, TASKS, factory_options
 
-__all__ = ["TrainConfig", "SCRATCH_LR", "FINETUNE_LR", "FINETUNE_WARMUP_EPOCHS", "AMP_MODES", "OPTIMIZERS", "SCHEDULES", "AUGMENTATIONS", "EXECUTION_OPTIONS",
+__all__ = ["TrainConfig", "is_known_option", "SCRATCH_LR", "FINETUNE_LR", "FINETUNE_WARMUP_EPOCHS", "AMP_MODES", "OPTIMIZERS", "SCHEDULES", "AUGMENTATIONS", "EXECUTION_OPTIONS",
            "LEGACY_OPTIONS"]
 
 #: ``amp`` settings: full float32, or bfloat16 autocast of the forward passes (CPU and CUDA).
@@ -66,6 +66,18 @@ LEGACY_OPTIONS = ("width", "norm", "alpha", "sigma", "detach_clean", "batching",
                   "consistency_lambda", "consistency_eta", "noise", "jet_input")
 
 _SCALARS = (bool, int, float, str, type(None))
+
+
+def is_known_option(name: str) -> bool:
+    """Whether any registered method, model or task takes option ``name`` by name.
+
+    Example:
+        >>> is_known_option("alpha"), is_known_option("drop_rate")
+        (True, False)
+    """
+    factories = [objective_factory(m, t) for t in OBJECTIVE_TASKS for m in available_methods(t)]
+    factories += [MODELS.get(m) for m in MODELS.names()] + [TASKS.get(t) for t in TASKS.names()]
+    return any(name in factory_options(f) for f in factories)
 
 
 def _execution(default: Any) -> Any:
@@ -214,7 +226,7 @@ class TrainConfig:
         """
         config = cls(**values)
         groups = config._groups()
-        taken = {name for name in shared if any(name in defaults for defaults in groups.values())}
+        taken = {name for name in shared if config._target(name, groups) is not None}
         config._sort({k: v for k, v in shared.items() if k in taken}, strict=True)
         return config.validated(), taken
 
@@ -244,11 +256,23 @@ class TrainConfig:
                                          if k in factory_options(TASKS.get(self.task))})
         return _accepts_any(model_factory(task.model_name(self.model)))
 
+    def _target(self, name: str, groups: dict[str, dict[str, Any]]) -> str | None:
+        """The group that takes flat option ``name``, or None.
+
+        An option that no registered method, model or task knows goes to a
+        model that takes any keyword (timm's ``drop_rate``, a ``**kwargs``
+        factory), as timm's ``create_model`` passes its keywords on.
+        """
+        target = next((g for g in ("method_args", "model_args", "task_args") if name in groups[g]), None)
+        if target is None and not is_known_option(name) and self._model_takes_any():
+            target = "model_args"
+        return target
+
     def _sort(self, options: dict[str, Any], strict: bool) -> None:
         """Put flat options into the group that takes them; in strict mode, reject the others with a reason."""
         groups = self._groups()
         for name, value in options.items():
-            target = next((g for g in ("method_args", "model_args", "task_args") if name in groups[g]), None)
+            target = self._target(name, groups)
             if target is not None:
                 getattr(self, target)[name] = value
             elif strict:

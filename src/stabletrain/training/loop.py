@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import platform
 import time
@@ -32,6 +33,8 @@ from .config import TrainConfig
 from .runs import differing_options
 
 __all__ = ["TrainResult", "train"]
+
+logger = logging.getLogger("stabletrain.training")
 
 
 @dataclass
@@ -175,6 +178,16 @@ def _train(config: TrainConfig, out_dir: str | Path, *, resume: bool, init: str 
                                  find_unused_parameters=task.objective_task == "similarity")  # the embedder's head is idle
     loader_kwargs: dict[str, Any] = {}
     streaming = bool(getattr(data, "streaming", False))
+    # a stream that deals its own samples to ranks and workers (tar shards): fixed-length epochs, and an order
+    # that depends on the number of workers and ranks (see ShardStream)
+    self_dealing = streaming and hasattr(data.train, "plan_epoch")
+    layout = {"workers": max(int(config.workers), 1), "world_size": ctx.world_size}  # 0 and 1 read alike
+    if self_dealing and start_step and resume_state.get("layout", layout) != layout:
+        then = resume_state["layout"]
+        raise StableTrainError(
+            f"cannot resume {out} in the middle of epoch {start_epoch + 1} with {layout['workers']} worker(s) and "
+            f"{layout['world_size']} process(es): its tar-shard stream was dealt to {then['workers']} worker(s) and "
+            f"{then['world_size']} process(es), and only those give the rest of that epoch; resume with them")
     if streaming:
         x_source = y_source = None
     elif config.workers:
@@ -251,13 +264,30 @@ def _train(config: TrainConfig, out_dir: str | Path, *, resume: bool, init: str 
         sampler = dist_utils.DistributedBatchSampler(task.batches(data, config.batch_size, shuffle), ctx.rank,
                                                      ctx.world_size, start=first)
         shards = list(sampler)
-        if streaming:
+        if self_dealing:
+            # the shards are dealt to ranks and workers by the stream itself, as len(sampler) batches of this
+            # rank's share of the global batch (the same share every step); the first `first` are skipped
+            local = len(shards[0].index) if shards else 1
+            data.train.set_epoch(epoch)
+            data.train.plan_epoch(len(sampler), local, skip=first)
+            if epoch == start_epoch and ctx.is_main:
+                again, left = data.train.epoch_balance(epoch, config.workers)
+                if again or left:
+                    logger.warning(
+                        "the training shards do not split into equal whole batches over %d process(es) x %d "
+                        "reader(s): this epoch rank 0 reads %d sample(s) twice and leaves %d for later epochs; "
+                        "shards of equal size, in a multiple of processes x workers, avoid it",
+                        ctx.world_size, max(config.workers, 1), again, left)
+            if stream_loader is None:
+                stream_loader = make_loader(data.train, batch_size=local, workers=config.workers, device=device)
+        elif streaming:
             # images are decoded and augmented in the workers, each from its own (seed, epoch, index) stream; the
             # loader (and its persistent workers) lives for the whole run, only its batches change per epoch
             epoch_batches.keys = [[(epoch, int(i)) for i in shard.index] for shard in shards]
             if stream_loader is None:
                 stream_loader = make_loader(data.train, batch_sampler=epoch_batches, workers=config.workers,
                                             device=device)
+        if streaming:
             inputs: Any = ((xb.to(device, non_blocking=True).float().div_(255), yb.to(device, non_blocking=True))
                            for xb, yb, _ in iterate_batches(stream_loader))
         elif config.workers:
@@ -268,7 +298,12 @@ def _train(config: TrainConfig, out_dir: str | Path, *, resume: bool, init: str 
             inputs = (task.inputs(x_source, y_source, shard.index.to(device)) for shard in shards)
         bar = tqdm(zip(shards, inputs), total=len(shards), desc=f"{config.method} epoch {epoch + 1}/{config.epochs}",
                    unit="batch", leave=False, disable=not progress or not ctx.is_main or None)
+        steps_done = 0
         for shard, (xb, yb) in bar:
+            steps_done += 1
+            if self_dealing and len(yb) != len(shard.index):
+                raise StableTrainError(f"the training stream gave a batch of {len(yb)} samples at epoch {epoch + 1}, "
+                                       f"step {shard.step + 1}, where {len(shard.index)} were planned")
             if config.workers and not streaming:
                 xb = xb.to(device, non_blocking=True)
                 yb = yb.to(device, non_blocking=True) if isinstance(yb, torch.Tensor) else yb
@@ -305,8 +340,12 @@ def _train(config: TrainConfig, out_dir: str | Path, *, resume: bool, init: str 
                     and shard.step + 1 < len(sampler):
                 sums = _reduce_epoch(totals, correct, seen, ctx)
                 save(epoch, shard.step + 1, False, time.perf_counter() - started + elapsed_before,
-                     {"noise": noise.get_state(), "totals": sums[0], "correct": sums[1], "seen": sums[2]})
+                     {"noise": noise.get_state(), "totals": sums[0], "correct": sums[1], "seen": sums[2],
+                      "layout": layout})
                 last_good = f"epoch {epoch}, step {shard.step + 1} of epoch {epoch + 1}"
+        if steps_done != len(shards):
+            raise StableTrainError(f"the training data gave {steps_done} of the {len(shards)} batches of epoch "
+                                   f"{epoch + 1}; the last good checkpoint ({last_good}) is kept in {checkpoint_path}")
         totals, correct, seen = _reduce_epoch(totals, correct, seen, ctx)
         row = None
         if ctx.is_main:
