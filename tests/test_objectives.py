@@ -6,6 +6,7 @@ from torch import nn
 from stabletrain.checks import StableTrainError
 from stabletrain.objectives import (
     GaussianAugmentation,
+    NoisyOnlyAugmentation,
     PlainObjective,
     StabilityKLLoss,
     StabilityObjective,
@@ -188,7 +189,7 @@ def test_alpha_zero_reduces_to_plain():
     assert float(stab["loss"].detach()) == pytest.approx(float(plain["loss"].detach()))
 
 
-def test_gaussian_augmentation_trains_on_perturbed_copies():
+def test_gaussian_augmentation_trains_on_clean_and_perturbed_copies():
     x, y = _batch()
     model = Recorder()
     seen = []
@@ -199,6 +200,12 @@ def test_gaussian_augmentation_trains_on_perturbed_copies():
 
     GaussianAugmentation(spy, sigma=0.2)(model, x, y, generator=torch.Generator().manual_seed(1))
     noisy = (x + 0.2 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
+    assert len(seen) == 2  # the task loss on the clean and on the perturbed copy
+    torch.testing.assert_close(seen[0], model.linear(x.flatten(1)).detach())
+    torch.testing.assert_close(seen[1], model.linear(noisy.flatten(1)).detach())
+    seen.clear()
+    NoisyOnlyAugmentation(spy, sigma=0.2)(model, x, y, generator=torch.Generator().manual_seed(1))
+    assert len(seen) == 1
     torch.testing.assert_close(seen[0], model.linear(noisy.flatten(1)).detach())
 
 
@@ -235,7 +242,9 @@ def test_bad_hyperparameters_are_rejected(kwargs, message):
 def test_build_objective_by_name():
     assert {"gaussian", "plain", "stability"} <= set(available_methods())
     assert isinstance(build_objective("stability", alpha=2.0), StabilityObjective)
-    assert build_objective("gaussian", sigma=0.3).hyperparameters() == {"method": "gaussian", "sigma": 0.3}
+    assert build_objective("gaussian", sigma=0.3).hyperparameters() == {"method": "gaussian", "sigma": 0.3,
+                                                                          "batching": "concat", "bn_stats": "both"}
+    assert build_objective("gaussian-noisy", sigma=0.3).hyperparameters() == {"method": "gaussian-noisy", "sigma": 0.3}
     with pytest.raises(StableTrainError, match="unknown method 'mixup'"):
         build_objective("mixup")
 
@@ -355,8 +364,9 @@ def test_triplet_task_loss_sees_clean_images_only():
 
 def test_triplet_objective_by_name_and_bad_batches():
     objective = build_objective("gaussian", task="similarity", sigma=0.2, margin=0.5)
-    assert objective.hyperparameters() == {"method": "gaussian", "task": "similarity", "margin": 0.5, "sigma": 0.2}
-    assert available_methods("similarity") == ["gaussian", "plain", "stability"]
+    assert objective.hyperparameters() == {"method": "gaussian", "task": "similarity", "margin": 0.5, "sigma": 0.2,
+                                           "batching": "concat", "bn_stats": "both"}
+    assert available_methods("similarity") == ["gaussian", "gaussian-noisy", "plain", "stability"]
     with pytest.raises(StableTrainError, match="B×3×C×H×W"):
         objective(EmbedRecorder(), torch.rand(5, 1, 4, 4))
     with pytest.raises(StableTrainError, match="NaN"):
@@ -405,3 +415,62 @@ def test_stability_kl_rejects_nan_logits():
         stability_kl(torch.tensor([[float("nan"), 0.0]]), torch.zeros(1, 2))
     with pytest.raises(StableTrainError, match="perturbed logits"):
         stability_kl(torch.zeros(1, 2), torch.tensor([[float("inf"), 0.0]]))
+
+
+# ---- the augmentation baseline, both variants -------------------------------------------------------------
+
+def _small_bn_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), nn.Flatten(), nn.Linear(3 * 16, 4))
+
+
+def _noisy(x: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
+    """The perturbed copy, drawn again the way GaussianNoise draws it (clip(x + sigma * N(0, 1), 0, 1))."""
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))
+    return (x + sigma * noise).clamp(0, 1)
+
+
+def test_gaussian_is_the_task_loss_on_clean_and_noisy_copies_and_gaussian_noisy_on_noisy_only():
+    """The method's baseline: the data set enlarged with perturbed copies, originals kept; the noisy-only variant
+    keeps its own name. Computed again by hand: the losses, the gradients, and what batch norm saw."""
+    x, y = torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(1)), torch.tensor([0, 1, 2, 3, 0, 1])
+    noisy = _noisy(x, 0.3, seed=7)
+    for method, expected_input, weights in (("gaussian", torch.cat([x, noisy]), (0.5, 0.5)),
+                                            ("gaussian-noisy", noisy, (0.0, 1.0))):
+        model, reference = _small_bn_model(), _small_bn_model()
+        out = build_objective(method, sigma=0.3)(model, x, y, generator=torch.Generator().manual_seed(7))
+        out["loss"].backward()
+        # by hand: one pass over what the method feeds the model (both copies at once for gaussian)
+        logits = reference(expected_input)
+        parts = logits.split(len(x)) if method == "gaussian" else (logits[:0], logits)
+        manual = sum(w * nn.functional.cross_entropy(p, y) for w, p in zip(weights, parts) if w)
+        manual.backward()
+        torch.testing.assert_close(out["loss"], manual)
+        for (name, a), b in zip(model.named_parameters(), reference.parameters()):
+            torch.testing.assert_close(a.grad, b.grad, msg=f"{method}: {name}")
+        # batch norm's running mean moved toward the batch it normalized: clean + noisy, or noisy only
+        torch.testing.assert_close(model[1].running_mean, reference[1].running_mean)
+        if method == "gaussian":
+            assert set(out) >= {"clean_loss", "noisy_loss"}
+            torch.testing.assert_close(out["clean_loss"], nn.functional.cross_entropy(parts[0], y).detach())
+    # the two variants differ, and the clean-only model differs from both
+    a = build_objective("gaussian", sigma=0.3)(_small_bn_model(), x, y, generator=torch.Generator().manual_seed(7))
+    b = build_objective("gaussian-noisy", sigma=0.3)(_small_bn_model(), x, y, generator=torch.Generator().manual_seed(7))
+    assert not torch.allclose(a["loss"], b["loss"])
+
+
+def test_triplet_gaussian_averages_the_clean_and_the_noisy_triplet_loss():
+    embedder = nn.Sequential(nn.Flatten(), nn.Linear(16, 4))
+    triplets = torch.rand(5, 3, 1, 4, 4, generator=torch.Generator().manual_seed(2))
+    loss = TripletRankingLoss(0.2)
+    noisy = _noisy(triplets.flatten(0, 1), 0.2, seed=3).view_as(triplets)
+
+    def triplet_loss(t):
+        return loss(embedder(t.flatten(0, 1)).view(5, 3, -1))
+
+    both = build_objective("gaussian", task="similarity", sigma=0.2)(embedder, triplets,
+                                                                     generator=torch.Generator().manual_seed(3))
+    only = build_objective("gaussian-noisy", task="similarity", sigma=0.2)(embedder, triplets,
+                                                                           generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(both["loss"], 0.5 * (triplet_loss(triplets) + triplet_loss(noisy)))
+    torch.testing.assert_close(only["loss"], triplet_loss(noisy))

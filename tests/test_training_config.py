@@ -23,7 +23,7 @@ TINY = dict(data="digits", image_size=16, epochs=1, batch_size=256)
     ({"method": "consistency", "alpha": 2.0}, "'alpha' has no effect with method 'consistency'"),
     ({"method": "plain", "detach_clean": True}, "'detach_clean' has no effect with method 'plain'"),
     ({"method": "jsd", "bn_stats": "both"}, "'bn_stats' has no effect with method 'jsd'"),
-    ({"method": "gaussian", "batching": "concat"}, "'batching' has no effect with method 'gaussian'"),
+    ({"method": "gaussian-noisy", "batching": "concat"}, "'batching' has no effect with method 'gaussian-noisy'"),
     ({"method": "plain", "sigma": 0.1}, "'sigma' has no effect with method 'plain'"),
     ({"method": "plain", "noise": "gaussian"}, "'noise' has no effect with task 'classification'"),
     ({"method": "plain", "epochz": 3}, "unknown config option 'epochz'"),

@@ -24,7 +24,10 @@ unknown or misspelled option is an error.
 method          options (defaults)                                    module
 =============== ===================================================== ===========================
 ``plain``       —                                                     :mod:`.classification`
-``gaussian``    sigma (0.2), clamp (true)                             :mod:`.classification`
+``gaussian``    sigma (0.2), clamp (true), batching (concat),         :mod:`.classification`
+                bn_stats (both): task loss on clean and noisy copies
+``gaussian-     sigma (0.2), clamp (true): task loss on noisy copies  :mod:`.classification`
+noisy``         only
 ``stability``   alpha (4), sigma (0.2), detach_clean, batching,       :mod:`.classification`
                 bn_stats, clamp
 ``jsd``         sigma (0.1), jsd_lambda (12)                          :mod:`.consistency`
@@ -54,14 +57,15 @@ from ..losses import (
 )
 from ..registry import OBJECTIVES, check_options, factory_options
 from .base import BATCHINGS, BN_STATS, Objective, bn_running_stats_frozen, resolve_batching, two_copy_forward
-from .classification import DEFAULT_ALPHA, DEFAULT_SIGMA, GaussianAugmentation, PlainObjective, StabilityObjective
+from .classification import (DEFAULT_ALPHA, DEFAULT_SIGMA, GaussianAugmentation, NoisyOnlyAugmentation, PlainObjective,
+                             StabilityObjective)
 from .consistency import AdversarialObjective, ConsistencyObjective, JSDObjective, TradesObjective
-from .ranking import TripletObjective
+from .ranking import TRIPLET_METHODS, TripletObjective
 
 __all__ = [
     "stability_kl", "StabilityKLLoss", "feature_distance", "embedding_stability", "EmbeddingStabilityLoss",
     "triplet_ranking_loss", "TripletRankingLoss", "DISTANCES",
-    "Objective", "PlainObjective", "GaussianAugmentation", "StabilityObjective", "TripletObjective",
+    "Objective", "PlainObjective", "GaussianAugmentation", "NoisyOnlyAugmentation", "StabilityObjective", "TripletObjective",
     "JSDObjective", "TradesObjective", "AdversarialObjective", "ConsistencyObjective",
     "build_objective", "register_objective", "available_methods", "method_options", "objective_factory",
     "bn_running_stats_frozen", "resolve_batching", "two_copy_forward", "BATCHINGS", "BN_STATS",
@@ -184,8 +188,13 @@ def _triplet(method: str) -> Callable[..., TripletObjective]:
         return TripletObjective("plain", task_loss, margin=margin)
 
     def gaussian(task_loss: nn.Module | None = None, sigma: float = DEFAULT_SIGMA, margin: float = 0.2,
-                 clamp: bool = True) -> TripletObjective:
-        return TripletObjective("gaussian", task_loss, sigma=sigma, margin=margin, clamp=clamp)
+                 clamp: bool = True, batching: str = "concat", bn_stats: str = "both") -> TripletObjective:
+        return TripletObjective("gaussian", task_loss, sigma=sigma, margin=margin, clamp=clamp, batching=batching,
+                                bn_stats=bn_stats)
+
+    def gaussian_noisy(task_loss: nn.Module | None = None, sigma: float = DEFAULT_SIGMA, margin: float = 0.2,
+                       clamp: bool = True) -> TripletObjective:
+        return TripletObjective("gaussian-noisy", task_loss, sigma=sigma, margin=margin, clamp=clamp)
 
     def stability(task_loss: nn.Module | None = None, alpha: float = DEFAULT_ALPHA, sigma: float = DEFAULT_SIGMA,
                   margin: float = 0.2, distance: str = "squared_l2", detach_clean: bool = False,
@@ -193,17 +202,18 @@ def _triplet(method: str) -> Callable[..., TripletObjective]:
         return TripletObjective("stability", task_loss, alpha=alpha, sigma=sigma, margin=margin, distance=distance,
                                 detach_clean=detach_clean, batching=batching, bn_stats=bn_stats, clamp=clamp)
 
-    factory = {"plain": plain, "gaussian": gaussian, "stability": stability}[method]
-    factory.__qualname__ = f"triplet_{method}"
+    factory = {"plain": plain, "gaussian": gaussian, "gaussian-noisy": gaussian_noisy, "stability": stability}[method]
+    factory.__qualname__ = f"triplet_{method.replace('-', '_')}"
     return factory
 
 
 register_objective("plain", PlainObjective)
 register_objective("gaussian", GaussianAugmentation)
+register_objective("gaussian-noisy", NoisyOnlyAugmentation)
 register_objective("stability", StabilityObjective)
 register_objective("jsd", jsd)
 register_objective("trades", trades)
 register_objective("adversarial", adversarial)
 register_objective("consistency", consistency)
-for _method in ("plain", "gaussian", "stability"):
+for _method in TRIPLET_METHODS:
     register_objective(_method, _triplet(_method), task="similarity")

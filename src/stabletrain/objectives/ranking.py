@@ -13,7 +13,10 @@ from ..perturbations import GaussianNoise
 from .classification import DEFAULT_ALPHA, DEFAULT_SIGMA
 from .base import Objective, check_two_copy_options, two_copy_forward
 
-__all__ = ["TripletObjective"]
+__all__ = ["TripletObjective", "TRIPLET_METHODS"]
+
+#: The methods a TripletObjective runs.
+TRIPLET_METHODS = ("plain", "gaussian", "gaussian-noisy", "stability")
 
 
 def _check_triplets(triplets: torch.Tensor) -> torch.Tensor:
@@ -31,7 +34,9 @@ class TripletObjective(Objective):
     ``B×3×D`` batch of features the task loss saw.
 
     * ``method='plain'``: the triplet loss on clean images.
-    * ``method='gaussian'``: the triplet loss on noisy copies (augmentation).
+    * ``method='gaussian'``: augmentation as the method describes it, the
+      mean of the triplet loss on the clean and on the noisy triplets;
+    * ``method='gaussian-noisy'``: the triplet loss on noisy copies only.
     * ``method='stability'``: the triplet loss on clean images plus
       ``alpha`` times the feature distance between each of the 3B images
       and its noisy copy.
@@ -49,8 +54,8 @@ class TripletObjective(Objective):
                  detach_clean: bool = False, batching: str = "auto", bn_stats: str = "clean", clamp: bool = True,
                  validate: bool = True) -> None:
         super().__init__(task_loss if task_loss is not None else TripletRankingLoss(margin), validate)
-        if method not in ("plain", "gaussian", "stability"):
-            raise StableTrainError(f"unknown method {method!r}; known methods: gaussian, plain, stability")
+        if method not in TRIPLET_METHODS:
+            raise StableTrainError(f"unknown method {method!r}; known methods: {', '.join(sorted(TRIPLET_METHODS))}")
         self.method = method
         self.alpha = check_two_copy_options(alpha, batching, bn_stats)
         self.margin = float(margin)
@@ -65,8 +70,16 @@ class TripletObjective(Objective):
         batch = triplets.shape[0]
         if self.method == "plain":
             features = model(images)
-        elif self.method == "gaussian":
+        elif self.method == "gaussian-noisy":
             features = model(self.perturbation(images, generator))
+        elif self.method == "gaussian":
+            perturbed = self.perturbation(images, generator)
+            features, perturbed_features = two_copy_forward(model, images, perturbed, self.batching, self.bn_stats)
+            output, noisy = features.view(batch, 3, -1), perturbed_features.view(batch, 3, -1)
+            clean_loss, noisy_loss = self.task_loss(output, target), self.task_loss(noisy, target)
+            loss = 0.5 * (clean_loss + noisy_loss)
+            return {"loss": loss, "output": output, "task_loss": loss.detach(), "clean_loss": clean_loss.detach(),
+                    "noisy_loss": noisy_loss.detach()}
         else:
             perturbed = self.perturbation(images, generator)
             features, perturbed_features = two_copy_forward(model, images, perturbed, self.batching, self.bn_stats)
@@ -83,6 +96,8 @@ class TripletObjective(Objective):
         params = {"method": self.method, "task": "similarity", "margin": self.margin}
         if self.method != "plain":
             params["sigma"] = self.perturbation.sigma
+        if self.method == "gaussian":
+            params.update(batching=self.batching, bn_stats=self.bn_stats)
         if self.method == "stability":
             params.update(alpha=self.alpha, distance=self.stability_loss.distance,
                           detach_clean=self.stability_loss.detach_clean, batching=self.batching,
