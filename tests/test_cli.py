@@ -65,9 +65,16 @@ def test_demo_quick_writes_the_report(tmp_path, capsys):
         assert (out / name).exists(), name
     results = json.loads((out / "results.json").read_text())
     assert set(results["models"]) == {"plain", "gaussian", "stability"}
-    assert len(results["checks"]) == 5
+    assert len(results["checks"]) == 6  # clean within 1 point, 4 strongest distortions, augmentation's cost
+    for check in results["checks"]:  # each decided by its interval, not by the point estimate
+        assert check["verdict"] in ("held", "did not hold", "within noise") and check["low"] <= check["high"]
+        expected = "held" if check["low"] > check["threshold"] else \
+            "did not hold" if check["high"] < check["threshold"] else "within noise"
+        assert check["verdict"] == expected and check["n"] == 359
     report = (out / "report.md").read_text()
     assert "Clean accuracy and training cost" in report and "within 1 point" in report
+    assert "Paired differences against plain" in report and "95 % Wilson interval" in report
+    assert "NOT hold" not in stdout and ("[within noise]" in stdout or "[held]" in stdout)
     # A second run reuses the trained models.
     before = (out / "models" / "plain" / "checkpoint.pt").stat().st_mtime_ns
     assert run(capsys, "demo", "--quick", "--quiet", "--out", str(out))[0] == 0

@@ -93,3 +93,70 @@ def test_mean_corruption_error_against_hand_computation():
     # relative: m fog .6-2*.1 = .4, b fog 1.0-2*.2 = .6; snow: .4 / .8
     assert result["relative_mce"] == pytest.approx((0.4 / 0.6 + 0.4 / 0.8) / 2)
     assert mean_corruption_error(rows, "m", ["fog"])["mce"] is None
+
+
+# ---- intervals, paired comparisons and collapse warnings ------------------------------------------------------
+
+class _Constant(torch.nn.Module):
+    """Always predicts ``label``: a model built to collapse."""
+
+    def __init__(self, label: int, classes: int = 3) -> None:
+        super().__init__()
+        self.label, self.classes = label, classes
+        self.anchor = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(len(x), self.classes) + self.anchor
+        out[:, self.label] = 1.0
+        return out
+
+
+class _Threshold(torch.nn.Module):
+    """Class = how bright the image is, in 3 bins: a model that uses its input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.flatten(1).mean(1, keepdim=True)
+        return -((mean * 3 - torch.tensor([[0.5, 1.5, 2.5]])) ** 2) * 50 + self.anchor
+
+
+def test_rows_carry_counts_and_wilson_intervals_and_pairs_match_a_direct_count():
+    from scipy.stats import binomtest
+
+    from stabletrain.distortions import parse_distortions
+    from stabletrain.evaluation import distortion_results
+    from stabletrain.stats import paired_difference
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(60) % 3
+    x = ((y.float()[:, None, None, None] + torch.rand(60, 1, 8, 8, generator=g)) / 3).clamp(0, 1)
+    models = {"constant": _Constant(0), "threshold": _Threshold()}
+    result = distortion_results(models, ImageDataset(x, y), parse_distortions("gaussian-0.2"), progress=False)
+    for row in result.rows:
+        ci = binomtest(row["correct"], row["n"]).proportion_ci(method="wilson")
+        assert row["accuracy"] == row["correct"] / row["n"]
+        assert row["accuracy_low"] == pytest.approx(ci.low) and row["accuracy_high"] == pytest.approx(ci.high)
+    flags = result.correct
+    assert flags["constant"]["clean"].sum() == 20  # class 0 is a third of the images
+    for pair in result.paired("constant"):
+        direct = paired_difference(flags["threshold"][pair["distortion"]], flags["constant"][pair["distortion"]])
+        assert pair["difference"] == direct.difference and pair["only_model"] == direct.only_a
+        assert (pair["difference_low"], pair["difference_high"]) == (direct.low, direct.high)
+    # the constant model is flagged as collapsed and at chance, the threshold model is not
+    assert result.warnings == [
+        "constant: predicts class 0 for 100 % of clean test images (the largest class is 33 % of them)",
+        "constant: at chance: clean accuracy 33.3 % with 3 classes (chance 33.3 %)"]
+
+
+def test_one_class_on_a_test_set_that_is_mostly_that_class_is_not_a_collapse():
+    from stabletrain.evaluation import prediction_warnings
+
+    labels = torch.tensor([0] * 97 + [1] * 3)
+    lines = prediction_warnings("m", torch.zeros(100, dtype=torch.long), labels, 2)
+    assert not any("predicts class" in line for line in lines)  # 97 % of the images are class 0
+    assert any("at chance" in line for line in lines)  # but predicting it is chance level
+    balanced = torch.tensor([0] * 70 + [1] * 30)
+    assert prediction_warnings("m", balanced.clone(), balanced, 2) == []  # right on every image

@@ -19,6 +19,7 @@ ones; changed settings need a new output folder or ``overwrite``.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from .locking import output_lock
 from .checks import StableTrainError, check_fields
 from .data import DataSplit
 from .distortions import Distortion, paper_sweep, parse_distortion, parse_distortions
-from .evaluation import evaluate_distortions
+from .evaluation import distortion_results
 from .files import write_yaml
 from .objectives import available_methods
 from .reports import text_table, write_evaluation, write_similarity_report
@@ -38,6 +39,9 @@ from .similarity import build_benchmark, evaluate_similarity, similarity_sweep
 from .registry import TASKS
 from .tasks import get_task
 from .training import TrainConfig, differing_options, load_checkpoint, load_model, train
+
+logger = logging.getLogger("stabletrain.demo")
+
 
 def train_or_reuse(config: TrainConfig, run_dir: Path, data: DataSplit, *, overwrite: bool = False,
                    progress: bool = True, log: Callable[[str], None] | None = None,
@@ -150,28 +154,66 @@ def _strongest(rows: list[dict], family: str) -> str | None:
     return max(specs, key=lambda s: float(specs[s]["param"]) * (1 if larger else -1))
 
 
-def claims(rows: list[dict], reference: str = "plain", candidate: str = "stability") -> list[dict]:
-    """Check the paper's central claims on these results; each item says whether it held, with numbers.
+def _claim(claim: str, threshold: float, a: str, b: str, spec: str, acc: dict, paired: dict) -> dict:
+    """One claim "acc(a) − acc(b) > threshold" on ``spec``, decided by the interval of the difference."""
+    from .stats import format_interval, verdict
 
-    1. ``candidate``'s clean accuracy is within 1 point of ``reference``'s.
+    row_a, row_b = acc[(a, spec)], acc[(b, spec)]
+    pair = paired.get((a, b, spec))
+    if pair is not None:
+        difference, low, high, n = pair["difference"], pair["difference_low"], pair["difference_high"], pair["n"]
+        test = f"paired, McNemar p = {pair['p_value']:.2g}"
+    else:  # no paired results: Newcombe's interval for independent proportions, wider
+        difference = row_a["accuracy"] - row_b["accuracy"]
+        low = difference - ((row_a["accuracy"] - row_a["accuracy_low"]) ** 2
+                            + (row_b["accuracy_high"] - row_b["accuracy"]) ** 2) ** 0.5
+        high = difference + ((row_a["accuracy_high"] - row_a["accuracy"]) ** 2
+                             + (row_b["accuracy"] - row_b["accuracy_low"]) ** 2) ** 0.5
+        n, test = row_a["n"], "unpaired"
+    outcome = verdict(low, high, threshold)
+    return {"claim": claim, "verdict": outcome, "held": outcome == "held", "distortion": spec,
+            "difference": difference, "low": low, "high": high, "threshold": threshold, "n": n,
+            "detail": f"{100 * row_a['accuracy']:.1f}% vs {100 * row_b['accuracy']:.1f}%; difference "
+                      f"{format_interval(difference, low, high, signed=True)} points (95 %), {test}, n = {n}"}
+
+
+def claims(rows: list[dict], reference: str = "plain", candidate: str = "stability",
+           paired: list[dict] | None = None, baseline: str = "gaussian") -> list[dict]:
+    """Check the paper's central claims on these results, each decided by a 95 % interval.
+
+    1. ``candidate``'s clean accuracy is within 1 point of ``reference``'s:
+       the difference is above −1 point.
     2. ``candidate`` is more accurate than ``reference`` on the strongest
        setting of each distortion family in the sweep.
+    3. Augmentation (``baseline``, when evaluated) costs clean accuracy
+       against ``candidate``: the candidate's clean accuracy is higher.
+
+    Each claim is ``'held'`` (the interval of the difference lies above the
+    threshold), ``'did not hold'`` (below it) or ``'within noise'``. With
+    ``paired`` rows (:func:`~stabletrain.evaluation.paired_comparisons` on
+    the same test images) the interval is Newcombe's for paired proportions;
+    without, the wider one for independent proportions.
     """
-    acc = {(r["model"], r["distortion"]): r["accuracy"] for r in rows}
+    acc = {(r["model"], r["distortion"]): r for r in rows if "accuracy_low" in r}
     if (reference, "clean") not in acc or (candidate, "clean") not in acc:
         return []
-    out = []
-    ref_clean, cand_clean = acc[(reference, "clean")], acc[(candidate, "clean")]
-    out.append({"claim": f"{candidate} clean accuracy within 1 point of {reference}",
-                "held": cand_clean >= ref_clean - 0.01,
-                "detail": f"{100 * cand_clean:.1f}% vs {100 * ref_clean:.1f}%"})
+    lookup: dict = {}
+    for p in paired or []:
+        lookup[(p["model"], p["reference"], p["distortion"])] = p
+        lookup[(p["reference"], p["model"], p["distortion"])] = {
+            **p, "difference": -p["difference"], "difference_low": -p["difference_high"],
+            "difference_high": -p["difference_low"]}
+    out = [_claim(f"{candidate} clean accuracy within 1 point of {reference}", -0.01, candidate, reference,
+                  "clean", acc, lookup)]
     for family in ("gaussian", "jpeg", "thumb", "crop"):
         spec = _strongest(rows, family)
         if spec is None:
             continue
-        a, b = acc[(candidate, spec)], acc[(reference, spec)]
-        out.append({"claim": f"{candidate} more accurate than {reference} on {spec} (strongest {family})",
-                    "held": a > b, "detail": f"{100 * a:.1f}% vs {100 * b:.1f}%"})
+        out.append(_claim(f"{candidate} more accurate than {reference} on {spec} (strongest {family})", 0.0,
+                          candidate, reference, spec, acc, lookup))
+    if (baseline, "clean") in acc:
+        out.append(_claim(f"augmentation ({baseline}) costs clean accuracy against {candidate}", 0.0, candidate,
+                          baseline, "clean", acc, lookup))
     return out
 
 
@@ -241,20 +283,27 @@ def _run_demo(config: DemoConfig, out_dir: str | Path, *, overwrite: bool = Fals
                 "quick": config.quick}
     if config.task == "classification":
         emit(f"evaluating {len(models)} models on clean data and {len(sweep)} distortions")
-        rows = evaluate_distortions(models, data.test, sweep, seed=config.seed, progress=progress)
-        checks = claims(rows) if {"plain", "stability"} <= set(models) else []
+        evaluated = distortion_results(models, data.test, sweep, seed=config.seed, progress=progress)
+        rows = evaluated.rows
+        for line in evaluated.warnings:
+            logger.warning("%s", line)
+        paired = evaluated.paired("plain") if "plain" in models and len(models) > 1 else []
+        checks = claims(rows, paired=paired + (evaluated.paired("stability") if "stability" in models else [])) \
+            if {"plain", "stability"} <= set(models) else []
         clean = {r["model"]: r["accuracy"] for r in rows if r["distortion"] == "clean"}
         time_table = ["| method | clean accuracy (%) | training time (s) | relative to plain |",
                       "|---|---:|---:|---:|"]
         time_table += [f"| {m} | {100 * clean[m]:.1f} | {train_seconds[m]:.1f} | "
                        f"{f'{train_seconds[m] / base_seconds:.2f}×' if base_seconds else '–'} |" for m in models]
-        summary = [f"{'held' if c['held'] else 'did NOT hold'}: {c['claim']} ({c['detail']})" for c in checks]
+        summary = [f"WARNING: {line}" for line in evaluated.warnings]
+        summary += [f"{c['verdict']}: {c['claim']} ({c['detail']})" for c in checks]
         summary.append(f"each accuracy is over {len(data.test)} test images: one image is "
-                       f"{100 / len(data.test):.2f} points")
+                       f"{100 / len(data.test):.2f} points; intervals are 95 % (Wilson for an accuracy, "
+                       f"Newcombe's paired interval for a difference on the same images)")
         paths = write_evaluation(out, rows, title=f"stabletrain demo on {config.data}", settings=settings,
                                  summary_lines=summary,
                                  extra_tables={"Clean accuracy and training cost": "\n".join(time_table)},
-                                 extra_json={"train_seconds": train_seconds, "checks": checks,
+                                 extra_json={"train_seconds": train_seconds, "checks": checks, "paired": paired,
                                              "wall_seconds": time.perf_counter() - started})
         table = text_table(rows)
     else:

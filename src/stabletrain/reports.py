@@ -79,11 +79,12 @@ def family_order(rows: Sequence[Mapping]) -> dict[str, list[Mapping]]:
 
 
 def accuracy_table(rows: Sequence[Mapping], metric: str = "accuracy", percent: bool = True,
-                   bold_best: bool = True) -> str:
+                   bold_best: bool = True, intervals: bool = False) -> str:
     """A Markdown table: one line per distortion, one column per model.
 
     With ``bold_best`` the best value of each line is bold (highest accuracy,
-    lowest KL or flip rate).
+    lowest KL or flip rate); with ``intervals``, rows that carry
+    ``<metric>_low``/``<metric>_high`` show their 95 % interval.
     """
     models, lookup = _models(rows), _lookup(rows)
     higher_is_better = metric in _HIGHER_IS_BETTER
@@ -93,12 +94,41 @@ def accuracy_table(rows: Sequence[Mapping], metric: str = "accuracy", percent: b
         present = [v for v in values if v is not None]
         best = (max(present) if higher_is_better else min(present)) if present else None
         cells = []
-        for v in values:
+        for m, v in zip(models, values):
             if v is None:
                 cells.append("–")
                 continue
             text = f"{100 * v:.1f}" if percent else f"{v:.4f}"
-            cells.append(f"**{text}**" if bold_best and len(present) > 1 and v == best else text)
+            text = f"**{text}**" if bold_best and len(present) > 1 and v == best else text
+            row = lookup.get((m, spec), {})
+            if intervals and row.get(f"{metric}_low") is not None:  # the 95 % interval beside the value
+                text += f" [{100 * row[f'{metric}_low']:.1f}, {100 * row[f'{metric}_high']:.1f}]"
+            cells.append(text)
+        lines.append(f"| {spec} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def paired_table(paired: Sequence[Mapping]) -> str:
+    """A Markdown table of :func:`~stabletrain.evaluation.paired_comparisons`: per distortion, each model's
+    accuracy minus the reference's, in points, with the 95 % interval and the McNemar p-value."""
+    from .stats import format_interval, verdict
+
+    models = list(dict.fromkeys(p["model"] for p in paired))
+    specs = list(dict.fromkeys(p["distortion"] for p in paired))
+    lookup = {(p["model"], p["distortion"]): p for p in paired}
+    lines = ["| distortion | " + " | ".join(f"{m} − {paired[0]['reference']}" for m in models) + " |",
+             "|---|" + "---:|" * len(models)]
+    for spec in specs:
+        cells = []
+        for m in models:
+            p = lookup.get((m, spec))
+            if p is None:
+                cells.append("–")
+                continue
+            mark = {"held": " ↑", "did not hold": " ↓", "within noise": ""}[
+                verdict(p["difference_low"], p["difference_high"])]
+            cells.append(f"{format_interval(p['difference'], p['difference_low'], p['difference_high'], signed=True)}"
+                         f"{mark} (p {p['p_value']:.2g})")
         lines.append(f"| {spec} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -166,7 +196,8 @@ def plot_severity_curves(rows: Sequence[Mapping], out_dir: str | os.PathLike, me
 
 def markdown_report(title: str, rows: Sequence[Mapping], *, settings: Mapping | None = None,
                     summary_lines: Sequence[str] = (), extra_tables: Mapping[str, str] | None = None,
-                    plots: Sequence[Path] = (), relative_to: str | os.PathLike | None = None) -> str:
+                    plots: Sequence[Path] = (), relative_to: str | os.PathLike | None = None,
+                    paired: Sequence[Mapping] = ()) -> str:
     """Assemble a Markdown report: settings, summary, accuracy/KL/flip tables, attack tables and plots.
 
     Attack rows are left out of the distortion tables and get their own:
@@ -183,8 +214,16 @@ def markdown_report(title: str, rows: Sequence[Mapping], *, settings: Mapping | 
         parts += ["## Summary", ""] + [f"- {line}" for line in summary_lines] + [""]
     for heading, table in (extra_tables or {}).items():
         parts += [f"## {heading}", "", table, ""]
-    parts += ["## Accuracy (%) under each distortion", "", "Best per line in bold.", "",
-              accuracy_table(rows, "accuracy"), ""]
+    counts = sorted({int(r["n"]) for r in rows if r.get("n") not in (None, "")})
+    on = f" Each accuracy is over {' / '.join(map(str, counts))} test images." if counts else ""
+    parts += ["## Accuracy (%) under each distortion", "",
+              f"Best per line in bold; 95 % Wilson interval in brackets.{on} Bold marks the highest estimate, "
+              f"not a significant difference: see the paired differences for that.", "",
+              accuracy_table(rows, "accuracy", intervals=True), ""]
+    if paired:
+        parts += [f"## Paired differences against {paired[0]['reference']} (accuracy points)", "",
+                  "On the same test images: the difference with Newcombe's 95 % interval for paired proportions "
+                  "and the exact McNemar p-value; ↑ / ↓ where the interval excludes 0.", "", paired_table(paired), ""]
     parts += ["## Mean KL(P(y|x) ‖ P(y|x̃)) between clean and distorted predictions", "",
               "Lower is more stable.", "", accuracy_table(rows, "mean_kl", percent=False), ""]
     parts += ["## Predictions flipped by the distortion (%)", "", accuracy_table(rows, "flip_rate"), ""]
@@ -247,7 +286,7 @@ def write_evaluation(out_dir: str | os.PathLike, rows: Sequence[Mapping], *, tit
         plots.append(plot_robustness(rows, attack_families, out / "plots" / "robust_accuracy.png"))
     report = markdown_report(title, rows, settings=settings, summary_lines=summary_lines,
                              extra_tables=extra_tables, plots=[p for p in plots if not p.stem.startswith("flip")],
-                             relative_to=out)
+                             relative_to=out, paired=(extra_json or {}).get("paired") or ())
     report_path = write_markdown(out / "report.md", report)
     return {"json": json_path, "csv": csv_path, "report": report_path, "plots_dir": out / "plots"}
 

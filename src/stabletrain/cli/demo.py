@@ -61,7 +61,8 @@ def run(args: argparse.Namespace, log: Log) -> int:
     if result["checks"]:
         print("\nthe paper's claims on these numbers:")
         for check in result["checks"]:
-            print(f"  [{'held' if check['held'] else 'NOT held'}] {check['claim']}: {check['detail']}")
+            print(f"  [{check.get('verdict', 'held' if check['held'] else 'did not hold')}] {check['claim']}: "
+                  f"{check['detail']}")
     print(f"\nwrote {result['paths']['report']}, {result['paths']['json']}, {result['paths']['csv']} "
           f"and plots in {result['paths']['plots_dir']}")
     return 0

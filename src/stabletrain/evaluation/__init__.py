@@ -20,8 +20,11 @@ Attack rows of :func:`evaluate_suites` have columns of their own (see
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -40,7 +43,8 @@ __all__ = ["evaluate", "eval_mode", "predict_logits", "accuracy", "distort_examp
            "evaluate_suites", "mean_corruption_error", "degenerate_warnings", "attack_row", "is_attack_row",
            "SUITES", "DEFAULT_EPSILONS", "ATTACK_COLUMNS", "SMOOTHING_DEFAULTS", "is_smoothing_row",
            "alexnet_mce", "corruption_errors", "relative_to_baseline", "ALEXNET_ERRORS", "model_info",
-           "model_info_path", "write_model_info", "smoothing_rows", "prediction_warnings"]
+           "model_info_path", "write_model_info", "smoothing_rows", "prediction_warnings", "distortion_results",
+           "paired_comparisons", "SweepResult"]
 
 
 @torch.no_grad()
@@ -132,8 +136,9 @@ class _Records:
 @torch.no_grad()
 def _sweep(models: Mapping[str, nn.Module], dataset: object, distortions: Sequence[Distortion], *, seed: int,
            batch_size: int, progress: bool, context: "DistContext | None",
-           workers: int = 0) -> tuple[list[dict], dict[str, dict]]:
-    """:func:`evaluate_distortions`' rows, and each model's clean predictions and labels (for the warnings).
+           workers: int = 0) -> tuple[list[dict], dict[str, dict], dict[str, dict[str, np.ndarray]]]:
+    """:func:`evaluate_distortions`' rows, each model's clean predictions and labels (for the warnings), and
+    the per-example correctness ``{model: {spec: bool array in id order}}`` (for paired comparisons).
 
     One pass over the data: every batch is decoded once and run through every
     distortion and model. Per-example results are kept with the examples'
@@ -183,6 +188,7 @@ def _sweep(models: Mapping[str, nn.Module], dataset: object, distortions: Sequen
                 records[name][spec] = merged
     rows: list[dict] = []
     clean_info: dict[str, dict] = {}
+    flags: dict[str, dict[str, np.ndarray]] = {name: {} for name in models}
     for name in models:
         ids, values = records[name]["clean"].merged()
         n = len(ids)
@@ -190,18 +196,95 @@ def _sweep(models: Mapping[str, nn.Module], dataset: object, distortions: Sequen
             raise StableTrainError("the evaluation data holds no examples")
         classes = int(values["classes"].max())
         clean_info[name] = {"predicted": values["predicted"], "labels": values["label"], "num_classes": classes}
+        flags[name]["clean"] = values["correct"].numpy().astype(bool)
         rows.append({"model": name, "distortion": "clean", "family": "clean", "param": None,
-                     "accuracy": int(values["correct"].sum()) / n, "mean_kl": 0.0, "flip_rate": 0.0, "n": n})
+                     **_accuracy_fields(int(values["correct"].sum()), n), "mean_kl": 0.0, "flip_rate": 0.0, "n": n})
     for distortion in sweep:
         for name in models:
             _, values = records[name][distortion.spec].merged()
             n = len(values["correct"])
+            flags[name][distortion.spec] = values["correct"].numpy().astype(bool)
             # per-example values summed once, in id order: the sums do not depend on how the batches were cut
             rows.append({"model": name, "distortion": distortion.spec, "family": distortion.family,
-                         "param": distortion.param, "accuracy": int(values["correct"].sum()) / n,
+                         "param": distortion.param, **_accuracy_fields(int(values["correct"].sum()), n),
                          "mean_kl": float(values["kl"].sum()) / n, "flip_rate": int(values["flips"].sum()) / n,
                          "n": n})
-    return rows, clean_info
+    return rows, clean_info, flags
+
+
+def _accuracy_fields(correct: int, n: int) -> dict:
+    """``accuracy`` with the count behind it and its 95 % Wilson interval."""
+    from ..stats import wilson_interval
+
+    low, high = wilson_interval(correct, n)
+    return {"accuracy": correct / n, "correct": correct, "accuracy_low": low, "accuracy_high": high}
+
+
+def paired_comparisons(correct: Mapping[str, Mapping[str, np.ndarray]], reference: str,
+                       models: Sequence[str] | None = None) -> list[dict]:
+    """Each model against ``reference`` on the same examples, per distortion: the accuracy difference
+    (model − reference) with Newcombe's 95 % interval, the exact McNemar p-value and the 2×2 table.
+
+    ``correct`` is the per-example correctness of :func:`distortion_results`.
+
+    Example:
+        >>> flags = {"a": {"clean": np.array([1, 1, 1, 0], bool)}, "b": {"clean": np.array([1, 0, 1, 0], bool)}}
+        >>> row = paired_comparisons(flags, "b")[0]
+        >>> row["model"], row["reference"], row["difference"], row["only_model"], row["n"]
+        ('a', 'b', 0.25, 1, 4)
+    """
+    from ..stats import paired_difference
+
+    if reference not in correct:
+        raise StableTrainError(f"unknown reference model {reference!r}; evaluated: {', '.join(correct)}")
+    out = []
+    for name in (models if models is not None else [m for m in correct if m != reference]):
+        if name == reference:
+            continue
+        for spec, flags in correct[name].items():
+            if spec not in correct[reference]:
+                continue
+            d = paired_difference(flags, correct[reference][spec])
+            out.append({"model": name, "reference": reference, "distortion": spec, "n": d.n,
+                        "difference": d.difference, "difference_low": d.low, "difference_high": d.high,
+                        "p_value": d.p_value, "both": d.both, "only_model": d.only_a, "only_reference": d.only_b,
+                        "neither": d.neither})
+    return out
+
+
+@dataclass
+class SweepResult:
+    """The rows of :func:`evaluate_distortions` and each example's correctness behind them."""
+
+    rows: list[dict]
+    correct: dict[str, dict[str, np.ndarray]]
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+    def paired(self, reference: str) -> list[dict]:
+        """:func:`paired_comparisons` of every other model against ``reference``."""
+        return paired_comparisons(self.correct, reference)
+
+
+@torch.no_grad()
+def distortion_results(models: Mapping[str, nn.Module], dataset: ImageDataset, distortions: Sequence[Distortion],
+                       *, seed: int = 0, batch_size: int = 512, progress: bool = True,
+                       context: "DistContext | None" = None, workers: int = 0) -> SweepResult:
+    """:func:`evaluate_distortions` that also keeps each example's correctness, for paired comparisons.
+
+    Example:
+        >>> from stabletrain.models import SmallCNN
+        >>> from stabletrain.distortions import parse_distortions
+        >>> data = ImageDataset(torch.rand(8, 1, 16, 16), torch.arange(8) % 2)
+        >>> models = {"a": SmallCNN(1, 2, width=4), "b": SmallCNN(1, 2, width=4)}
+        >>> result = distortion_results(models, data, parse_distortions("jpeg-50"), progress=False)
+        >>> [(r["distortion"], r["n"]) for r in result.paired("a")]
+        [('clean', 8), ('jpeg-50', 8)]
+    """
+    rows, clean, flags = _sweep(models, dataset, distortions, seed=seed, batch_size=batch_size, progress=progress,
+                                context=context, workers=workers)
+    warnings = [line for name in models for line in prediction_warnings(
+        name, clean[name]["predicted"], clean[name]["labels"], clean[name]["num_classes"])]
+    return SweepResult(rows, flags, warnings)
 
 
 @torch.no_grad()
@@ -310,15 +393,19 @@ def prediction_warnings(name: str, predicted: torch.Tensor, labels: torch.Tensor
     n = len(labels)
     if n == 0 or num_classes < 2:
         return []
-    counts = torch.bincount(predicted.long(), minlength=num_classes)
+    counts = torch.bincount(predicted.cpu().long(), minlength=num_classes)
     top = int(counts.argmax())
+    top_share = float(counts[top]) / n
+    largest = float(torch.bincount(labels.cpu().long(), minlength=num_classes).max()) / n
     out = []
-    if float(counts[top]) / n >= share:
-        out.append(f"model {name} predicts one class ({top}) for {100 * float(counts[top]) / n:.0f}% of test images")
-    chance = max(1.0 / num_classes, float(torch.bincount(labels.cpu().long(), minlength=num_classes).max()) / n)
+    if top_share >= share > largest:  # one class for 95 % of a test set whose largest class is smaller
+        out.append(f"{name}: predicts class {top} for {100 * top_share:.0f} % of clean test images (the largest "
+                   f"class is {100 * largest:.0f} % of them)")
+    chance = max(1.0 / num_classes, largest)
     accuracy_ = float((predicted.cpu() == labels.cpu()).double().mean())
     if accuracy_ <= chance + 3 * (chance * (1 - chance) / n) ** 0.5:
-        out.append(f"model {name} is at chance: clean accuracy {100 * accuracy_:.1f}% with {num_classes} classes")
+        out.append(f"{name}: at chance: clean accuracy {100 * accuracy_:.1f} % with {num_classes} classes "
+                   f"(chance {100 * chance:.1f} %)")
     return out
 
 
@@ -332,8 +419,8 @@ def degenerate_warnings(name: str, logits: torch.Tensor, labels: torch.Tensor, *
     Example:
         >>> for line in degenerate_warnings("m", torch.tensor([[0.0, 1.0]]).repeat(10, 1), torch.arange(10) % 2):
         ...     print(line)
-        model m predicts one class (1) for 100% of test images
-        model m is at chance: clean accuracy 50.0% with 2 classes
+        m: predicts class 1 for 100 % of clean test images (the largest class is 50 % of them)
+        m: at chance: clean accuracy 50.0 % with 2 classes (chance 50.0 %)
     """
     if len(labels) == 0 or logits.ndim != 2 or logits.shape[1] < 2:
         return []
@@ -466,8 +553,8 @@ def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suit
         paper_specs = {d.spec for d in paper}
         distortions += [d for d in corruption_suite(corruption_set, names=common + held_out,
                                                     severities=tuple(severities)) if d.spec not in paper_specs]
-    rows, clean = _sweep(models, dataset, distortions, seed=seed, batch_size=batch_size, progress=progress,
-                         context=context, workers=workers)
+    rows, clean, correct = _sweep(models, dataset, distortions, seed=seed, batch_size=batch_size,
+                                  progress=progress, context=context, workers=workers)
     for row in rows:
         if row["family"].startswith("c10/"):
             row["family"] = row["family"][4:]
@@ -557,7 +644,11 @@ def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suit
                                                   clean[name]["num_classes"])
         all_warnings += summary["warnings"]
         summaries[name] = summary
-    return {"rows": rows, "models": summaries, "warnings": all_warnings}
+    result = {"rows": rows, "models": summaries, "warnings": all_warnings}
+    if len(models) > 1:  # every model against the baseline (or the first model), on the same images
+        reference = baseline if baseline in models else next(iter(models))
+        result["paired"] = paired_comparisons(correct, reference)
+    return result
 
 
 def evaluate(model: nn.Module | Mapping[str, nn.Module], data: object, suites: Sequence[str] = ("paper",),
