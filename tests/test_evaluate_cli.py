@@ -121,13 +121,91 @@ def test_a_degenerate_model_is_flagged(runs, capsys):
     out = runs / "constant-eval"
     code, _, err = run(capsys, "evaluate", runs / "constant", "--distortions", "jpeg-50", "--quiet", "--out", out)
     assert code == 0
-    expected = "model plain predicts one class (3) for 100% of test images"
+    expected = "plain: predicts class 3 for 100 % of clean test images"
     assert expected in err
     results = json.loads((out / "results.json").read_text())
-    assert expected in results["warnings"] and any(expected in line for line in results["summary"])
+    assert any(expected in line for line in results["warnings"]) and any(expected in line for line in results["summary"])
     assert expected in (out / "report.md").read_text()
     # a working model is not flagged
     code, _, err = run(capsys, "evaluate", runs / "run", "--distortions", "jpeg-50", "--quiet", "--out",
                        runs / "fine")
     assert code == 0 and "warning" not in err
     assert json.loads((runs / "fine" / "results.json").read_text())["warnings"] == []
+
+
+def _metrics(path):
+    with open(path) as handle:
+        return {(r["model"], r["distortion"]): tuple(float(r[k]) for k in ("accuracy", "mean_kl", "flip_rate"))
+                for r in csv.DictReader(handle)}
+
+
+def test_bn_reestimate_changes_the_results_only_through_the_batchnorm_statistics(runs, capsys):
+    from stabletrain.data import load_data
+    from stabletrain.evaluation.bn_adapt import reestimate_batchnorm
+    from stabletrain.training import load_model
+
+    flags = ["--distortions", "jpeg-50,gaussian-0.1", "--batch-size", "32", "--quiet"]
+    code, _, err = run(capsys, "evaluate", runs / "run", "--bn-reestimate", "64", *flags, "--out", runs / "bn")
+    assert code == 0 and "warning" not in err, err
+    code, _, err = run(capsys, "evaluate", runs / "run", *flags, "--out", runs / "no-bn")
+    assert code == 0, err
+    # the same statistics computed by hand on the first 64 training images, stored in a checkpoint
+    model, checkpoint = load_model(runs / "run" / "checkpoint.pt", device="cpu")
+    config = checkpoint["config"]
+    data = load_data(config["data"], image_size=config["image_size"], split_seed=config.get("split_seed", 0),
+                     test_fraction=config.get("test_fraction", 0.2))
+    adapted = reestimate_batchnorm(model, data.train, examples=64, batch_size=32)
+    state = checkpoint["state_dict"]
+    changed = {k for k, v in adapted.state_dict().items() if not torch.equal(v, state[k])}
+    assert changed and all(k.rsplit(".", 1)[1] in ("running_mean", "running_var", "num_batches_tracked")
+                           for k in changed)
+    state.update(adapted.state_dict())
+    (runs / "by-hand").mkdir()
+    torch.save(checkpoint, runs / "by-hand" / "checkpoint.pt")
+    code, _, err = run(capsys, "evaluate", runs / "by-hand", *flags, "--out", runs / "by-hand-eval")
+    assert code == 0, err
+
+    reestimated, plain = _metrics(runs / "bn" / "results.csv"), _metrics(runs / "no-bn" / "results.csv")
+    assert reestimated == _metrics(runs / "by-hand-eval" / "results.csv")
+    assert reestimated.keys() == plain.keys() and reestimated != plain
+    results = json.loads((runs / "bn" / "results.json").read_text())
+    recorded = {"images": 64, "layers": 3, "requested": 64}
+    assert results["suite_summaries"]["plain"]["bn_reestimate"] == recorded
+    assert json.loads((runs / "bn" / "model_plain.json").read_text())["bn_reestimate"] == recorded
+    line = "running statistics recomputed on 64 clean training images (plain: 3 layers)"
+    assert results["settings"]["BatchNorm re-estimation"] == line
+    assert f"| BatchNorm re-estimation | {line} |" in (runs / "bn" / "report.md").read_text()
+    without = json.loads((runs / "no-bn" / "results.json").read_text())
+    assert "BatchNorm re-estimation" not in without["settings"]
+    assert "bn_reestimate" not in without["suite_summaries"]["plain"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--bn-reestimate", "0"], "--bn-reestimate must be a positive integer (training images), got '0'"),
+    (["--bn-reestimate", "-5"], "--bn-reestimate must be a positive integer (training images), got '-5'"),
+    (["--bn-reestimate", "ten"], "--bn-reestimate must be a positive integer (training images), got 'ten'"),
+    (["--bn-reestimate", "2.5"], "--bn-reestimate must be a positive integer (training images), got '2.5'"),
+    (["--bn-reestimate", "8", "--split", "all"], "--bn-reestimate re-estimates on training images, but --split all"),
+    (["--bn-reestimate", "8", "--task", "similarity"], "--bn-reestimate is not supported with --task similarity"),
+])
+def test_a_bad_bn_reestimate_is_one_error_line(runs, capsys, flags, message):
+    out = runs / "bad-bn"
+    code, _, err = run(capsys, "evaluate", runs / "run", *flags, "--distortions", "jpeg-50", "--quiet", "--out", out)
+    assert code == 2 and err.startswith(f"stabletrain: error: {message}")
+    assert err.count("\n") == 1 and not out.exists()
+
+
+def test_bn_reestimate_warns_about_a_model_without_batchnorm(runs, capsys):
+    spec = ["--model", "small_cnn", "--model-args", "norm=group", "width=4", "--data", "digits", "--image-size",
+            "16", "--mean", "0.5", "--std", "0.25", "--distortions", "jpeg-50", "--quiet"]
+    code, _, err = run(capsys, "evaluate", *spec, "--bn-reestimate", "16", "--out", runs / "spec-all")
+    assert code == 2 and err.endswith("use --split test (--model evaluates all of --data by default)\n")
+    out = runs / "group-norm"
+    code, _, err = run(capsys, "evaluate", *spec, "--split", "test", "--bn-reestimate", "16", "--out", out)
+    assert code == 0, err
+    assert ("stabletrain: warning: model small_cnn has no BatchNorm layers with running statistics; nothing to "
+            "re-estimate, the model is unchanged\n") in err
+    results = json.loads((out / "results.json").read_text())
+    assert results["suite_summaries"]["small_cnn"]["bn_reestimate"] == {"images": 0, "layers": 0, "requested": 16}
+    assert results["settings"]["BatchNorm re-estimation"] == ("--bn-reestimate 16: no BatchNorm layers, the model "
+                                                              "is unchanged")

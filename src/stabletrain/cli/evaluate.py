@@ -72,6 +72,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="also write the result as a RobustBench model_info JSON under "
                         "DIR/<dataset>/<threat model>/ (threat model Linf for pgd/fgsm, L2 for pgd-l2, corruptions "
                         "for the common suite)")
+    p.add_argument("--bn-reestimate", metavar="N",
+                   help="before evaluating, recompute the BatchNorm running statistics of each model (and "
+                        "--baseline) on the first N clean training images of the data (its training split: needs "
+                        "--split test), as torch.optim.swa_utils.update_bn does; measures how much of the "
+                        "robustness is running-statistic brittleness")
     p.add_argument("--chunk-size", type=positive_int,
                    help="rows per block of pairwise distances in --task similarity (default 2048; memory ~ chunk²)")
     p.add_argument("--data", help="evaluate on other data than the checkpoint's (same classes)")
@@ -139,6 +144,7 @@ def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStac
                 f"{data.channels} channels and {size} px images")
 
     distortions = None if args.distortions in (None, "paper") else parse_distortions(args.distortions)
+    bn_images = _bn_reestimate_count(args.bn_reestimate)
     device = context.device
     if args.model is not None:
         if args.checkpoint is not None:
@@ -175,6 +181,9 @@ def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStac
         if ignored + attack_flags + smoothing_flags:
             raise StableTrainError(no_effect(ignored + attack_flags + smoothing_flags,
                                              "with --task similarity (they set the classification suites)"))
+        if bn_images is not None:
+            raise StableTrainError("--bn-reestimate is not supported with --task similarity (it re-estimates "
+                                   "classifiers before the classification suites)")
         if not context.is_main:  # the near-duplicate benchmark is not sharded; rank 0 runs it
             return 0
         if args.model is not None:
@@ -230,6 +239,11 @@ def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStac
         problems.append(no_effect(["--attack-steps"], "with --attack fgsm (a single step)"))
     if problems:
         raise StableTrainError("; ".join(problems))
+    if bn_images is not None and split == "all":
+        raise StableTrainError("--bn-reestimate re-estimates on training images, but --split all evaluates every "
+                               "image of the data, so none is a training image; use --split test"
+                               + (" (--model evaluates all of --data by default)" if args.model is not None
+                                  else ""))
     attack = args.attack or "pgd"
     attack_steps = args.attack_steps or 10
     epsilons = list(DEFAULT_EPSILONS) if attack != "l0" else [0, 1, 2, 5, 10, 20]
@@ -271,6 +285,15 @@ def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStac
         baseline_path = Path(args.baseline).resolve()
         baseline_name = f"baseline ({(baseline_path if baseline_path.is_dir() else baseline_path.parent).name})"
         models[baseline_name] = baseline_model
+    bn_reports = {}
+    if bn_images is not None:
+        from ..evaluation.bn_adapt import reestimate_batchnorm
+
+        training_images = _training_images(data, data_source)
+        for model_name, evaluated_model in models.items():
+            _, bn_reports[model_name] = reestimate_batchnorm(
+                evaluated_model, training_images, examples=bn_images, batch_size=args.batch_size, device=device,
+                workers=args.workers, inplace=True, return_report=True, name=f"model {model_name}")
     corruption_set = args.corruption_set or ("cifar10" if max(data.image_size) <= 64 else "imagenet")
     result = evaluate_suites(models, evaluated, suites, paper_distortions=distortions, corruption_set=corruption_set,
                              epsilons=epsilons, attack=attack, attack_steps=attack_steps,
@@ -309,6 +332,19 @@ def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStac
                                                       else ""))
     if baseline_name:
         settings["baseline"] = str(args.baseline)
+    if bn_reports:
+        used = max(r.images for r in bn_reports.values())
+        layers = "; ".join(f"{model_name}: {r.layers} layers" if r.layers else f"{model_name}: no BatchNorm "
+                           f"layers, unchanged" for model_name, r in bn_reports.items())
+        settings["BatchNorm re-estimation"] = (
+            (f"running statistics recomputed on {used} clean training images ({layers})" if used else
+             f"--bn-reestimate {bn_images}: no BatchNorm layers, the model{'s are' if len(bn_reports) > 1 else ' is'}"
+             f" unchanged")
+            + (f" (--bn-reestimate {bn_images} asked for more than the {used} training images)"
+               if 0 < used < bn_images else ""))
+        for model_name, r in bn_reports.items():
+            result["models"][model_name]["bn_reestimate"] = {"images": r.images, "layers": r.layers,
+                                                             "requested": bn_images}
     summary_table = _suite_summary_table(result["models"])
     warnings = result.get("warnings", [])
     paths = write_evaluation(out, rows, title=f"Evaluation of {ckpt_path}", settings=settings,
@@ -506,6 +542,33 @@ def _evaluation_data(args: argparse.Namespace, stored: dict, source: str, split:
     if isinstance(test, ShardStream):
         test = test.with_transform(test.transform, rank=context.rank, world_size=context.world_size)
     return data, test
+
+
+def _bn_reestimate_count(text: str | None) -> int | None:
+    """The N of ``--bn-reestimate N``, checked here (not by argparse) so that a bad value is one error line."""
+    if text is None:
+        return None
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise StableTrainError(f"--bn-reestimate must be a positive integer (training images), got {text!r}")
+    return value
+
+
+def _training_images(data: Any, source: str) -> Any:
+    """The clean training images of ``data`` for re-estimating BatchNorm statistics: the in-memory training
+    split, or the training stream decoded as the test images are (no augmentation, unshuffled, one rank)."""
+    from ..evaluation.batches import example_count
+
+    train = data.train
+    if getattr(data, "streaming", False):
+        train = train.with_transform(data.test.transform)
+    if example_count(train) == 0:
+        raise StableTrainError(f"data {source!r} has no training images to re-estimate the BatchNorm statistics on "
+                               f"(--bn-reestimate)")
+    return train
 
 
 def _all_images(data: Any) -> Any:
