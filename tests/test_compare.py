@@ -116,3 +116,50 @@ def test_compare_takes_a_spec_model_and_routes_its_keywords(tmp_path):
         assert ("alpha" in stored["config"]["method_args"]) == (method == "stability")
     with pytest.raises(StableTrainError, match=r"unknown config option\(s\) in train: drop_rate"):
         CompareConfig(methods=["plain"], train={"drop_rate": 0.25}).resolved()  # small_cnn takes no **kwargs
+
+
+def test_normalization_axis_seed_intervals_paired_claims_and_convergence(tmp_path):
+    """--norms trains every method under each normalization; cells carry the t interval over seeds; claims are
+    decided by a paired interval against plain of the same normalization; unconverged runs are flagged."""
+    config = tmp_path / "norms.yaml"
+    config.write_text("data: digits\nmethods: [plain, stability]\nseeds: [0, 1]\n"
+                      "train: {epochs: 2, width: 4, image_size: 12, batch_size: 128, alpha: 1.0, sigma: 0.1}\n"
+                      "evaluation: {distortions: [jpeg-10, gaussian-0.1], epsilons: [0.0], attack_steps: 1, "
+                      "attack_examples: 8, smoothing: false}\n")
+    out = tmp_path / "out"
+    assert main(["compare", "--config", str(config), "--norms", "batch,group", "--out", str(out), "--quiet"]) == 0
+    for name in ("plain-batch-s0", "stability-group-s1"):
+        assert (out / "models" / name / "checkpoint.pt").exists()
+    stored = json.loads((out / "results.json").read_text())
+    rows = {r["method"]: r for r in stored["table"]}
+    assert set(rows) == {"plain (batch)", "stability (batch)", "plain (group)", "stability (group)"}
+    from stabletrain.stats import mean_interval
+    from stabletrain.training import load_checkpoint
+
+    clean = [next(r["accuracy"] for r in json.loads((out / "models" / f"stability-group-s{s}" / "evaluation.json")
+                                                     .read_text())["result"]["rows"] if r["distortion"] == "clean")
+             for s in (0, 1)]
+    expected = mean_interval(clean)
+    cell = rows["stability (group)"]["clean accuracy"]
+    assert cell["mean"] == pytest.approx(expected.mean) and cell["low"] == pytest.approx(expected.low)
+    assert load_checkpoint(out / "models" / "plain-group-s0" / "checkpoint.pt")["config"]["model_args"]["norm"] == "group"
+    claims = stored["claims"]
+    assert {(c["arm"], c["reference"]) for c in claims} == {("stability (batch)", "plain (batch)"),
+                                                           ("stability (group)", "plain (group)")}
+    assert all(c["verdict"] in ("held", "did not hold", "within noise") and c["low"] <= c["difference"] <= c["high"]
+               for c in claims)
+    # two epochs from scratch have not converged: every run is flagged, in the JSON and the report
+    assert sum("not converged" in w for w in stored["warnings"]) == 8
+    report = (out / "report.md").read_text()
+    assert "Normalizations: batch, group" in report and "95 % t interval" in report and "not converged" in report
+    with pytest.raises(StableTrainError, match="norms axis or as a train option"):
+        CompareConfig(norms=["batch"], train={"norm": "group"}).resolved()
+
+
+def test_one_seed_says_there_is_no_spread():
+    from stabletrain.compare import _format
+    from stabletrain.stats import mean_interval
+
+    assert _format("clean accuracy", mean_interval([0.9])) == "90.0 (one seed)"
+    assert "±" in _format("clean accuracy", mean_interval([0.9, 0.92]))
+    assert _format("clean accuracy", mean_interval([0.98, 0.99])).endswith("100.0]")  # clipped to [0, 100]

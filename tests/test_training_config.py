@@ -92,7 +92,8 @@ def test_defaults_have_one_source_of_truth():
     assert (resolved["alpha"], resolved["sigma"]) == (objective.alpha, objective.perturbation.sigma) == \
         (built["alpha"], built["sigma"]) == (method_options("stability")["alpha"], method_options("stability")["sigma"])
     # each method keeps its own documented defaults: build_objective no longer forces sigma = 0.04 on them
-    assert build_objective("jsd").hyperparameters()["sigma"] == 0.1
+    assert build_objective("jsd-gaussian").hyperparameters()["sigma"] == 0.1
+    assert build_objective("jsd").hyperparameters()["views"] == "augmix"
     assert build_objective("consistency").hyperparameters()["sigma"] == 0.25
     assert TrainConfig(method="consistency").validated().method_args["sigma"] == 0.25
     readme = (__import__("pathlib").Path(__file__).parents[1] / "README.md").read_text()
@@ -131,6 +132,8 @@ def test_old_checkpoints_still_load_and_resume(tmp_path):
     assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--quiet"]) == 0
     resumed = load_checkpoint(run / "checkpoint.pt")
     assert resumed["epoch"] == 2 and resumed["config"]["method_args"] == {"sigma": 0.15, "jsd_lambda": 10.0}
+    # jsd took Gaussian-noise views then: the run resumes as jsd-gaussian, not with AugMix views
+    assert resumed["config"]["method"] == "jsd-gaussian" and resumed["objective"]["views"] == "gaussian"
 
 
 def test_resume_starts_from_the_stored_config(tmp_path, capsys):

@@ -29,23 +29,28 @@ import dataclasses
 import hashlib
 import html
 import json
+import logging
 import statistics
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from .locking import output_lock
 from .checks import StableTrainError, check_fields
 from .distortions import paper_sweep, parse_distortions
-from .evaluation import evaluate_distortions
+from .evaluation import distortion_results
 from .files import atomic_write_text, read_yaml, write_csv, write_json, write_yaml
 from .objectives import available_methods
 from .reports import _pyplot, _save_figure, family_order
 from .training import TrainConfig, differing_options, load_checkpoint, load_model, train
+from .stats import mean_interval
 from .training.config import is_known_option
 
 __all__ = ["CompareConfig", "run_compare", "load_compare_config"]
+
+logger = logging.getLogger("stabletrain.compare")
 
 _EVAL_DEFAULTS: dict[str, Any] = {"distortions": "paper", "attack": "pgd",
                                   "epsilons": [0.0, 2 / 255, 4 / 255, 8 / 255], "attack_steps": 10,
@@ -64,6 +69,13 @@ class CompareConfig:
     train: dict = dataclasses.field(default_factory=dict)
     method_options: dict = dataclasses.field(default_factory=dict)
     evaluation: dict = dataclasses.field(default_factory=dict)
+    norms: list[str] | None = None
+
+    def arms(self) -> list[tuple[str, str, str | None]]:
+        """``(label, method, norm)`` of every compared arm: each method, under each of ``norms`` if given."""
+        if not self.norms:
+            return [(m, m, None) for m in self.methods]
+        return [(f"{m} ({n})", m, n) for n in self.norms for m in self.methods]
 
     def resolved(self) -> "CompareConfig":
         check_fields(self)
@@ -84,11 +96,22 @@ class CompareConfig:
             raise StableTrainError(f"unknown evaluation option(s): {', '.join(sorted(unknown_eval))}")
         if evaluation["distortions"] != "paper":
             parse_distortions(evaluation["distortions"])
+        if self.norms is not None:
+            if not isinstance(self.norms, list) or not self.norms or len(set(self.norms)) != len(self.norms) or \
+                    not all(isinstance(n, str) and n for n in self.norms):
+                raise StableTrainError(f"norms must be a list of distinct normalization names, got {self.norms!r}")
+            if "norm" in self.train or any("norm" in o for o in self.method_options.values()):
+                raise StableTrainError("give the normalization either as the norms axis or as a train option, "
+                                       "not both")
         config = dataclasses.replace(self, evaluation=evaluation)
         taken: set[str] = set()
-        for method in config.methods:
+        for _, method, norm in config.arms():
             for seed in config.seeds:  # validates every option before any training starts
-                taken |= config._train_config(method, seed)[1]
+                train_config, used = config._train_config(method, seed, norm)
+                taken |= used
+                if norm is not None and train_config.model_args.get("norm") != norm:
+                    raise StableTrainError(f"--norms needs a model with a 'norm' option; {train_config.model!r} "
+                                           f"has none")
         unused = sorted(set(config._shared()) - taken)
         unknown_options = [k for k in unused if not is_known_option(k)]
         if unknown_options:
@@ -104,18 +127,21 @@ class CompareConfig:
         fields = {f.name for f in dataclasses.fields(TrainConfig)}
         return {k: v for k, v in self.train.items() if k not in fields}
 
-    def _train_config(self, method: str, seed: int) -> tuple[TrainConfig, set[str]]:
+    def _train_config(self, method: str, seed: int, norm: str | None = None) -> tuple[TrainConfig, set[str]]:
         fields = {f.name for f in dataclasses.fields(TrainConfig)}
         values = {**{k: v for k, v in self.train.items() if k in fields}, "data": self.data, "method": method,
                   "seed": seed}
         # per-method options must each take effect for that method
         values.update(self.method_options.get(method, {}))
+        if norm is not None:
+            values["model_args"] = {**(values.get("model_args") or {}), "norm": norm}
         shared = {k: v for k, v in self._shared().items() if k not in self.method_options.get(method, {})}
         return TrainConfig.with_shared(values, shared)
 
-    def train_config(self, method: str, seed: int) -> TrainConfig:
-        """The training config of one (method, seed): shared options where the method takes them, then its own."""
-        return self._train_config(method, seed)[0]
+    def train_config(self, method: str, seed: int, norm: str | None = None) -> TrainConfig:
+        """The training config of one (method, seed[, norm]): shared options where the method takes them, then
+        its own."""
+        return self._train_config(method, seed, norm)[0]
 
 
 def load_compare_config(path: str | Path | None, overrides: dict | None = None,
@@ -142,7 +168,8 @@ def load_compare_config(path: str | Path | None, overrides: dict | None = None,
 
 def _evaluation_key(config: CompareConfig, image_size: int) -> str:
     # version 2: per-example random streams and robust = clean-correct and never fooled at a smaller epsilon
-    text = json.dumps({"evaluation": config.evaluation, "image_size": image_size, "version": 2}, sort_keys=True)
+    # version 3: per-example correctness kept (paired intervals) and collapse warnings
+    text = json.dumps({"evaluation": config.evaluation, "image_size": image_size, "version": 3}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -163,12 +190,16 @@ def _evaluate_one(model: torch.nn.Module, name: str, data, config: CompareConfig
     ev = config.evaluation
     specs = ev["distortions"]
     sweep = parse_distortions(paper_sweep(data.image_size[0]) if specs == "paper" else specs)
-    rows = evaluate_distortions({name: model}, data.test, sweep, seed=seed, progress=False)
+    evaluated = distortion_results({name: model}, data.test, sweep, seed=seed, progress=False)
+    rows = evaluated.rows
     count = min(int(ev["attack_examples"]), len(data.test))
     curve = robustness_curve(model, data.test.x[:count], data.test.y[:count], [float(e) for e in ev["epsilons"]],
                              attack=ev["attack"], generator=ExampleRNG.for_examples(range(count), seed, "attack", name),
                              **({} if ev["attack"] == "fgsm" else {"steps": int(ev["attack_steps"])}))
-    result = {"rows": rows, "robust": curve}
+    # each example's correctness, bit-packed in example order: the paired intervals between methods need it
+    packed = {spec: base64.b64encode(np.packbits(flags).tobytes()).decode()
+              for spec, flags in evaluated.correct[name].items()}
+    result = {"rows": rows, "robust": curve, "correct": packed, "warnings": evaluated.warnings}
     smoothing = ev["smoothing"]
     if smoothing:
         certified = min(int(smoothing["examples"]), len(data.test))
@@ -180,13 +211,26 @@ def _evaluate_one(model: torch.nn.Module, name: str, data, config: CompareConfig
     return result
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+def _unpack(result: dict, spec: str) -> np.ndarray:
+    """The per-example correctness of one evaluated model under ``spec`` (see :func:`_evaluate_one`)."""
+    n = next(r["n"] for r in result["rows"] if r["distortion"] == spec)
+    bits = np.frombuffer(base64.b64decode(result["correct"][spec]), dtype=np.uint8)
+    return np.unpackbits(bits)[:n].astype(bool)
 
 
-def _summarize(config: CompareConfig, results: dict[tuple[str, int], dict], seconds: dict[tuple[str, int], float]
-               ) -> tuple[list[str], list[dict]]:
-    """Columns and one row per method with mean and std over seeds of every headline number."""
+def _history_facts(history: list[dict], metric: str = "test_accuracy", last: int = 3) -> dict:
+    """The final train accuracy, and whether the test metric was still rising over the last epochs."""
+    values = [float(h[metric]) for h in history if metric in h]
+    tail = values[-last:]
+    change = tail[-1] - tail[0] if len(tail) > 1 else 0.0
+    return {"final_train_accuracy": float(history[-1].get("train_accuracy", float("nan"))) if history else None,
+            "test_change_last_epochs": change, "last_epochs": len(tail),
+            "still_rising": bool(len(tail) > 1 and change > 0 and tail[-1] >= max(values))}
+
+
+def _summarize(config: CompareConfig, results: dict[tuple[str, int], dict], seconds: dict[tuple[str, int], float],
+               facts: dict[tuple[str, int], dict] | None = None) -> tuple[list[str], list[dict]]:
+    """Columns and one row per arm with the seed summary (mean, std, t interval) of every headline number."""
     first = next(iter(results.values()))
     families = family_order(first["rows"])
     columns = ["clean accuracy"] + [f"{fam} (mean over severities)" for fam in families]
@@ -199,13 +243,15 @@ def _summarize(config: CompareConfig, results: dict[tuple[str, int], dict], seco
         certified = first["smoothing"].get("examples", "?")
         columns += [f"ACR, first {certified}"] + [f"certified accuracy r={r:g}, first {certified}"
                                                   for r in first["smoothing"]["radii"]]
-    columns += ["training time relative to plain"]
-    plain_time = statistics.mean([seconds[("plain", s)] for s in config.seeds]) if "plain" in config.methods else None
+    columns += ["final train accuracy", "test accuracy change, last epochs", "training time relative to plain"]
+    arms = config.arms()
+    plain_time = {norm: statistics.mean([seconds[(label, s)] for s in config.seeds])
+                  for label, method, norm in arms if method == "plain"}
     table = []
-    for method in config.methods:
+    for label, method, norm in arms:
         per_seed: dict[str, list[float]] = {c: [] for c in columns}
         for seed in config.seeds:
-            res = results[(method, seed)]
+            res = results[(label, seed)]
             acc = {r["distortion"]: r["accuracy"] for r in res["rows"]}
             per_seed["clean accuracy"].append(acc["clean"])
             for fam, items in families.items():
@@ -218,10 +264,55 @@ def _summarize(config: CompareConfig, results: dict[tuple[str, int], dict], seco
                 per_seed[f"ACR, first {certified}"].append(res["smoothing"]["acr"])
                 for r, a in zip(res["smoothing"]["radii"], res["smoothing"]["certified_accuracy"]):
                     per_seed[f"certified accuracy r={r:g}, first {certified}"].append(a)
-            if plain_time:
-                per_seed["training time relative to plain"].append(seconds[(method, seed)] / plain_time)
-        table.append({"method": method, **{c: _mean_std(v) for c, v in per_seed.items() if v}})
+            fact = (facts or {}).get((label, seed))
+            if fact and fact["final_train_accuracy"] is not None:
+                per_seed["final train accuracy"].append(fact["final_train_accuracy"])
+                per_seed["test accuracy change, last epochs"].append(fact["test_change_last_epochs"])
+            if plain_time.get(norm):
+                per_seed["training time relative to plain"].append(seconds[(label, seed)] / plain_time[norm])
+        row: dict[str, Any] = {"method": label, **{c: mean_interval(v) for c, v in per_seed.items() if v}}
+        clean_rows = [next(r for r in results[(label, s)]["rows"] if r["distortion"] == "clean")
+                      for s in config.seeds]
+        if len(config.seeds) == 1 and "accuracy_low" in clean_rows[0]:  # one seed: the test images' interval
+            row["clean accuracy (Wilson)"] = (clean_rows[0]["accuracy_low"], clean_rows[0]["accuracy_high"])
+        row["test images"] = clean_rows[0]["n"]
+        table.append(row)
     return columns, table
+
+
+def _paired_claims(config: CompareConfig, results: dict[tuple[str, int], dict], reference: str = "plain"
+                   ) -> list[dict]:
+    """Each arm against ``reference`` (of the same normalization) on clean images and on the strongest setting
+    of each family: the mean accuracy difference over seeds and test images with a two-level paired bootstrap
+    interval (seeds and images resampled), and its verdict."""
+    from .stats import paired_bootstrap, verdict
+
+    arms = config.arms()
+    reference_of = {norm: label for label, method, norm in arms if method == reference}
+    first = next(iter(results.values()))
+    specs = ["clean"]
+    for fam, items in family_order(first["rows"]).items():
+        strongest = items[-1]["distortion"]  # family_order sorts by severity, mildest first
+        specs.append(strongest)
+    out = []
+    for label, method, norm in arms:
+        base = reference_of.get(norm)
+        if base is None or method == reference:
+            continue
+        for spec in specs:
+            if any("correct" not in results[(x, s)] for x in (label, base) for s in config.seeds):
+                continue
+            a = np.stack([_unpack(results[(label, s)], spec) for s in config.seeds])
+            b = np.stack([_unpack(results[(base, s)], spec) for s in config.seeds])
+            difference, low, high = paired_bootstrap(a, b, seed=0)
+            threshold = -0.01 if spec == "clean" else 0.0
+            claim = (f"{label} clean accuracy within 1 point of {base}" if spec == "clean"
+                     else f"{label} more accurate than {base} on {spec}")
+            out.append({"claim": claim, "arm": label, "reference": base, "distortion": spec,
+                        "difference": difference, "low": low, "high": high, "threshold": threshold,
+                        "verdict": verdict(low, high, threshold), "seeds": len(config.seeds),
+                        "test_images": int(a.shape[1])})
+    return out
 
 
 def _plots(config: CompareConfig, results: dict, out: Path) -> list[Path]:
@@ -239,10 +330,10 @@ def _plots(config: CompareConfig, results: dict, out: Path) -> list[Path]:
                              sharey=True)
     for ax, (fam, items) in zip(axes[0], families.items()):
         names = ["clean"] + [r["distortion"] for r in items]
-        for index, method in enumerate(config.methods):
-            per = [[100 * next(r["accuracy"] for r in results[(method, s)]["rows"] if r["distortion"] == n)
+        for index, (label, _, _) in enumerate(config.arms()):
+            per = [[100 * next(r["accuracy"] for r in results[(label, s)]["rows"] if r["distortion"] == n)
                     for s in config.seeds] for n in names]
-            band(ax, range(len(names)), per, method, f"C{index}")
+            band(ax, range(len(names)), per, label, f"C{index}")
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=35, ha="right", fontsize=7)
         ax.set_title(fam)
@@ -254,9 +345,9 @@ def _plots(config: CompareConfig, results: dict, out: Path) -> list[Path]:
 
     def curve(xs: list[float], value: Callable[[dict, int], float], xlabel: str, ylabel: str, name: str) -> None:
         fig, ax = plt.subplots(figsize=(5.6, 3.8), dpi=110)
-        for index, method in enumerate(config.methods):
-            per = [[100 * value(results[(method, s)], i) for s in config.seeds] for i in range(len(xs))]
-            band(ax, xs, per, method, f"C{index}")
+        for index, (label, _, _) in enumerate(config.arms()):
+            per = [[100 * value(results[(label, s)], i) for s in config.seeds] for i in range(len(xs))]
+            band(ax, xs, per, label, f"C{index}")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
@@ -273,28 +364,66 @@ def _plots(config: CompareConfig, results: dict, out: Path) -> list[Path]:
     return written
 
 
-def _format(column: str, value: tuple[float, float]) -> str:
-    mean, std = value
-    if column.startswith("ACR"):
-        return f"{mean:.3f} ± {std:.3f}"
-    if column.startswith("training time"):
-        return f"{mean:.2f}× ± {std:.2f}"
-    return f"{100 * mean:.1f} ± {100 * std:.1f}"
+def _format(column: str, value: Any) -> str:
+    """A seed summary as ``mean ± std [low, high]`` (the t interval of the mean); with one seed, the value and
+    "one seed" instead of a spread that does not exist."""
+    scale, digits, unit = (1.0, 3, "") if column.startswith("ACR") else (1.0, 2, "×") \
+        if column.startswith("training time") else (100.0, 1, "")
+    signed = column.startswith("test accuracy change")
+
+    def num(v: float) -> str:
+        return f"{v * scale:+.{digits}f}" if signed else f"{v * scale:.{digits}f}"
+
+    if value.std is None:
+        return f"{num(value.mean)}{unit} (one seed)"
+    low, high = value.low, value.high
+    if not column.startswith(("test accuracy change", "training time", "ACR")):  # a mean accuracy lies in [0, 1]
+        low, high = max(low, 0.0), min(high, 1.0)
+    return f"{num(value.mean)}{unit} ± {value.std * scale:.{digits}f} [{num(low)}, {num(high)}]"
 
 
 def _best(table: list[dict], column: str) -> float | None:
-    values = [row[column][0] for row in table if column in row]
-    if not values or column.startswith("training time"):
+    values = [row[column].mean for row in table if column in row]
+    if not values or column.startswith(("training time", "test accuracy change", "final train")):
         return None
     return max(values)
 
 
+def _claim_lines(claims: list[dict]) -> list[str]:
+    from .stats import format_interval
+
+    return [f"{c['verdict']}: {c['claim']}: difference {format_interval(c['difference'], c['low'], c['high'], signed=True)} "
+            f"points (95 %, paired bootstrap over {c['seeds']} seed(s) and {c['test_images']} test images)"
+            for c in claims]
+
+
+def _notes(config: CompareConfig, table: list[dict]) -> list[str]:
+    """What every number rests on, said once: seeds, test images, and what the brackets are."""
+    n = table[0]["test images"] if table else 0
+    if len(config.seeds) > 1:
+        spread = (f"Values are mean ± std over {len(config.seeds)} seeds, with the 95 % t interval of the mean in "
+                  f"brackets (training noise only: the test images are the same for every seed).")
+    else:
+        spread = ("One seed: there is no spread over seeds to report, so no ± is given; the clean accuracy's 95 % "
+                  "Wilson interval over the test images is in the claims and in results.json.")
+    return [f"Every accuracy rests on {n} test images (the first N for the attack and certification columns, "
+            f"as named). {spread}", "Accuracies in %; best mean per column in bold (a highest estimate, not a "
+            "significant difference: see the claims). 'test accuracy change, last epochs' is the change of test "
+            "accuracy over the last 3 epochs: a positive value means training had not converged."]
+
+
 def _markdown(title: str, config: CompareConfig, columns: list[str], table: list[dict], plots: list[Path],
-              out: Path) -> str:
-    lines = [f"# {title}", "", f"Data: `{config.data}`. Seeds: {', '.join(map(str, config.seeds))}. "
+              out: Path, claims: list[dict] = (), warnings: list[str] = ()) -> str:
+    norms = f" Normalizations: {', '.join(config.norms)}." if config.norms else ""
+    lines = [f"# {title}", "", f"Data: `{config.data}`. Seeds: {', '.join(map(str, config.seeds))}.{norms} "
              f"Every method trains with the same options: `{json.dumps(config.train, sort_keys=True)}`; overrides: "
-             f"`{json.dumps(config.method_options, sort_keys=True)}`. Values are mean ± std over seeds "
-             f"(accuracies in %). Best mean per column in bold.", ""]
+             f"`{json.dumps(config.method_options, sort_keys=True)}`.", ""]
+    lines += [f"- {note}" for note in _notes(config, table)] + [""]
+    if warnings:
+        lines += ["## Warnings", ""] + [f"- **{w}**" for w in warnings] + [""]
+    if claims:
+        lines += ["## Claims, by the interval of the paired difference", ""]
+        lines += [f"- {line}" for line in _claim_lines(list(claims))] + [""]
     for chunk in (columns[i:i + 6] for i in range(0, len(columns), 6)):
         lines += ["| method | " + " | ".join(chunk) + " |", "|---|" + "---:|" * len(chunk)]
         for row in table:
@@ -304,7 +433,7 @@ def _markdown(title: str, config: CompareConfig, columns: list[str], table: list
                     cells.append("–")
                     continue
                 text = _format(c, row[c])
-                cells.append(f"**{text}**" if row[c][0] == _best(table, c) and len(table) > 1 else text)
+                cells.append(f"**{text}**" if row[c].mean == _best(table, c) and len(table) > 1 else text)
             lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["## Evaluation", "", f"`{json.dumps(config.evaluation, sort_keys=True)}`", "", "## Plots", ""]
@@ -312,7 +441,8 @@ def _markdown(title: str, config: CompareConfig, columns: list[str], table: list
     return "\n".join(lines)
 
 
-def _html(title: str, config: CompareConfig, columns: list[str], table: list[dict], plots: list[Path]) -> str:
+def _html(title: str, config: CompareConfig, columns: list[str], table: list[dict], plots: list[Path],
+          claims: list[dict] = (), warnings: list[str] = ()) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in ["method"] + columns)
     body = []
     for row in table:
@@ -322,7 +452,7 @@ def _html(title: str, config: CompareConfig, columns: list[str], table: list[dic
                 cells.append("<td>–</td>")
                 continue
             text = html.escape(_format(c, row[c]))
-            best = row[c][0] == _best(table, c) and len(table) > 1
+            best = row[c].mean == _best(table, c) and len(table) > 1
             cells.append(f"<td class='best'>{text}</td>" if best else f"<td>{text}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     images = "".join(
@@ -337,6 +467,7 @@ table {{ border-collapse: collapse; font-size: 0.85em; }}
 th, td {{ border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; white-space: nowrap; }}
 thead th {{ background: #f3f3f3; position: sticky; top: 0; }}
 td.best {{ font-weight: bold; background: #eef7ee; }}
+.warning {{ color: #a00; }}
 figure {{ display: inline-block; margin: 1em; }} img {{ max-width: 100%; }}
 .scroll {{ overflow-x: auto; }}
 </style></head><body>
@@ -344,7 +475,10 @@ figure {{ display: inline-block; margin: 1em; }} img {{ max-width: 100%; }}
 <p>Data: <code>{html.escape(config.data)}</code>; seeds {html.escape(', '.join(map(str, config.seeds)))};
 shared training options <code>{html.escape(json.dumps(config.train, sort_keys=True))}</code>;
 per-method overrides <code>{html.escape(json.dumps(config.method_options, sort_keys=True))}</code>.
-Mean ± std over seeds; accuracies in %; best mean per column highlighted.</p>
+</p>
+<ul>{''.join(f'<li>{html.escape(n)}</li>' for n in _notes(config, table))}</ul>
+{''.join(f"<p class='warning'><strong>{html.escape(w)}</strong></p>" for w in warnings)}
+{'<h2>Claims, by the interval of the paired difference</h2><ul>' + ''.join(f'<li>{html.escape(line)}</li>' for line in _claim_lines(list(claims))) + '</ul>' if claims else ''}
 <div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>
 <h2>Evaluation</h2><p><code>{html.escape(json.dumps(config.evaluation, sort_keys=True))}</code></p>
 <h2>Plots</h2>{images}
@@ -376,10 +510,11 @@ def _run_compare(config: CompareConfig, out_dir: str | Path, *, progress: bool =
     key = _evaluation_key(config, data.image_size[0])
     results: dict[tuple[str, int], dict] = {}
     seconds: dict[tuple[str, int], float] = {}
-    for method in config.methods:
+    facts: dict[tuple[str, int], dict] = {}
+    for label, method, norm in config.arms():
         for seed in config.seeds:
-            run_dir = out / "models" / f"{method}-s{seed}"
-            train_config = config.train_config(method, seed)
+            run_dir = out / "models" / (f"{method}-s{seed}" if norm is None else f"{method}-{norm}-s{seed}")
+            train_config = config.train_config(method, seed, norm)
             checkpoint = run_dir / "checkpoint.pt"
             stored = load_checkpoint(checkpoint) if checkpoint.exists() else None
             changed = differing_options(stored["config"], train_config, allow_more_epochs=not stored.get("complete")) \
@@ -389,37 +524,55 @@ def _run_compare(config: CompareConfig, out_dir: str | Path, *, progress: bool =
                                        f"use another --out")
             if stored is not None and stored.get("complete"):
                 model, stored = load_model(checkpoint)
-                emit(f"{method} seed {seed}: trained already")
+                emit(f"{label} seed {seed}: trained already")
             else:
-                emit(f"{method} seed {seed}: training {train_config.epochs} epochs")
+                emit(f"{label} seed {seed}: training {train_config.epochs} epochs")
                 model = train(train_config, run_dir, resume=True, progress=progress, data=data, log=emit).model
                 stored = load_checkpoint(checkpoint)
-            seconds[(method, seed)] = float(stored["train_seconds"])
+            seconds[(label, seed)] = float(stored["train_seconds"])
+            facts[(label, seed)] = _history_facts(stored.get("history") or [])
             cache = run_dir / "evaluation.json"
             cached = json.loads(cache.read_text()) if cache.exists() else None
             if cached is not None and cached.get("key") == key:
-                results[(method, seed)] = cached["result"]
-                continue
-            emit(f"{method} seed {seed}: evaluating")
-            result = _evaluate_one(model, method, data, config, seed)
-            write_json(cache, {"key": key, "result": result})
-            results[(method, seed)] = result
-    columns, table = _summarize(config, results, seconds)
+                results[(label, seed)] = cached["result"]
+            else:
+                emit(f"{label} seed {seed}: evaluating")
+                result = _evaluate_one(model, method, data, config, seed)
+                write_json(cache, {"key": key, "result": result})
+                results[(label, seed)] = result
+            for line in results[(label, seed)].get("warnings", []):
+                logger.warning("%s (seed %d)", line, seed)
+    warnings = [f"{line} (seed {seed})" for (label, seed), res in results.items() for line in res.get("warnings", [])]
+    for (label, seed), fact in facts.items():
+        if fact["still_rising"]:
+            line = (f"{label} seed {seed}: test accuracy still rising over the last {fact['last_epochs']} epochs "
+                    f"({100 * fact['test_change_last_epochs']:+.1f} points): not converged, more epochs may change "
+                    f"the comparison")
+            warnings.append(line)
+            logger.warning("%s", line)
+    columns, table = _summarize(config, results, seconds, facts)
+    claims = _paired_claims(config, results)
     plots = _plots(config, results, out)
     title = f"stabletrain compare on {config.data}"
-    markdown = _markdown(title, config, columns, table, plots, out)
+    markdown = _markdown(title, config, columns, table, plots, out, claims, warnings)
     atomic_write_text(out / "report.md", markdown)
-    atomic_write_text(out / "report.html", _html(title, config, columns, table, plots))
+    atomic_write_text(out / "report.html", _html(title, config, columns, table, plots, claims, warnings))
+
+    def cell(value: Any) -> Any:
+        return value.to_dict() if hasattr(value, "to_dict") else value
+
     write_json(out / "results.json", {"config": dataclasses.asdict(config), "columns": columns,
-                                      "table": [{"method": r["method"], **{c: {"mean": v[0], "std": v[1]}
-                                                                           for c, v in r.items() if c != "method"}}
-                                                for r in table],
+                                      "notes": _notes(config, table), "warnings": warnings, "claims": claims,
+                                      "table": [{"method": r["method"], **{c: cell(v) for c, v in r.items()
+                                                                           if c != "method"}} for r in table],
+                                      "training": {f"{m}-s{s}": f for (m, s), f in facts.items()},
                                       "train_seconds": {f"{m}-s{s}": v for (m, s), v in seconds.items()}})
     flat = []
     for (method, seed), res in results.items():
         for row in res["rows"]:
-            flat.append({"method": method, "seed": seed, "kind": "distortion", **{k: row[k] for k in (
-                "distortion", "family", "param", "accuracy", "mean_kl", "flip_rate")}})
+            flat.append({"method": method, "seed": seed, "kind": "distortion", **{k: row.get(k) for k in (
+                "distortion", "family", "param", "accuracy", "accuracy_low", "accuracy_high", "n", "mean_kl",
+                "flip_rate")}})
         for point in res["robust"]:  # every column means one thing: attack rows have their own
             flat.append({"method": method, "seed": seed, "kind": "attack", "attack": point["attack"],
                          "epsilon": point["epsilon"], "robust_accuracy": point["robust_accuracy"],
@@ -428,7 +581,8 @@ def _run_compare(config: CompareConfig, out_dir: str | Path, *, progress: bool =
             for r, a in zip(res["smoothing"]["radii"], res["smoothing"]["certified_accuracy"]):
                 flat.append({"method": method, "seed": seed, "kind": "certified", "radius": r,
                              "certified_accuracy": a})
-    columns_csv = ["method", "seed", "kind", "distortion", "family", "param", "accuracy", "mean_kl", "flip_rate",
+    columns_csv = ["method", "seed", "kind", "distortion", "family", "param", "accuracy", "accuracy_low",
+                   "accuracy_high", "n", "mean_kl", "flip_rate",
                    "attack", "epsilon", "robust_accuracy", "attack_success_rate", "attacked_examples", "radius",
                    "certified_accuracy"]
     write_csv(out / "results.csv", flat, columns=columns_csv)

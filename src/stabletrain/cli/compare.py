@@ -23,6 +23,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--methods", help="comma-separated, e.g. plain,gaussian,stability,jsd,trades,adversarial,consistency")
     p.add_argument("--seeds", type=positive_int, help="number of seeds (0..N-1)")
     p.add_argument("--epochs", type=positive_int, help="training epochs of every method")
+    p.add_argument("--norms", help="normalization as an axis, comma-separated, e.g. batch,group: every method "
+                                   "and seed is trained under each (the model must take a 'norm' option)")
     p.add_argument("--model", help="the model of every method: a registered name, timm:NAME, torchvision:NAME, "
                                    "path/to/file.py:factory or package.module:factory")
     p.add_argument("--model-args", nargs="+", metavar="KEY=VALUE", help="options of --model's factory")
@@ -41,6 +43,8 @@ def run(args: argparse.Namespace, log: Log) -> int:
         overrides["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
     if args.seeds:
         overrides["seeds"] = list(range(args.seeds))
+    if args.norms:
+        overrides["norms"] = [n.strip() for n in args.norms.split(",") if n.strip()]
     train: dict[str, Any] = {}
     if args.epochs:
         train["epochs"] = args.epochs

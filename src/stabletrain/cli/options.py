@@ -33,7 +33,8 @@ FIELD_HELP = {
     "test_fraction": "fraction of the data held out for testing (default 0.2)",
     "model": "architecture: a registered name (default small_cnn), timm:NAME, torchvision:NAME, "
              "path/to/file.py:factory or package.module:factory; options go in --model-args",
-    "method": "plain, gaussian, stability (default), jsd, trades, adversarial, consistency, or a registered method",
+    "method": "plain, gaussian, gaussian-noisy, stability (default), jsd, jsd-gaussian, trades, adversarial, "
+              "consistency, or a registered method",
     "epochs": "training epochs (default 12)",
     "batch_size": "global batch size (default 64)",
     "lr": "learning rate of the head (and of the backbone, times --backbone-lr-scale), after warm-up decayed "
@@ -76,6 +77,10 @@ OPTION_HELP = {
     "margin": "triplet-loss margin",
     "distance": "distance of the embedding stability term: squared_l2, l2 or cosine",
     "jsd_lambda": "weight of the Jensen–Shannon term",
+    "augmix_width": "AugMix: chains mixed per view (default 3)",
+    "augmix_depth": "AugMix: operations per chain; -1 draws 1 to 3 (default)",
+    "augmix_severity": "AugMix: operation strength, 1 to 10 (default 3)",
+    "augmix_alpha": "AugMix: Dirichlet and Beta mixing parameter (default 1)",
     "trades_beta": "weight of the KL term of TRADES",
     "adv_epsilon": "L∞ radius of the PGD training examples, pixel units",
     "adv_steps": "PGD steps of the training examples",

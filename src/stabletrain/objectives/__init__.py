@@ -30,7 +30,11 @@ method          options (defaults)                                    module
 noisy``         only
 ``stability``   alpha (4), sigma (0.2), detach_clean, batching,       :mod:`.classification`
                 bn_stats, clamp
-``jsd``         sigma (0.1), jsd_lambda (12)                          :mod:`.consistency`
+``jsd``         jsd_lambda (12), augmix_width (3), augmix_depth       :mod:`.consistency`
+                (-1: 1 to 3), augmix_severity (3), augmix_alpha (1):
+                AugMix views
+``jsd-          sigma (0.1), jsd_lambda (12): Gaussian-noise views    :mod:`.consistency`
+gaussian``
 ``trades``      trades_beta (6), adv_epsilon, adv_steps, adv_step_size :mod:`.consistency`
 ``adversarial`` adv_epsilon (0.031), adv_steps (10), adv_step_size    :mod:`.consistency`
 ``consistency`` sigma (0.25), consistency_copies (2),                 :mod:`.consistency`
@@ -113,7 +117,7 @@ def method_options(method: str, task: str = "classification") -> dict[str, Any]:
     """``{option: default}`` of ``method``: the only source of its defaults.
 
     Example:
-        >>> method_options("stability")["alpha"], method_options("jsd")["sigma"]
+        >>> method_options("stability")["alpha"], method_options("jsd-gaussian")["sigma"]
         (4.0, 0.1)
     """
     return {name: p.default for name, p in factory_options(objective_factory(method, task)).items()}
@@ -157,10 +161,25 @@ def _parameters(factory: Callable[..., Any]) -> set[str]:
 # The factories of the consistency family keep the option names of the command line (jsd_lambda, adv_epsilon, ...),
 # so that one flag means one thing for every method that takes it.
 
-def jsd(task_loss: nn.Module | None = None, sigma: float = 0.1, jsd_lambda: float = 12.0,
-        perturbation: nn.Module | None = None) -> JSDObjective:
-    """AugMix's Jensen–Shannon consistency (λ = 12) over two noisy views."""
-    return JSDObjective(task_loss, lam=jsd_lambda, sigma=sigma, perturbation=perturbation)
+def jsd(task_loss: nn.Module | None = None, jsd_lambda: float = 12.0, augmix_width: int = 3, augmix_depth: int = -1,
+        augmix_severity: int = 3, augmix_alpha: float = 1.0, perturbation: nn.Module | None = None) -> JSDObjective:
+    """AugMix's Jensen–Shannon consistency (λ = 12) over two AugMix views (width 3, depth 1–3, severity 3, α = 1).
+
+    A ``perturbation`` handed in by code (a task's own noise model) replaces the AugMix views.
+    """
+    from ..augmix import AugMix
+
+    views = perturbation if perturbation is not None else AugMix(width=augmix_width, depth=augmix_depth,
+                                                                 severity=augmix_severity, alpha=augmix_alpha)
+    return JSDObjective(task_loss, lam=jsd_lambda, perturbation=views)
+
+
+def jsd_gaussian(task_loss: nn.Module | None = None, sigma: float = 0.1, jsd_lambda: float = 12.0,
+                 perturbation: nn.Module | None = None) -> JSDObjective:
+    """Jensen–Shannon consistency (λ = 12) over two Gaussian-noise views (σ = 0.1): ``jsd`` before AugMix views."""
+    objective = JSDObjective(task_loss, lam=jsd_lambda, sigma=sigma, perturbation=perturbation)
+    objective.method = "jsd-gaussian"
+    return objective
 
 
 def trades(task_loss: nn.Module | None = None, trades_beta: float = 6.0, adv_epsilon: float = 0.031,
@@ -212,6 +231,7 @@ register_objective("gaussian", GaussianAugmentation)
 register_objective("gaussian-noisy", NoisyOnlyAugmentation)
 register_objective("stability", StabilityObjective)
 register_objective("jsd", jsd)
+register_objective("jsd-gaussian", jsd_gaussian)
 register_objective("trades", trades)
 register_objective("adversarial", adversarial)
 register_objective("consistency", consistency)

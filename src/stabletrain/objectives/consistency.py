@@ -16,8 +16,10 @@ method         loss                                                             
                copies ``δᵢ ~ N(0, σ²)`` (Jeong and Shin, 2020)
 ============== ===================================================================== ============================
 
-In ``jsd`` the two views are Gaussian-noise copies (``sigma``), where AugMix
-uses its augmentation chains; any perturbation module can replace them. In
+In ``jsd`` the two views are AugMix augment-and-mix chains
+(:class:`~stabletrain.augmix.AugMix`: width 3, depth 1–3, severity 3,
+Dirichlet and Beta mixing with α = 1); ``jsd-gaussian`` keeps the earlier
+Gaussian-noise views (``sigma``). Any perturbation module can replace them. In
 ``consistency`` the entropy is ``−Σ p̄ log p̄``: the reference code's
 ``'default'`` loss applies a second softmax to p̄ before taking the entropy
 (its authors call this an implementation slip, kept for reproducibility).
@@ -31,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..augmix import AugMix
 from ..checks import StableTrainError, check_nonnegative
 from ..losses import consistency_regularizer, js_divergence, stability_kl
 from ..perturbations import GaussianNoise, rand_like, randn_like
@@ -40,22 +43,37 @@ __all__ = ["JSDObjective", "TradesObjective", "AdversarialObjective", "Consisten
 
 
 class JSDObjective(Objective):
-    """AugMix-style Jensen–Shannon consistency between the clean input and two perturbed views.
+    """AugMix's Jensen–Shannon consistency: ``task(f(x), y) + λ·JS(p(x), p(x'₁), p(x'₂))``.
+
+    The two views ``x'₁, x'₂`` are two calls of the perturbation on the clean batch, drawn one
+    after the other from the same generator. By default the perturbation is
+    :class:`~stabletrain.augmix.AugMix` (width 3, depth 1–3, severity 3, α = 1), as in AugMix;
+    ``sigma`` gives Gaussian-noise views instead (:class:`~stabletrain.perturbations.GaussianNoise`,
+    the ``jsd-gaussian`` method), and ``perturbation``, when given, replaces both (a task's own noise
+    model, say). The clean and the two augmented batches take three forward passes; gradients flow
+    through all three.
 
     Example:
-        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
-        >>> out = JSDObjective(lam=12.0, sigma=0.1)(model, torch.rand(3, 1, 2, 2), torch.tensor([0, 1, 1]))
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+        >>> out = JSDObjective(lam=12.0)(model, torch.rand(3, 1, 4, 4), torch.tensor([0, 1, 1]))
         >>> sorted(out)
         ['consistency_loss', 'loss', 'output', 'task_loss']
+        >>> JSDObjective(sigma=0.1).perturbation
+        GaussianNoise(sigma=0.1, clamp=True)
     """
 
     method = "jsd"
 
-    def __init__(self, task_loss: nn.Module | Callable | None = None, lam: float = 12.0, sigma: float = 0.1,
+    def __init__(self, task_loss: nn.Module | Callable | None = None, lam: float = 12.0, sigma: float | None = None,
                  perturbation: nn.Module | None = None, validate: bool = True) -> None:
         super().__init__(task_loss, validate)
         self.lam = check_nonnegative(lam, "jsd lambda")
-        self.perturbation = perturbation if perturbation is not None else GaussianNoise(sigma)
+        if perturbation is not None:
+            self.perturbation = perturbation
+        elif sigma is not None:
+            self.perturbation = GaussianNoise(sigma)
+        else:
+            self.perturbation = AugMix()
 
     def forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                 generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
@@ -69,7 +87,14 @@ class JSDObjective(Objective):
                 "consistency_loss": js.detach()}
 
     def hyperparameters(self) -> dict:
-        return {"method": self.method, "lambda": self.lam, "sigma": getattr(self.perturbation, "sigma", None)}
+        params = {"method": self.method, "lambda": self.lam, "sigma": getattr(self.perturbation, "sigma", None)}
+        if isinstance(self.perturbation, AugMix):
+            params.update(views="augmix", augmix_width=self.perturbation.width, augmix_depth=self.perturbation.depth,
+                          augmix_severity=self.perturbation.severity, augmix_alpha=self.perturbation.alpha)
+        else:
+            params["views"] = "gaussian" if isinstance(self.perturbation, GaussianNoise) else \
+                type(self.perturbation).__name__
+        return params
 
 
 class TradesObjective(Objective):

@@ -23,7 +23,7 @@ is put in the group that takes it.
 >>> TrainConfig(method="jsd", alpha=1.0)
 Traceback (most recent call last):
 ...
-stabletrain.checks.StableTrainError: option 'alpha' has no effect with method 'jsd'; its options: sigma, jsd_lambda
+stabletrain.checks.StableTrainError: option 'alpha' has no effect with method 'jsd'; its options: jsd_lambda, augmix_width, augmix_depth, augmix_severity, augmix_alpha
 """
 
 from __future__ import annotations
@@ -211,6 +211,10 @@ class TrainConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise StableTrainError(f"the stored config has option(s) this version does not know: {', '.join(unknown)}")
+        # jsd took Gaussian-noise views (with a sigma) until it took AugMix views: such a run is jsd-gaussian
+        method_args = values.get("method_args") or {}
+        if values.get("method") == "jsd" and ("sigma" in method_args or "sigma" in flat):
+            values["method"] = "jsd-gaussian"
         config = cls(**values)
         config._sort(flat, strict=False)
         return config.validated()
