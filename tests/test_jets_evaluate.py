@@ -62,3 +62,29 @@ def test_jets_evaluate_smears_with_the_jets_eta(jet_file, plain_run, tmp_path):
         eta_zero = evaluate_taggers({}, test, ["smear-2"], seed=0, progress=False)[-1]
     assert cli == pytest.approx(tuple(with_eta[k] for k in keys))
     assert tuple(with_eta[k] for k in keys) != tuple(eta_zero[k] for k in keys)
+
+
+def test_jets_evaluate_reports_intervals_and_counts(plain_run, tmp_path, capsys):
+    import csv
+
+    out = tmp_path / "eval"
+    capsys.readouterr()
+    assert main(["jets", "evaluate", str(plain_run), "--distortions", "threshold-2", "--out", str(out),
+                 "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    saved = json.loads((out / "results.json").read_text())
+    counts = saved["test_counts"]
+    assert f"on the {counts['signal'] + counts['background']} test jets ({counts['signal']} signal, " \
+           f"{counts['background']} background)" in printed
+    assert len(saved["rows"]) == 4   # mass window and the tagger, clean and under threshold-2
+    for r in saved["rows"]:
+        assert (r["signal"], r["background"]) == (counts["signal"], counts["background"])
+        assert r["auc_low"] <= r["auc"] <= r["auc_high"]
+        assert r["rejection_30"] == pytest.approx(r["background"] / max(r["passed_30"], 1))
+        assert f"AUC {r['auc']:.3f} [{r['auc_low']:.3f}, {r['auc_high']:.3f}]" in printed
+        assert f"of {r['background']} bkg" in printed
+    assert "inf" not in printed
+    with open(out / "results.csv", newline="") as f:
+        header = next(csv.reader(f))
+    assert {"auc_low", "auc_high", "passed_30", "passed_50", "rejection_30_low", "rejection_50_high", "signal",
+            "background"} <= set(header)

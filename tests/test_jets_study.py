@@ -60,6 +60,25 @@ def test_attack_rows_and_normalization():
     assert rows[1]["success_rate"] >= rows[0]["success_rate"]
 
 
+def test_attack_rows_carry_intervals_and_the_jets_behind_them():
+    from stabletrain.jets.tagging import tagger_scores, tagging_metrics
+
+    model = _linear()
+    x = normalize_max(torch.rand(30, 1, 5, 5))
+    y = (torch.arange(30) % 3 == 0).long()  # 10 signal, 20 background
+    rows = attack_rows({"m": model}, x, y, epsilons=[0.0], ks=[2], progress=False)
+    clean = tagging_metrics(tagger_scores(model, x), y.numpy())
+    for r in rows:
+        assert (r["signal"], r["background"]) == (10, 20)
+        assert r["auc_low"] <= r["auc"] <= r["auc_high"]
+        assert r["clean_auc_low"] <= r["clean_auc"] <= r["clean_auc_high"]
+        for eff in (30, 50):
+            assert r[f"rejection_{eff}"] == pytest.approx(20 / max(r[f"passed_{eff}"], 1))
+            assert r[f"rejection_{eff}_low"] <= r[f"rejection_{eff}"]
+    # ε = 0 leaves the jets as they were: the row is the clean tagger's, interval and counts included
+    assert {k: rows[0][k] for k in clean} == pytest.approx(clean)
+
+
 def test_fgsm_equals_its_closed_form_on_a_linear_model():
     from stabletrain.jets.study import physical_fgsm
 

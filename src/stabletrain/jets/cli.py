@@ -63,7 +63,9 @@ def add_jets_parser(sub: Any) -> None:
 
     p = commands.add_parser("evaluate", help="AUC and background rejection of taggers under detector effects",
                             description="Scores each checkpoint and the mass-window baseline on the test split of "
-                                        "the data under each detector effect; writes results.{json,csv} and plots.")
+                                        "the data under each detector effect; writes results.{json,csv} and plots. "
+                                        "Every AUC comes with its DeLong 95 %% interval, every rejection with the "
+                                        "background jets passing its cut and its exact 95 %% interval.")
     p.add_argument("checkpoints", nargs="+", help="checkpoint.pt files or run folders of task-jets models")
     p.add_argument("--data", help="jet file(s) to evaluate on (default: each checkpoint's data)")
     p.add_argument("--distortions", help="comma-separated detector effects (default: the full detector sweep)")
@@ -144,7 +146,7 @@ def _evaluate(args: argparse.Namespace, log: Any) -> int:
     from .data import load_jets
     from .detector import check_detector_specs, detector_sweep, jet_eta, set_pileup_pool
     from .images import ImageSpec
-    from .tagging import evaluate_taggers
+    from .tagging import describe_counts, evaluate_taggers, format_auc, format_rejection
 
     # only detector effects (not image distortions such as jpeg-50), checked before anything is loaded
     specs = check_detector_specs(args.distortions.split(",")) if args.distortions else detector_sweep()
@@ -162,12 +164,17 @@ def _evaluate(args: argparse.Namespace, log: Any) -> int:
     with jet_eta(data.test.eta_map, ImageSpec(**data.info["image"])):  # smear-A needs each cell's E = pT·cosh η
         rows = evaluate_taggers(models, data.test, specs, seed=args.seed, progress=not args.quiet)
     out = Path(args.out)
+    labels = data.test.y
+    counts = {"signal": int((labels == 1).sum()), "background": int((labels == 0).sum())}
     write_csv(out / "results.csv", rows)
-    write_json(out / "results.json", {"data": data_source, "rows": rows})
+    write_json(out / "results.json", {"data": data_source, "test_counts": counts, "rows": rows})
     plot_severity_curves([{**r, "accuracy": r["auc"]} for r in rows], out / "plots", "accuracy",
                          title_prefix="ROC AUC (%) under ")
+    print(f"on the {describe_counts(counts['signal'], counts['background'])}: AUC [95 % DeLong interval]; "
+          f"R50, R30 = 1/ε_B at ε_S = 50 %, 30 % [95 % exact interval] (background jets passing the cut)")
     for r in rows:
-        print(f"{r['model']:>12} {r['distortion']:>16}  AUC {r['auc']:.3f}  R50 {r['rejection_50']:.1f}")
+        print(f"{r['model']:>12} {r['distortion']:>16}  AUC {format_auc(r)}  R50 {format_rejection(r, 50)}  "
+              f"R30 {format_rejection(r, 30)}")
     print(f"\nwrote {out / 'results.json'} and {out / 'results.csv'}")
     return 0
 

@@ -5,7 +5,9 @@ and a pile-up pool, trains the tagger with ``plain``, ``gaussian`` and
 ``stability`` under the same budget, and measures:
 
 1. the taggers against the mass-window baseline, clean and under every
-   detector effect (ROC AUC, background rejection at ε_S = 30 % and 50 %);
+   detector effect (ROC AUC with its DeLong 95 % interval, background
+   rejection at ε_S = 30 % and 50 % with the background jets passing each cut
+   and its exact interval);
 2. attacks with physical constraints: PGD with ε per cell (GeV) and the
    sparse energy attack on k cells;
 3. the controlled sparse-versus-dense comparison: the same architecture,
@@ -14,8 +16,11 @@ and a pile-up pool, trains the tagger with ``plain``, ``gaussian`` and
    same budgets.
 
 It writes ``report.md``, ``results.json``, ``results.csv`` (detector
-effects), ``attacks.csv``, ``sparsity.csv`` and ``plots/``. Re-running
-reuses the cached sample and finished models.
+effects), ``attacks.csv``, ``sparsity.csv`` and ``plots/``. Every table
+says how many test jets (signal, background) its numbers rest on. The
+checks are three-way (:func:`claims`): "held", "did not hold" or "within
+noise", decided by a paired 95 % interval of the AUC difference, never by
+the point estimate. Re-running reuses the cached sample and finished models.
 """
 
 from __future__ import annotations
@@ -38,13 +43,15 @@ from ..reports import _pyplot, _save_figure, plot_severity_curves, write_markdow
 from ..demo import train_or_reuse
 from ..evaluation import distort_examples
 from ..locking import output_lock
+from ..metrics import auc_contrast, paired_auc_difference
+from ..stats import format_interval, verdict
 from ..training import TrainConfig
 from .data import PIXEL_UNIT_GEV, load_jets
 from .detector import build_pileup_pool, detector_sweep, jet_eta, set_pileup_pool
 from .generation import GenerationConfig, generate_jets
 from .images import ImageSpec, occupancy
 from .study import attack_rows, normalize_max
-from .tagging import evaluate_taggers
+from .tagging import describe_counts, evaluate_taggers, format_auc, format_rejection
 
 __all__ = ["QUICK_DETECTOR_SWEEP", "JetDemoConfig", "demo_sample_path", "run_jet_demo"]
 
@@ -188,9 +195,10 @@ def _run_jet_demo(config: JetDemoConfig, out_dir: str | Path, *, progress: bool,
                                                        progress, emit)
     emit(f"evaluating {len(models)} taggers and the mass window under {len(specs)} detector effects")
     # smear-A needs each cell's energy E = pT cosh(eta): the test jets' eta maps are in force for the sweep
+    scores: dict[tuple[str, str], np.ndarray] = {}  # each jet's score per (tagger, effect): the paired checks
     with jet_eta(getattr(data.test, "eta_map", None), ImageSpec(**data.info["image"]) if "image" in data.info
                  else ImageSpec()):
-        rows = evaluate_taggers(models, data.test, specs, seed=config.seed, progress=progress)
+        rows = evaluate_taggers(models, data.test, specs, seed=config.seed, progress=progress, scores=scores)
 
     emit("attacking the taggers")
     n_attack = min(config.attack_examples, len(data.test))
@@ -214,25 +222,57 @@ def _run_jet_demo(config: JetDemoConfig, out_dir: str | Path, *, progress: bool,
             sparsity.append({**row, "data": label, "occupancy": occupancy(split.test.x[:n].numpy())})
 
     result = _write_report(out, config, data, sample, rows, attacks, sparsity, generation,
-                           time.perf_counter() - started)
+                           time.perf_counter() - started, scores)
     return result
 
 
-def _fmt(v: Any, digits: int = 3) -> str:
-    return "–" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+def _signed(value: float, low: float, high: float) -> str:
+    return format_interval(value, low, high, percent=False, digits=3, signed=True)
 
 
-def claims(rows: list[dict], attacks: list[dict]) -> list[dict[str, Any]]:
-    """The questions of the study, answered on these numbers."""
+def _all_of(verdicts: list[str]) -> str:
+    """The verdict on "every one of these held": held if all held, did not hold if any did not, else within noise."""
+    if verdicts and all(v == "held" for v in verdicts):
+        return "held"
+    return "did not hold" if "did not hold" in verdicts else "within noise"
+
+
+def claims(rows: list[dict], attacks: list[dict], *, scores: dict[tuple[str, str], np.ndarray],
+           labels: np.ndarray) -> list[dict[str, Any]]:
+    """The questions of the study, answered on these numbers, each "held", "did not hold" or "within noise".
+
+    Each claim is "an AUC difference > 0", decided by :func:`stabletrain.stats.verdict`
+    on its 95 % interval. The taggers are compared on the same test jets, so
+    the intervals are paired: DeLong's covariance of the AUCs
+    (:func:`stabletrain.metrics.auc_contrast`), which takes in that two
+    taggers (and the versions of the jets under every detector effect) score
+    the same jets. ``scores[(model, spec)]`` holds each jet's score, in the
+    order of ``labels`` (see :func:`stabletrain.jets.tagging.evaluate_taggers`).
+
+    Each check has ``claim``, ``verdict``, ``detail`` (the numbers, in words),
+    ``threshold`` (0) and ``intervals`` (each comparison with its interval
+    and verdict). Intervals are 95 % each; a claim about several comparisons
+    holds when every one of them held, and does not when any did not.
+    """
+    labels = np.asarray(labels)
+    n_signal, n_background = int((labels == 1).sum()), int((labels == 0).sum())
+    jets = describe_counts(n_signal, n_background)
     clean = {r["model"]: r for r in rows if r["distortion"] == "clean"}
     out = []
     taggers = [m for m in clean if m != "mass-window"]
-    if taggers:
+    if taggers and "mass-window" in clean:
         best = max(taggers, key=lambda m: clean[m]["auc"])
+        found = []
+        for m in taggers:
+            d = paired_auc_difference(scores[(m, "clean")], scores[("mass-window", "clean")], labels)
+            found.append({"what": f"{m} − mass-window, clean", **d.to_dict(), "verdict": verdict(d.low, d.high)})
         out.append({"claim": "the CNN tagger beats the mass-window cut in ROC AUC",
-                    "held": all(clean[m]["auc"] > clean["mass-window"]["auc"] for m in taggers),
-                    "detail": f"mass window {clean['mass-window']['auc']:.3f}; " +
-                              ", ".join(f"{m} {clean[m]['auc']:.3f}" for m in taggers) + f" (best: {best})"})
+                    "verdict": _all_of([f["verdict"] for f in found]),
+                    "detail": f"AUC − the mass window's {format_auc(clean['mass-window'])}, paired 95 % intervals on "
+                              f"the {jets}: " +
+                              ", ".join(f"{m} {_signed(f['difference'], f['low'], f['high'])} ({f['verdict']})"
+                                        for m, f in zip(taggers, found)) + f" (best: {best})",
+                    "threshold": 0.0, "intervals": found})
     distorted = [r for r in rows if r["distortion"] != "clean"]
     by = {(r["model"], r["distortion"]): r["auc"] for r in distorted}
     specs = sorted({r["distortion"] for r in distorted})
@@ -241,11 +281,26 @@ def claims(rows: list[dict], attacks: list[dict]) -> list[dict[str, Any]]:
             continue
         wins = sum(by[(candidate, s)] > by[("plain", s)] for s in specs)
         mean_auc = {m: float(np.mean([by[(m, s)] for s in specs])) for m in ("plain", candidate)}
+        # the mean over the effects of AUC(candidate) − AUC(plain): one contrast of 2S AUCs on the same jets
+        stacked = np.stack([scores[(candidate, s)] for s in specs] + [scores[("plain", s)] for s in specs])
+        weights = [1.0 / len(specs)] * len(specs) + [-1.0 / len(specs)] * len(specs)
+        mean = auc_contrast(stacked, labels, weights)
+        per_effect = []
+        for s in specs:
+            d = paired_auc_difference(scores[(candidate, s)], scores[("plain", s)], labels)
+            per_effect.append({"what": f"{candidate} − plain, {s}", **d.to_dict(), "verdict": verdict(d.low, d.high)})
+        tally = {v: sum(f["verdict"] == v for f in per_effect) for v in ("held", "did not hold", "within noise")}
+        found = [{"what": f"{candidate} − plain, mean over {len(specs)} effects", **mean.to_dict(),
+                  "verdict": verdict(mean.low, mean.high)}] + per_effect
         out.append({"claim": f"stability training ({noise}) keeps a higher AUC than plain training under detector "
                              f"effects",
-                    "held": wins > len(specs) / 2 and mean_auc[candidate] > mean_auc["plain"],
-                    "detail": f"higher AUC on {wins}/{len(specs)} effects; mean AUC over the effects "
-                              f"{mean_auc[candidate]:.3f} vs {mean_auc['plain']:.3f}"})
+                    "verdict": found[0]["verdict"],
+                    "detail": f"mean AUC over the {len(specs)} effects {mean_auc[candidate]:.3f} vs "
+                              f"{mean_auc['plain']:.3f}, difference {_signed(mean.difference, mean.low, mean.high)} "
+                              f"(paired 95 % interval, the same {jets} under every effect); per effect higher "
+                              f"beyond noise on {tally['held']}, lower beyond noise on {tally['did not hold']}, within "
+                              f"noise on {tally['within noise']} (higher point estimate on {wins}/{len(specs)})",
+                    "threshold": 0.0, "intervals": found})
     return out
 
 
@@ -272,13 +327,18 @@ def _plot_attacks(rows: list[dict], key: str, path: Path, title: str, group: str
 
 
 def _write_report(out: Path, config: JetDemoConfig, data: DataSplit, sample: Path, rows: list[dict],
-                  attacks: list[dict], sparsity: list[dict], generation: dict, seconds: float) -> dict[str, Any]:
-    checks = claims(rows, attacks)
+                  attacks: list[dict], sparsity: list[dict], generation: dict, seconds: float,
+                  scores: dict[tuple[str, str], np.ndarray]) -> dict[str, Any]:
+    labels = data.test.y.numpy()
+    n_signal, n_background = int((labels == 1).sum()), int((labels == 0).sum())
+    checks = claims(rows, attacks, scores=scores, labels=labels)
     write_csv(out / "results.csv", rows)
     write_csv(out / "attacks.csv", attacks)
     write_csv(out / "sparsity.csv", sparsity)
     write_json(out / "results.json", {"config": dataclasses.asdict(config), "sample": str(sample),
-                                      "train": len(data.train), "test": len(data.test), "detector": rows,
+                                      "train": len(data.train), "test": len(data.test),
+                                      "test_counts": {"signal": n_signal, "background": n_background},
+                                      "detector": rows,
                                       "attacks": attacks, "sparsity": sparsity, "checks": checks,
                                       "generation": generation, "wall_seconds": seconds})
     plots = plot_severity_curves([{**r, "accuracy": r["auc"]} for r in rows], out / "plots", "accuracy",
@@ -295,30 +355,45 @@ def _write_report(out: Path, config: JetDemoConfig, data: DataSplit, sample: Pat
              f"pixels in TeV). Taggers: {', '.join(config.methods)}, {config.epochs} epochs, "
              f"noise {config.noise} σ={config.sigma}, α={config.alpha}, input {config.jet_input}. "
              f"stability-additive: additive noise σ={config.additive_sigma_gev:g} GeV. "
-             f"Wall time {seconds:.0f} s."), "", "## Checks", ""]
-    lines += [f"- **{'held' if c['held'] else 'did NOT hold'}**: {c['claim']} ({c['detail']})" for c in checks]
+             f"Wall time {seconds:.0f} s."), "", "## Checks", "",
+             ("Each claim is decided by a 95 % interval, not by the point estimate: **held** when the interval of "
+              "the AUC difference lies wholly above 0, **did not hold** when wholly below, **within noise** when it "
+              f"contains 0. Taggers are compared on the same {describe_counts(n_signal, n_background)}, so the "
+              "intervals are paired (DeLong's covariance of the AUCs)."), ""]
+    lines += [f"- **{c['verdict']}**: {c['claim']} ({c['detail']})" for c in checks]
     for metric, title in (("auc", "ROC AUC"), ("rejection_50", "background rejection 1/ε_B at ε_S = 50 %"),
                           ("rejection_30", "background rejection 1/ε_B at ε_S = 30 %")):
         lines += ["", f"## {title} under detector effects", ""]
-        if metric != "auc":
-            n_background = int((data.test.y == 0).sum())
-            lines += [f"A rejection R means {n_background}/R of the {n_background} test background jets pass: at R = 50 "
-                      f"that is {n_background / 50:.0f} jets, so these values carry large statistical errors "
-                      f"(about 1/√(jets passing)).", ""]
+        if metric == "auc":
+            lines += [f"On the {describe_counts(n_signal, n_background)}. Each cell: AUC [95 % DeLong interval].", ""]
+        else:
+            lines += [(f"On the {describe_counts(n_signal, n_background)}. Each cell: R = 1/ε_B [95 % interval] (k of "
+                       f"{n_background} bkg): k of the {n_background} test background jets pass the cut that keeps "
+                       f"{metric[-2:]} % of the signal, and the interval is the exact (Clopper-Pearson) interval of "
+                       f"ε_B = k/{n_background}, inverted. When no background jet passes, the rejection has only a "
+                       f"lower bound: the cell reads \"> bound (0 of {n_background} bkg pass)\"."), ""]
         lines += ["| effect | occupancy | " + " | ".join(models) + " |", "|---|---:|" + "---:|" * len(models)]
         for s in specs:
             occ = lookup[(models[0], s)]["occupancy"]
             lines.append(f"| {s} | {occ:.3f} | " + " | ".join(
-                _fmt(lookup[(m, s)][metric], 3 if metric == "auc" else 1) for m in models) + " |")
+                format_auc(lookup[(m, s)]) if metric == "auc" else format_rejection(lookup[(m, s)], int(metric[-2:]))
+                for m in models) + " |")
+    attack_counts = describe_counts(attacks[0]["signal"], attacks[0]["background"]) if attacks else "no test jets"
     lines += ["", "## Attacks with physical constraints (cells stay ≥ 0)", "",
               (f"FGSM and PGD-10 with ε GeV per cell (PGD without and with a budget of {config.budget_gev:g} GeV of total |ΔpT| "
-              f"per jet); the sparse attack changes k cells by up to {config.sparse_max_change_gev:g} GeV each. {min(config.attack_examples, len(data.test))} test jets."),
-              "", "| model | attack | strength | success rate | AUC | cells changed |", "|---|---|---:|---:|---:|---:|"]
-    lines += [f"| {r['model']} | {r['attack']} | {r['strength']:g} | {r['success_rate']:.3f} | {r['auc']:.3f} | "
-              f"{r['changed_cells']:.1f} |" for r in attacks]
+              f"per jet); the sparse attack changes k cells by up to {config.sparse_max_change_gev:g} GeV each. "
+              f"Every row rests on the first {attack_counts}; AUC [95 % DeLong interval], and R50 = 1/ε_B at "
+              f"ε_S = 50 % [95 % exact interval] (k of N background jets passing)."),
+              "", "| model | attack | strength | success rate | AUC | R50 | cells changed |",
+              "|---|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['model']} | {r['attack']} | {r['strength']:g} | {r['success_rate']:.3f} | {format_auc(r)} | "
+              f"{format_rejection(r, 50)} | {r['changed_cells']:.1f} |" for r in attacks]
     lines += ["", "## Sparse versus dense inputs (same architecture, images scaled to max 1)", "",
-              "| data | occupancy | clean error | attack | strength | success rate |", "|---|---:|---:|---|---:|---:|"]
-    lines += [f"| {r['data']} | {r['occupancy']:.3f} | {r['clean_error']:.3f} | {r['attack']} | {r['strength']:g} | "
+              "The column \"test images\" gives the number of test images (class 1 / class 0) each row rests on.", "",
+              "| data | test images | occupancy | clean error | attack | strength | success rate |",
+              "|---|---:|---:|---:|---|---:|---:|"]
+    lines += [f"| {r['data']} | {r['signal'] + r['background']} ({r['signal']} / {r['background']}) | "
+              f"{r['occupancy']:.3f} | {r['clean_error']:.3f} | {r['attack']} | {r['strength']:g} | "
               f"{r['success_rate']:.3f} |" for r in sparsity]
     lines += ["", "## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots]
     report = write_markdown(out / "report.md", "\n".join(lines) + "\n")

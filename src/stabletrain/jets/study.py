@@ -159,7 +159,10 @@ def attack_rows(models: Mapping[str, nn.Module], x: torch.Tensor, y: torch.Tenso
     is the fraction of broken jets; ``flipped_correct`` the fraction of the
     jets the model had right that the attack broke (so models of different
     clean accuracy compare fairly). AUC and rejection are those of the
-    scores on the attacked images at that strength.
+    scores on the attacked images at that strength, with the intervals and
+    counts of :func:`stabletrain.jets.tagging.tagging_metrics` (``auc_low``,
+    ``auc_high``, ``rejection_50_low``, ``passed_50``, …, ``signal`` and
+    ``background``: the jets each number rests on).
 
     ``unit`` converts budgets for reporting (1000 reports TeV images in GeV);
     ``pgd_label`` names the PGD rows (e.g. to tell budgets apart).
@@ -191,8 +194,8 @@ def attack_rows(models: Mapping[str, nn.Module], x: torch.Tensor, y: torch.Tenso
                          "success_rate": float(broken[attack].mean()),
                          "flipped_correct": float(broken[attack][right_before].mean()) if right_before.any()
                          else 0.0,
-                         "auc": metrics["auc"],
-                         "rejection_50": metrics["rejection_50"], "clean_auc": clean["auc"],
+                         **metrics, "clean_auc": clean["auc"], "clean_auc_low": clean["auc_low"],
+                         "clean_auc_high": clean["auc_high"],
                          "clean_error": float(((clean_scores >= 0.5).astype(int) != labels).mean()),
                          "changed_cells": float(((adv.cpu() - x).abs() > 0).flatten(1).sum(1).float().mean())})
     return rows

@@ -13,8 +13,12 @@ own input:
 
 Scores are the softmax probability of the signal class. Metrics are the ROC
 AUC and the background rejection ``1/ε_B`` at signal efficiencies of 30 % and
-50 %. The physics baseline scores a jet by ``−|m − m_W|`` with the mass taken
-from the image, so the baseline also sees every detector effect.
+50 %, each with what it rests on (:func:`tagging_metrics`): the AUC with its
+DeLong 95 % interval and the numbers of signal and background jets, each
+rejection with the number of background jets passing its cut and the exact
+(Clopper-Pearson) interval. The physics baseline scores a jet by
+``−|m − m_W|`` with the mass taken from the image, so the baseline also sees
+every detector effect.
 
 Example:
     >>> import torch
@@ -38,7 +42,8 @@ from ..data import DataSplit, ImageDataset
 from ..distortions import parse_distortions
 from ..devices import device_of as _device_of
 from ..evaluation import distort_examples, predict_logits
-from ..metrics import background_rejection, roc_auc
+from ..metrics import roc_auc, working_point
+from ..stats import auc_interval, format_interval, rejection_interval
 from ..models import register_model
 from ..tasks import ClassificationTask
 from .data import PIXEL_UNIT_GEV
@@ -50,10 +55,14 @@ __all__ = [
     "W_MASS",
     "JetTagger",
     "JetTaggingTask",
+    "describe_counts",
     "evaluate_taggers",
+    "format_auc",
+    "format_rejection",
     "mass_window_scores",
     "tagger_scores",
     "tagging_metrics",
+    "working_point_interval",
 ]
 
 JET_INPUTS = ("log", "standardize", "linear")
@@ -151,7 +160,7 @@ class JetTaggingTask(ClassificationTask):
 
     Args:
         noise: the perturbation of the methods that add noise (``gaussian``,
-            ``stability``, ``jsd``, ``consistency``): ``'relative'``
+            ``gaussian-noisy``, ``stability``, ``jsd-gaussian``, ``consistency``): ``'relative'``
             (default; multiplicative on occupied cells, so a sparse image
             stays as sparse) or ``'gaussian'`` (additive on every cell); the
             method's ``sigma`` is its size (relative units, or TeV).
@@ -193,6 +202,13 @@ class JetTaggingTask(ClassificationTask):
             kwargs["mean"], kwargs["std"] = _pixel_stats(data)
         return kwargs
 
+    def objective(self, config: Any) -> Any:
+        if config.method == "jsd":  # AugMix's views are image operations, meaningless for energy deposits
+            raise StableTrainError("jsd takes AugMix views (rotations, posterize, solarize, ...), which have no "
+                                   "physical meaning for calorimeter energies; use --method jsd-gaussian, which takes "
+                                   "this task's detector noise")
+        return super().objective(config)
+
     def perturbation(self, method_args: dict[str, Any]) -> nn.Module | None:
         from ..perturbations import build_perturbation
 
@@ -218,29 +234,127 @@ def mass_window_scores(x: torch.Tensor, spec: ImageSpec = ImageSpec(), mass: flo
     return -np.abs(image_mass(images, spec) - mass)
 
 
-def tagging_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """ROC AUC, and background rejection 1/ε_B at ε_S = 30 % and 50 %.
+def working_point_interval(passed: float, background: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The exact interval ``(low, high)`` of the rejection ``background / passed``; ``high`` is inf when 0 pass.
+
+    For a whole number of passing events it is :func:`stabletrain.stats.rejection_interval`
+    (Clopper-Pearson on ε_B, inverted). A fractional ``passed`` (a working
+    point interpolated inside a tie of signal and background, see
+    :func:`stabletrain.metrics.working_point`) takes the union of the
+    intervals of the whole numbers on either side: conservative.
+
+    Example:
+        >>> low, high = working_point_interval(8, 800)
+        >>> round(low, 1), round(high, 1)
+        (51.0, 231.1)
+        >>> working_point_interval(0, 400)[1]
+        inf
+    """
+    if float(passed).is_integer():
+        r = rejection_interval(int(passed), background, confidence)
+        return r.low, r.high
+    return (rejection_interval(math.ceil(passed), background, confidence).low,
+            rejection_interval(math.floor(passed), background, confidence).high)
+
+
+def tagging_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float | int]:
+    """ROC AUC, and background rejection 1/ε_B at ε_S = 30 % and 50 %, with the intervals and counts behind them.
+
+    Keys: ``auc`` (:func:`stabletrain.metrics.roc_auc`), ``auc_low`` and
+    ``auc_high`` (DeLong 95 %), and for each efficiency ``E`` in 30 and 50:
+    ``rejection_E`` (:func:`stabletrain.metrics.background_rejection`: when
+    no background passes, the number of background jets), ``rejection_E_low``
+    and ``rejection_E_high`` (Clopper-Pearson 95 %; ``high`` is inf when no
+    background passes: only a lower bound exists), ``passed_E`` (background
+    jets passing the cut, :func:`stabletrain.metrics.working_point`) and
+    ``threshold_E`` (the cut on the score); then ``signal`` and
+    ``background``, the numbers of test jets of each class it all rests on.
 
     Example:
         >>> m = tagging_metrics(np.array([0.9, 0.8, 0.4, 0.1]), np.array([1, 1, 0, 0]))
         >>> m["auc"], m["rejection_50"]
         (1.0, 2.0)
+        >>> m["passed_50"], m["background"], m["rejection_50_high"]
+        (0, 2, inf)
     """
-    out = {"auc": roc_auc(scores, labels)}
+    interval = auc_interval(scores, labels)
+    out: dict[str, float | int] = {"auc": roc_auc(scores, labels), "auc_low": interval.low,
+                                   "auc_high": interval.high}
     for eff in EFFICIENCIES:
-        out[f"rejection_{round(eff * 100)}"] = background_rejection(scores, labels, eff)
+        key = f"rejection_{round(eff * 100)}"
+        wp = working_point(scores, labels, eff)
+        low, high = working_point_interval(wp.passed, wp.background)
+        out[key] = wp.rejection
+        out[f"{key}_low"], out[f"{key}_high"] = low, high
+        out[f"passed_{round(eff * 100)}"] = wp.passed_count
+        out[f"threshold_{round(eff * 100)}"] = wp.threshold
+    out["signal"], out["background"] = interval.signal, interval.background
     return out
+
+
+def describe_counts(signal: int, background: int, what: str = "test jets") -> str:
+    """``'800 test jets (400 signal, 400 background)'``: the examples a table rests on.
+
+    Example:
+        >>> describe_counts(400, 400)
+        '800 test jets (400 signal, 400 background)'
+    """
+    return f"{signal + background} {what} ({signal} signal, {background} background)"
+
+
+def format_auc(row: Mapping[str, Any], digits: int = 3) -> str:
+    """``'0.871 [0.852, 0.890]'``: a row's AUC with its 95 % interval (the AUC alone if the row has none).
+
+    Example:
+        >>> format_auc({"auc": 0.8712, "auc_low": 0.8521, "auc_high": 0.8903})
+        '0.871 [0.852, 0.890]'
+    """
+    return format_interval(row["auc"], row.get("auc_low"), row.get("auc_high"), percent=False, digits=digits,
+                           signed=False)
+
+
+def format_rejection(row: Mapping[str, Any], efficiency: int = 50, digits: int = 1) -> str:
+    """``'R [low, high] (k of N bkg)'`` for the rejection at ε_S = ``efficiency`` %, readable when k = 0.
+
+    When no background jet passes the cut the rejection has no upper bound:
+    the cell reads ``'> low (0 of N bkg pass)'``, with ``low`` the 95 % lower
+    bound (not the number of background jets, which is no bound at all).
+
+    Example:
+        >>> format_rejection({"rejection_50": 25.0, "rejection_50_low": 17.1, "rejection_50_high": 37.9,
+        ...                   "passed_50": 16, "background": 400})
+        '25.0 [17.1, 37.9] (16 of 400 bkg)'
+        >>> format_rejection({"rejection_50": 400.0, "rejection_50_low": 108.3, "rejection_50_high": None,
+        ...                   "passed_50": 0, "background": 400})
+        '> 108.3 (0 of 400 bkg pass)'
+    """
+    key = f"rejection_{efficiency}"
+    value, low, high = row[key], row.get(f"{key}_low"), row.get(f"{key}_high")
+    passed, background = row.get(f"passed_{efficiency}"), row.get("background")
+    if low is None or passed is None or background is None:  # a row without the counts (older results)
+        return format_interval(value, None, None, percent=False, digits=digits)
+    count = f"{passed:g}" if isinstance(passed, float) and not float(passed).is_integer() else f"{int(passed)}"
+    if high is None or not math.isfinite(high):
+        if float(passed) == 0:
+            return f"> {low:.{digits}f} (0 of {background} bkg pass)"
+        return f"{value:.{digits}f} [{low:.{digits}f}, ∞) ({count} of {background} bkg)"
+    return f"{format_interval(value, low, high, percent=False, digits=digits, signed=False)} ({count} of {background} bkg)"
 
 
 def evaluate_taggers(models: Mapping[str, nn.Module], dataset: ImageDataset, specs: Sequence[str], *,
                      seed: int = 0, spec: ImageSpec = ImageSpec(), mass: float = W_MASS,
-                     progress: bool = True) -> list[dict[str, Any]]:
+                     progress: bool = True, scores: dict[tuple[str, str], np.ndarray] | None = None
+                     ) -> list[dict[str, Any]]:
     """Score every tagger and the mass window on ``dataset`` under each detector effect in ``specs``.
 
     Every model and the baseline see the same distorted copy (seeded by
-    ``(seed, spec)``). Returns one row per (model, spec) with ``auc``,
-    ``rejection_30``, ``rejection_50``, ``accuracy`` (taggers) and the
-    fraction of occupied cells.
+    ``(seed, spec)``). Returns one row per (model, spec) with the keys of
+    :func:`tagging_metrics` (``auc`` with ``auc_low``/``auc_high``,
+    ``rejection_30``/``rejection_50`` with their intervals and ``passed_*``
+    counts, ``signal``, ``background``), ``accuracy`` (taggers) and the
+    fraction of occupied cells. ``scores``, if given, receives each jet's
+    score per ``(model, spec)``, in the data set's order: what paired
+    comparisons of taggers on the same jets need.
     """
     from tqdm.auto import tqdm
 
@@ -253,10 +367,14 @@ def evaluate_taggers(models: Mapping[str, nn.Module], dataset: ImageDataset, spe
         x = distort_examples(distortion, dataset.x.to(device), 0, seed, "detector", distortion.spec).cpu()
         common = {"distortion": distortion.spec, "family": distortion.family if distortion.spec != "clean" else "clean",
                   "param": distortion.param, "occupancy": float((x > 0).float().mean())}
-        baseline = tagging_metrics(mass_window_scores(x, spec, mass), labels)
-        rows.append({"model": "mass-window", **common, **baseline, "accuracy": None})
+        window = mass_window_scores(x, spec, mass)
+        rows.append({"model": "mass-window", **common, **tagging_metrics(window, labels), "accuracy": None})
+        if scores is not None:
+            scores[("mass-window", distortion.spec)] = window
         for name, model in models.items():
-            scores = tagger_scores(model, x)
-            rows.append({"model": name, **common, **tagging_metrics(scores, labels),
-                         "accuracy": float(((scores >= 0.5).astype(int) == labels).mean())})
+            tagged = tagger_scores(model, x)
+            rows.append({"model": name, **common, **tagging_metrics(tagged, labels),
+                         "accuracy": float(((tagged >= 0.5).astype(int) == labels).mean())})
+            if scores is not None:
+                scores[(name, distortion.spec)] = tagged
     return rows
