@@ -213,3 +213,8 @@ def test_evaluate_common_corruptions_suite(tmp_path, capsys):
     rows = (out / "evaluation" / "results.csv").read_text().splitlines()
     assert len(rows) == 1 + 2 * (1 + 19 * 5)
     assert "mCE vs baseline" in stdout
+    # the model against the baseline on the same images, per corruption: the difference and its paired interval
+    paired = json.loads((out / "evaluation" / "results.json").read_text())["paired"]
+    assert len(paired) == 1 + 19 * 5 and len({p["reference"] for p in paired}) == 1
+    assert all(p["difference_low"] <= p["difference"] <= p["difference_high"] and p["n"] == 359 for p in paired)
+    assert "Paired differences against" in (out / "evaluation" / "report.md").read_text()

@@ -350,7 +350,9 @@ def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStac
     paths = write_evaluation(out, rows, title=f"Evaluation of {ckpt_path}", settings=settings,
                              summary_lines=[f"warning: {w}" for w in warnings],
                              extra_tables={"Summary": summary_table} if summary_table else None,
-                             extra_json={"suite_summaries": result["models"], "warnings": warnings})
+                             extra_json={"suite_summaries": result["models"], "warnings": warnings,
+                                         # with --baseline: each model against it on the same images (Newcombe, McNemar)
+                                         "paired": result.get("paired", [])})
     for model_name, summary in result["models"].items():
         slug = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in model_name)
         write_json(out / f"model_{slug}.json", {"model": model_name, "settings": settings, **summary})
