@@ -134,3 +134,33 @@ def test_near_duplicate_copies_do_not_depend_on_the_batch_size():
         assert torch.equal(whole, small) and torch.equal(whole, single), distortion.spec
     crop = bench.distortions[0]
     assert not torch.equal(next(bench.copies(crop))[1], bench.images)
+
+
+class _Blurred(torch.nn.Module):
+    """Pooled pixels of a blurred copy: a second embedding that differs from Pixels."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return Pixels()(torch.nn.functional.avg_pool2d(x, 3, stride=1, padding=1))
+
+
+def test_similarity_differences_are_paired_and_match_the_summaries():
+    from stabletrain.similarity import similarity_differences
+
+    bench = build_benchmark(_grid_split(), ["jpeg-90", "gaussian-0.3"])
+    result = evaluate_similarity({"pixels": Pixels(), "blurred": _Blurred()}, bench, progress=False)
+    d = similarity_differences(result, "blurred", "pixels", replicates=200)
+    models = result["models"]
+    assert d["distance_ratio"]["difference"] == pytest.approx(models["pixels"]["distance_ratio"]
+                                                              - models["blurred"]["distance_ratio"])
+    ap = {(r["model"], r["family"]): r["average_precision"] for r in result["rows"] if r["level"] == "family"}
+    for fam in ("jpeg", "gaussian"):
+        assert d[f"ap/{fam}"]["difference"] == pytest.approx(ap[("blurred", fam)] - ap[("pixels", fam)])
+    assert d["triplets"]["difference"] == pytest.approx(models["blurred"]["clean_triplet_accuracy"]
+                                                        - models["pixels"]["clean_triplet_accuracy"])
+    for value in d.values():
+        assert value["low"] <= value["high"]
+    # a model against itself: every resample gives the same statistics, so the interval is exactly 0
+    same = similarity_differences(result, "pixels", "pixels", replicates=100)
+    assert all(v["difference"] == v["low"] == v["high"] == 0 for v in same.values())
+    with pytest.raises(StableTrainError, match="no per-example results"):
+        similarity_differences({"examples": {}}, "a", "b")

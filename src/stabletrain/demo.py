@@ -217,24 +217,44 @@ def claims(rows: list[dict], reference: str = "plain", candidate: str = "stabili
     return out
 
 
-def similarity_claims(result: dict, reference: str = "plain", candidate: str = "stability") -> list[dict]:
-    """The paper's similarity claims on these results, each with whether it held and the numbers.
+def similarity_claims(result: dict, reference: str = "plain", candidate: str = "stability",
+                      replicates: int = 500) -> list[dict]:
+    """The paper's similarity claims on these results, each decided by a 95 % paired bootstrap interval.
 
     1. ``candidate`` lowers the median near-duplicate distance relative to
        the median non-duplicate distance.
     2. ``candidate`` has higher average precision on each distorted family.
+    3. ``candidate`` has a higher clean triplet ranking score.
+
+    The interval resamples tiles, non-duplicate pairs and triplets, the same
+    draw for both models (:func:`~stabletrain.similarity.similarity_differences`).
     """
+    from .similarity import similarity_differences
+    from .stats import format_interval, verdict
+
     models = result["models"]
     if reference not in models or candidate not in models:
         return []
-    ref, cand = models[reference]["distance_ratio"], models[candidate]["distance_ratio"]
-    out = [{"claim": f"{candidate} lowers the ratio of median near-duplicate to non-duplicate distance",
-            "held": cand < ref, "detail": f"{cand:.3f} vs {ref:.3f}"}]
+    differences = similarity_differences(result, candidate, reference, replicates=replicates)
+
+    def claim(text: str, key: str, a: float, b: float, digits: int = 3) -> dict:
+        d = differences[key]
+        outcome = verdict(d["low"], d["high"])
+        return {"claim": text, "verdict": outcome, "held": outcome == "held", "difference": d["difference"],
+                "low": d["low"], "high": d["high"], "threshold": 0.0,
+                "detail": f"{a:.{digits}f} vs {b:.{digits}f}; difference "
+                          f"{format_interval(d['difference'], d['low'], d['high'], percent=False, digits=digits, signed=True)}"
+                          f" (95 %, paired bootstrap over {d['tiles']} tiles, {d['non_duplicate_pairs']} "
+                          f"non-duplicate pairs, {d['triplets']} triplets)"}
+
+    out = [claim(f"{candidate} lowers the ratio of median near-duplicate to non-duplicate distance", "distance_ratio",
+                 models[candidate]["distance_ratio"], models[reference]["distance_ratio"])]
     ap = {(r["model"], r["family"]): r["average_precision"] for r in result["rows"] if r["level"] == "family"}
     for family in dict.fromkeys(f for _, f in ap):
-        a, b = ap[(candidate, family)], ap[(reference, family)]
-        out.append({"claim": f"{candidate} has higher near-duplicate average precision on {family}",
-                    "held": a > b, "detail": f"{a:.3f} vs {b:.3f}"})
+        out.append(claim(f"{candidate} has higher near-duplicate average precision on {family}", f"ap/{family}",
+                         ap[(candidate, family)], ap[(reference, family)]))
+    out.append(claim(f"{candidate} has a higher clean triplet ranking score", "triplets",
+                     models[candidate]["clean_triplet_accuracy"], models[reference]["clean_triplet_accuracy"]))
     return out
 
 
@@ -317,7 +337,7 @@ def _run_demo(config: DemoConfig, out_dir: str | Path, *, overwrite: bool = Fals
         time_table += [f"| {m} | {100 * result['models'][m]['clean_triplet_accuracy']:.1f} | "
                        f"{train_seconds[m]:.1f} | "
                        f"{f'{train_seconds[m] / base_seconds:.2f}×' if base_seconds else '–'} |" for m in models]
-        summary = [f"{'held' if c['held'] else 'did NOT hold'}: {c['claim']} ({c['detail']})" for c in checks]
+        summary = [f"{c['verdict']}: {c['claim']} ({c['detail']})" for c in checks]
         paths = write_similarity_report(out, result, title=f"stabletrain similarity demo on {config.data}",
                                         settings=settings, summary_lines=summary,
                                         extra_tables={"Training cost": "\n".join(time_table)},

@@ -45,7 +45,7 @@ from .metrics import (
 from .seeding import make_generator
 
 __all__ = ["NearDuplicateBenchmark", "build_benchmark", "pairwise_distances", "pair_distances", "retrieval_ranks",
-           "evaluate_similarity", "similarity_sweep", "check_features"]
+           "evaluate_similarity", "similarity_sweep", "check_features", "similarity_differences"]
 
 def similarity_sweep(image_size: int = 32) -> list[str]:
     """Default near-duplicate distortions: three severities of each paper family.
@@ -291,7 +291,7 @@ def evaluate_similarity(models: Mapping[str, nn.Module], benchmark: NearDuplicat
             q, p, n = feats[t[:, 0]], feats[t[:, 1]], feats[t[:, 2]]
             distorted_triplets[name][distortion.spec] = float(((q - p).norm(dim=1) < (q - n).norm(dim=1)).double().mean())
 
-    rows, summaries, curves, distances = [], {}, {}, {}
+    rows, summaries, curves, distances, examples = [], {}, {}, {}, {}
     kinds = benchmark.negative_kind.numpy()
     for name in models:
         neg = pair_distances(clean[name], clean[name], benchmark.negative_pairs).numpy()
@@ -333,8 +333,67 @@ def evaluate_similarity(models: Mapping[str, nn.Module], benchmark: NearDuplicat
             "clean_triplet_accuracy": clean_triplets,
             "best_threshold": {"distance": threshold, "f1": f1, "per_family": per_family},
         }
+        # per example, aligned across models (same tiles, copies, negative pairs and triplets): for paired intervals
+        examples[name] = {"positives": {fam: np.stack([positives[name][d.spec].numpy() for d in items])
+                                        for fam, items in families.items()},
+                          "negatives": neg,
+                          "triplets": ((f[t[:, 0]] - f[t[:, 1]]).norm(dim=1) < (f[t[:, 0]] - f[t[:, 2]]).norm(dim=1)
+                                       ).numpy()}
         curves[name] = {fam: _curve_points(-pos, -neg) for fam, pos in pooled.items()}
         distances[name] = {"near_duplicate": {fam: pos.tolist() for fam, pos in pooled.items()},
                            "non_duplicate": neg.tolist(), "neighbour": neg[kinds == 2].tolist()}
     return {"rows": rows, "models": summaries, "curves": curves, "distances": distances,
-            "benchmark": benchmark.describe()}
+            "benchmark": benchmark.describe(), "examples": examples}
+
+
+def similarity_differences(result: Mapping, candidate: str, reference: str, *, replicates: int = 500,
+                           seed: int = 0, confidence: float = 0.95) -> dict[str, dict]:
+    """``candidate`` against ``reference`` on the same benchmark, each difference with a paired bootstrap interval.
+
+    Returned quantities (each ``{'difference', 'low', 'high'}``, oriented so that
+    positive favours ``candidate``): ``distance_ratio`` (the reference's ratio of
+    median near-duplicate to median non-duplicate distance minus the
+    candidate's), ``ap/<family>`` (average precision, candidate minus
+    reference) and ``triplets`` (clean triplet ranking score). Each replicate
+    resamples tiles (with all their distorted copies), non-duplicate pairs and
+    triplets with replacement, the same draw for both models, and recomputes
+    every statistic; the interval is the percentile interval.
+    """
+    if isinstance(replicates, bool) or not isinstance(replicates, int) or replicates < 100:
+        raise StableTrainError(f"replicates must be an integer >= 100, got {replicates!r}")
+    examples = result.get("examples") or {}
+    missing = [m for m in (candidate, reference) if m not in examples]
+    if missing:
+        raise StableTrainError(f"no per-example results for {', '.join(missing)}: evaluate them with "
+                               f"evaluate_similarity in one call")
+    a, b = examples[candidate], examples[reference]
+    families = list(a["positives"])
+    tiles = next(iter(a["positives"].values())).shape[1]
+    n_neg, n_trip = len(a["negatives"]), len(a["triplets"])
+
+    def stats(x: Mapping, tile: np.ndarray, pairs: np.ndarray, trip: np.ndarray) -> dict[str, float]:
+        neg = x["negatives"][pairs]
+        pooled = np.concatenate([x["positives"][fam][:, tile].ravel() for fam in families])
+        median_neg = float(np.median(neg))
+        out = {"distance_ratio": float(np.median(pooled)) / median_neg if median_neg > 0 else float("nan"),
+               "triplets": float(x["triplets"][trip].mean())}
+        for fam in families:
+            out[f"ap/{fam}"] = _detection(x["positives"][fam][:, tile].ravel(), neg)["average_precision"]
+        return out
+
+    def difference(sa: dict, sb: dict) -> dict[str, float]:
+        return {k: (sb[k] - sa[k]) if k == "distance_ratio" else (sa[k] - sb[k]) for k in sa}
+
+    everything = (np.arange(tiles), np.arange(n_neg), np.arange(n_trip))
+    point = difference(stats(a, *everything), stats(b, *everything))
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {k: [] for k in point}
+    for _ in range(replicates):
+        tile, pairs, trip = rng.integers(tiles, size=tiles), rng.integers(n_neg, size=n_neg), \
+            rng.integers(n_trip, size=n_trip)
+        for k, v in difference(stats(a, tile, pairs, trip), stats(b, tile, pairs, trip)).items():
+            draws[k].append(v)
+    tail = (1 - confidence) / 2
+    return {k: {"difference": point[k], "low": float(np.nanquantile(draws[k], tail)),
+                "high": float(np.nanquantile(draws[k], 1 - tail)), "replicates": replicates,
+                "tiles": tiles, "non_duplicate_pairs": n_neg, "triplets": n_trip} for k in point}
