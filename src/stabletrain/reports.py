@@ -221,9 +221,11 @@ def markdown_report(title: str, rows: Sequence[Mapping], *, settings: Mapping | 
               f"not a significant difference: see the paired differences for that.", "",
               accuracy_table(rows, "accuracy", intervals=True), ""]
     if paired:
+        sizes = " / ".join(map(str, sorted({int(p["n"]) for p in paired})))
         parts += [f"## Paired differences against {paired[0]['reference']} (accuracy points)", "",
-                  "On the same test images: the difference with Newcombe's 95 % interval for paired proportions "
-                  "and the exact McNemar p-value; ↑ / ↓ where the interval excludes 0.", "", paired_table(paired), ""]
+                  f"On the same {sizes} test images: the difference with Newcombe's 95 % interval for paired "
+                  f"proportions and the exact McNemar p-value; ↑ / ↓ where the interval excludes 0.", "",
+                  paired_table(paired), ""]
     parts += ["## Mean KL(P(y|x) ‖ P(y|x̃)) between clean and distorted predictions", "",
               "Lower is more stable.", "", accuracy_table(rows, "mean_kl", percent=False), ""]
     parts += ["## Predictions flipped by the distortion (%)", "", accuracy_table(rows, "flip_rate"), ""]

@@ -1,0 +1,61 @@
+"""Re-measure the seed's classification claims C1-C3 under both normalizations (issue 13, item 6).
+
+Runs ``stabletrain compare`` with a claims config (``configs/compare-claims-<data>.yaml``: plain, gaussian,
+gaussian-noisy and stability, 5 seeds) and ``--norms batch,group``, then writes the claims table: each claim's
+difference with its 95 % two-level paired bootstrap interval (seeds and test images resampled) and its verdict.
+
+    python experiments/claims.py --data digits --out runs/claims-digits          # ~25 min on 2 cores
+    python experiments/claims.py --data digits --out runs/claims-digits --report # the table from results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from stabletrain.compare import load_compare_config, run_compare
+from stabletrain.stats import format_interval
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def table(results: dict) -> str:
+    lines = ["| claim | difference (points), 95 % interval | verdict | seeds × test images |", "|---|---|---|---|"]
+    for c in results["claims"]:
+        lines.append(f"| {c['claim']} | {format_interval(c['difference'], c['low'], c['high'], signed=True)} | "
+                     f"{c['verdict']} | {c['seeds']} × {c['test_images']} |")
+    rows = {r["method"]: r for r in results["table"]}
+    lines += ["", "| arm | clean accuracy (%) | final train accuracy (%) | test change, last 3 epochs (points) |",
+              "|---|---|---:|---:|"]
+    for name, r in rows.items():
+        clean = r["clean accuracy"]
+        spread = f" ± {100 * clean['std']:.1f} [{100 * max(clean['low'], 0):.1f}, {100 * min(clean['high'], 1):.1f}]" \
+            if clean.get("std") is not None else " (one seed)"
+        lines.append(f"| {name} | {100 * clean['mean']:.1f}{spread} | "
+                     f"{100 * r['final train accuracy']['mean']:.1f} | "
+                     f"{100 * r['test accuracy change, last epochs']['mean']:+.1f} |")
+    if results.get("warnings"):
+        lines += ["", "Warnings:", ""] + [f"- {w}" for w in results["warnings"]]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default="digits")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--norms", default="batch,group")
+    parser.add_argument("--report", action="store_true")
+    args = parser.parse_args()
+    out = args.out or Path(f"runs/claims-{args.data}")
+    if not args.report:
+        config = load_compare_config(ROOT / "configs" / f"compare-claims-{args.data}.yaml",
+                                     {"norms": args.norms.split(",")})
+        run_compare(config, out, progress=False, log=lambda line: print(line, flush=True))
+    text = table(json.loads((out / "results.json").read_text()))
+    (out / "claims.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
