@@ -37,7 +37,7 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import numpy as np
@@ -96,8 +96,7 @@ class Proportion:
     confidence: float = 0.95
 
     def to_dict(self) -> dict:
-        return {"k": self.k, "n": self.n, "value": self.value, "low": self.low, "high": self.high,
-                "confidence": self.confidence, "method": "wilson"}
+        return {**asdict(self), "method": "wilson"}
 
 
 def proportion(k: int, n: int, confidence: float = 0.95) -> Proportion:
@@ -146,10 +145,7 @@ class PairedDifference:
     confidence: float = 0.95
 
     def to_dict(self) -> dict:
-        return {"n": self.n, "both": self.both, "only_a": self.only_a, "only_b": self.only_b,
-                "neither": self.neither, "difference": self.difference, "low": self.low, "high": self.high,
-                "p_value": self.p_value, "confidence": self.confidence,
-                "method": "Newcombe method 10 interval, exact McNemar test"}
+        return {**asdict(self), "method": "Newcombe method 10 interval, exact McNemar test"}
 
 
 def _as_flags(values: Sequence[int] | np.ndarray, name: str) -> np.ndarray:
@@ -313,9 +309,7 @@ class AUCInterval:
     confidence: float = 0.95
 
     def to_dict(self) -> dict:
-        return {"auc": self.auc, "std_error": self.std_error, "low": self.low, "high": self.high,
-                "signal": self.signal, "background": self.background, "confidence": self.confidence,
-                "method": "DeLong"}
+        return {**asdict(self), "method": "DeLong"}
 
 
 def _midranks(x: np.ndarray) -> np.ndarray:
@@ -373,9 +367,7 @@ class RejectionInterval:
     confidence: float = 0.95
 
     def to_dict(self) -> dict:
-        return {"rejection": self.rejection, "low": self.low, "high": self.high, "passed": self.passed,
-                "background": self.background, "confidence": self.confidence,
-                "method": "Clopper-Pearson interval of the background efficiency, inverted"}
+        return {**asdict(self), "method": "Clopper-Pearson interval of the background efficiency, inverted"}
 
 
 def rejection_interval(passed: int, background: int, confidence: float = 0.95) -> RejectionInterval:
