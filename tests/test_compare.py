@@ -163,3 +163,14 @@ def test_one_seed_says_there_is_no_spread():
     assert _format("clean accuracy", mean_interval([0.9])) == "90.0 (one seed)"
     assert "±" in _format("clean accuracy", mean_interval([0.9, 0.92]))
     assert _format("clean accuracy", mean_interval([0.98, 0.99])).endswith("100.0]")  # clipped to [0, 100]
+
+
+def test_each_normalization_gets_its_own_budget():
+    config = CompareConfig(methods=["plain", "stability"], norms=["batch", "group"], train={"epochs": 12},
+                           norm_options={"group": {"epochs": 30, "lr": 0.01}}).resolved()
+    assert (config.train_config("stability", 0, "group").epochs, config.train_config("stability", 0, "group").lr) \
+        == (30, 0.01)
+    assert config.train_config("plain", 1, "batch").epochs == 12
+    assert config.train_config("plain", 1, "group").model_args["norm"] == "group"
+    with pytest.raises(StableTrainError, match="norm_options must map"):
+        CompareConfig(norms=["batch"], norm_options={"layer": {"epochs": 3}}).resolved()

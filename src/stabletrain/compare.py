@@ -7,6 +7,8 @@ A comparison is described by a YAML file (examples in ``configs/``)::
     seeds: [0, 1, 2]
     train: {epochs: 10, width: 32, sigma: 0.1, alpha: 1.0}   # shared TrainConfig options
     method_options: {consistency: {sigma: 0.25}}           # per-method overrides
+    norms: [batch, group]                                  # optional: normalization as an axis
+    norm_options: {group: {epochs: 30}}                    # optional: each normalization's own budget
     evaluation:
       distortions: paper                                   # or a list of specs
       attack: pgd
@@ -70,6 +72,7 @@ class CompareConfig:
     method_options: dict = dataclasses.field(default_factory=dict)
     evaluation: dict = dataclasses.field(default_factory=dict)
     norms: list[str] | None = None
+    norm_options: dict = dataclasses.field(default_factory=dict)
 
     def arms(self) -> list[tuple[str, str, str | None]]:
         """``(label, method, norm)`` of every compared arm: each method, under each of ``norms`` if given."""
@@ -103,6 +106,10 @@ class CompareConfig:
             if "norm" in self.train or any("norm" in o for o in self.method_options.values()):
                 raise StableTrainError("give the normalization either as the norms axis or as a train option, "
                                        "not both")
+        stray = [n for n in self.norm_options if n not in (self.norms or [])]
+        if stray or not all(isinstance(v, dict) for v in self.norm_options.values()):
+            raise StableTrainError(f"norm_options must map normalizations of the norms axis to train options; "
+                                   f"{', '.join(map(str, stray)) or 'a value'} is not one")
         config = dataclasses.replace(self, evaluation=evaluation)
         taken: set[str] = set()
         for _, method, norm in config.arms():
@@ -134,6 +141,8 @@ class CompareConfig:
         # per-method options must each take effect for that method
         values.update(self.method_options.get(method, {}))
         if norm is not None:
+            # each normalization's own budget (tuned until plain converges under it), then the norm itself
+            values.update({k: v for k, v in self.norm_options.get(norm, {}).items() if k in fields})
             values["model_args"] = {**(values.get("model_args") or {}), "norm": norm}
         shared = {k: v for k, v in self._shared().items() if k not in self.method_options.get(method, {})}
         return TrainConfig.with_shared(values, shared)
