@@ -218,3 +218,13 @@ def test_a_flat_option_no_registered_factory_knows_goes_to_a_model_with_kwargs()
         TrainConfig(model="timm:test_resnet", method="plain", alpha=1.0).validated()
     with pytest.raises(StableTrainError, match="unknown config option 'drop_rate'"):
         TrainConfig(model="small_cnn", drop_rate=0.1).validated()
+
+
+def test_default_epochs_are_the_measured_converged_budgets():
+    from stabletrain.training.config import CONVERGED_EPOCHS, DEFAULT_EPOCHS
+
+    assert TrainConfig().validated().epochs == CONVERGED_EPOCHS[("classification", "digits", "batch")] == 12
+    assert TrainConfig(norm="group").validated().epochs == 30  # GroupNorm needs longer to converge on digits
+    assert TrainConfig(data="/somewhere/my-images", stream=False).epochs is None  # resolved when validated
+    assert TrainConfig(norm="group", epochs=5).validated().epochs == 5  # a given budget always wins
+    assert DEFAULT_EPOCHS == 12

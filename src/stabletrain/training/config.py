@@ -41,7 +41,7 @@ from ..models.specs import model_factory
 from ..objectives import OBJECTIVE_TASKS, available_methods, objective_factory
 from ..registry import MODELS, TASKS, factory_options
 
-__all__ = ["TrainConfig", "is_known_option", "SCRATCH_LR", "FINETUNE_LR", "FINETUNE_WARMUP_EPOCHS", "AMP_MODES", "OPTIMIZERS", "SCHEDULES", "AUGMENTATIONS", "EXECUTION_OPTIONS",
+__all__ = ["TrainConfig", "is_known_option", "default_epochs", "CONVERGED_EPOCHS", "DEFAULT_EPOCHS", "SCRATCH_LR", "FINETUNE_LR", "FINETUNE_WARMUP_EPOCHS", "AMP_MODES", "OPTIMIZERS", "SCHEDULES", "AUGMENTATIONS", "EXECUTION_OPTIONS",
            "LEGACY_OPTIONS"]
 
 #: ``amp`` settings: full float32, or bfloat16 autocast of the forward passes (CPU and CUDA).
@@ -66,6 +66,28 @@ LEGACY_OPTIONS = ("width", "norm", "alpha", "sigma", "detach_clean", "batching",
                   "consistency_lambda", "consistency_eta", "noise", "jet_input")
 
 _SCALARS = (bool, int, float, str, type(None))
+
+
+#: Default epochs of a built-in data set, by (task, data, norm), chosen so that plain training converges
+#: (experiments/default_epochs.py, docs/results.md §0): a longer budget no longer improves plain's test accuracy
+#: beyond noise, and its train accuracy is 100 %. Other data get DEFAULT_EPOCHS.
+CONVERGED_EPOCHS: dict[tuple[str, str, str], int] = {
+    ("classification", "digits", "batch"): 12,
+    ("classification", "digits", "group"): 30,
+}
+DEFAULT_EPOCHS = 12
+
+
+def default_epochs(task: str, data: str, norm: str | None = None) -> int:
+    """The epochs a run gets when none are given: :data:`CONVERGED_EPOCHS` for a built-in data set, else 12.
+
+    Example:
+        >>> default_epochs("classification", "digits"), default_epochs("classification", "digits", "group")
+        (12, 30)
+        >>> default_epochs("classification", "/data/my-folder")
+        12
+    """
+    return CONVERGED_EPOCHS.get((task, str(data), norm or "batch"), DEFAULT_EPOCHS)
 
 
 def is_known_option(name: str) -> bool:
@@ -135,7 +157,7 @@ class TrainConfig:
     method: str = "stability"
     method_args: dict = field(default_factory=dict)
     task_args: dict = field(default_factory=dict)
-    epochs: int = 12
+    epochs: int | None = None
     batch_size: int = 64
     lr: float | None = None
     weight_decay: float = 5e-4
@@ -161,7 +183,7 @@ class TrainConfig:
     def __init__(self, task: str = "classification", data: str = "digits", image_size: int | None = None,
                  split_seed: int = 0, test_fraction: float = 0.2, model: str = "small_cnn",
                  model_args: dict | None = None, method: str = "stability", method_args: dict | None = None,
-                 task_args: dict | None = None, epochs: int = 12, batch_size: int = 64, lr: float | None = None,
+                 task_args: dict | None = None, epochs: int | None = None, batch_size: int = 64, lr: float | None = None,
                  weight_decay: float = 5e-4, optimizer: str = "adamw", momentum: float = 0.9,
                  schedule: str = "cosine", warmup_epochs: float | None = None, backbone_lr_scale: float = 1.0,
                  freeze_bn: bool = False, weights: str | None = None, init: str | None = None,
@@ -324,6 +346,8 @@ class TrainConfig:
                 raise StableTrainError(f"{name} must be an integer >= {minimum}, got {getattr(self, name)!r}")
 
         finetuning = self.weights is not None or self.init is not None
+        if self.epochs is None:
+            self.epochs = default_epochs(self.task, self.data, self.model_args.get("norm"))
         if self.lr is None:
             self.lr = FINETUNE_LR if finetuning else SCRATCH_LR
         if self.warmup_epochs is None:
