@@ -227,4 +227,6 @@ def test_default_epochs_are_the_measured_converged_budgets():
     assert TrainConfig(norm="group").validated().epochs == 30  # GroupNorm needs longer to converge on digits
     assert TrainConfig(data="/somewhere/my-images", stream=False).epochs is None  # resolved when validated
     assert TrainConfig(norm="group", epochs=5).validated().epochs == 5  # a given budget always wins
+    assert TrainConfig(data="photos").validated().epochs == 40
+    assert TrainConfig(data="photos", norm="group").validated().epochs == 40  # unmeasured norm: BatchNorm's budget
     assert DEFAULT_EPOCHS == 12

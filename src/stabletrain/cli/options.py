@@ -35,8 +35,8 @@ FIELD_HELP = {
              "path/to/file.py:factory or package.module:factory; options go in --model-args",
     "method": "plain, gaussian, gaussian-noisy, stability (default), jsd, jsd-gaussian, trades, adversarial, "
               "consistency, or a registered method",
-    "epochs": "training epochs (default: enough for plain training to converge on a built-in data set, e.g. digits "
-              "12, 30 with --norm group; else 12)",
+    "epochs": "training epochs (default: enough for plain training to converge on a built-in data set: digits 12, "
+              "30 with --norm group; photos 40; else 12)",
     "batch_size": "global batch size (default 64)",
     "lr": "learning rate of the head (and of the backbone, times --backbone-lr-scale), after warm-up decayed "
           "by --schedule per step (default 3e-3; 1e-3 when fine-tuning with --weights or --init, docs/results.md §7)",
