@@ -74,6 +74,7 @@ def test_demo_quick_writes_the_report(tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert "Clean accuracy and training cost" in report and "within 1 point" in report
     assert "Paired differences against plain" in report and "95 % Wilson interval" in report
+    assert "final train accuracy (%)" in report and set(results["training"]) == {"plain", "gaussian", "stability"}
     assert "NOT hold" not in stdout and ("[within noise]" in stdout or "[held]" in stdout)
     # A second run reuses the trained models.
     before = (out / "models" / "plain" / "checkpoint.pt").stat().st_mtime_ns

@@ -49,6 +49,7 @@ from .reports import _pyplot, _save_figure, family_order
 from .training import TrainConfig, differing_options, load_checkpoint, load_model, train
 from .stats import mean_interval
 from .training.config import is_known_option
+from .training.convergence import convergence, convergence_warning
 
 __all__ = ["CompareConfig", "run_compare", "load_compare_config"]
 
@@ -225,16 +226,6 @@ def _unpack(result: dict, spec: str) -> np.ndarray:
     n = next(r["n"] for r in result["rows"] if r["distortion"] == spec)
     bits = np.frombuffer(base64.b64decode(result["correct"][spec]), dtype=np.uint8)
     return np.unpackbits(bits)[:n].astype(bool)
-
-
-def _history_facts(history: list[dict], metric: str = "test_accuracy", last: int = 3) -> dict:
-    """The final train accuracy, and whether the test metric was still rising over the last epochs."""
-    values = [float(h[metric]) for h in history if metric in h]
-    tail = values[-last:]
-    change = tail[-1] - tail[0] if len(tail) > 1 else 0.0
-    return {"final_train_accuracy": float(history[-1].get("train_accuracy", float("nan"))) if history else None,
-            "test_change_last_epochs": change, "last_epochs": len(tail),
-            "still_rising": bool(len(tail) > 1 and change > 0 and tail[-1] >= max(values))}
 
 
 def _summarize(config: CompareConfig, results: dict[tuple[str, int], dict], seconds: dict[tuple[str, int], float],
@@ -551,7 +542,7 @@ def _run_compare(config: CompareConfig, out_dir: str | Path, *, progress: bool =
                 model = train(train_config, run_dir, resume=True, progress=progress, data=data, log=emit).model
                 stored = load_checkpoint(checkpoint)
             seconds[(label, seed)] = float(stored["train_seconds"])
-            facts[(label, seed)] = _history_facts(stored.get("history") or [])
+            facts[(label, seed)] = convergence(stored.get("history") or [])
             cache = run_dir / "evaluation.json"
             cached = json.loads(cache.read_text()) if cache.exists() else None
             if cached is not None and cached.get("key") == key:
@@ -565,10 +556,8 @@ def _run_compare(config: CompareConfig, out_dir: str | Path, *, progress: bool =
                 logger.warning("%s (seed %d)", line, seed)
     warnings = [f"{line} (seed {seed})" for (label, seed), res in results.items() for line in res.get("warnings", [])]
     for (label, seed), fact in facts.items():
-        if fact["still_rising"]:
-            line = (f"{label} seed {seed}: test accuracy still rising over the last {fact['last_epochs']} epochs "
-                    f"({100 * fact['test_change_last_epochs']:+.1f} points): not converged, more epochs may change "
-                    f"the comparison")
+        line = convergence_warning(f"{label} seed {seed}", fact)
+        if line is not None:
             warnings.append(line)
             logger.warning("%s", line)
     columns, table = _summarize(config, results, seconds, facts)

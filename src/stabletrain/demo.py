@@ -39,6 +39,7 @@ from .similarity import build_benchmark, evaluate_similarity, similarity_sweep
 from .registry import TASKS
 from .tasks import get_task
 from .training import TrainConfig, differing_options, load_checkpoint, load_model, train
+from .training.convergence import convergence, convergence_warning
 
 logger = logging.getLogger("stabletrain.demo")
 
@@ -311,11 +312,16 @@ def _run_demo(config: DemoConfig, out_dir: str | Path, *, overwrite: bool = Fals
         checks = claims(rows, paired=paired + (evaluated.paired("stability") if "stability" in models else [])) \
             if {"plain", "stability"} <= set(models) else []
         clean = {r["model"]: r["accuracy"] for r in rows if r["distortion"] == "clean"}
-        time_table = ["| method | clean accuracy (%) | training time (s) | relative to plain |",
-                      "|---|---:|---:|---:|"]
-        time_table += [f"| {m} | {100 * clean[m]:.1f} | {train_seconds[m]:.1f} | "
+        facts = {m: convergence(load_checkpoint(out / "models" / m / "checkpoint.pt")["history"]) for m in models}
+        rising = [line for m in models if (line := convergence_warning(m, facts[m])) is not None]
+        for line in rising:
+            logger.warning("%s", line)
+        time_table = ["| method | clean accuracy (%) | final train accuracy (%) | test change, last epochs (points) "
+                      "| training time (s) | relative to plain |", "|---|---:|---:|---:|---:|---:|"]
+        time_table += [f"| {m} | {100 * clean[m]:.1f} | {100 * (facts[m]['final_train_accuracy'] or float('nan')):.1f} "
+                       f"| {100 * facts[m]['test_change_last_epochs']:+.1f} | {train_seconds[m]:.1f} | "
                        f"{f'{train_seconds[m] / base_seconds:.2f}×' if base_seconds else '–'} |" for m in models]
-        summary = [f"WARNING: {line}" for line in evaluated.warnings]
+        summary = [f"WARNING: {line}" for line in evaluated.warnings + rising]
         summary += [f"{c['verdict']}: {c['claim']} ({c['detail']})" for c in checks]
         summary.append(f"each accuracy is over {len(data.test)} test images: one image is "
                        f"{100 / len(data.test):.2f} points; intervals are 95 % (Wilson for an accuracy, "
@@ -324,6 +330,7 @@ def _run_demo(config: DemoConfig, out_dir: str | Path, *, overwrite: bool = Fals
                                  summary_lines=summary,
                                  extra_tables={"Clean accuracy and training cost": "\n".join(time_table)},
                                  extra_json={"train_seconds": train_seconds, "checks": checks, "paired": paired,
+                                             "training": facts,
                                              "wall_seconds": time.perf_counter() - started})
         table = text_table(rows)
     else:
