@@ -172,5 +172,9 @@ def test_each_normalization_gets_its_own_budget():
         == (30, 0.01)
     assert config.train_config("plain", 1, "batch").epochs == 12
     assert config.train_config("plain", 1, "group").model_args["norm"] == "group"
+    with pytest.raises(StableTrainError, match="norm_options needs the norms axis"):
+        CompareConfig(norm_options={"group": {"epochs": 3}}).resolved()
     with pytest.raises(StableTrainError, match="norm_options must map"):
-        CompareConfig(norms=["batch"], norm_options={"layer": {"epochs": 3}}).resolved()
+        CompareConfig(norms=["batch"], norm_options={"group": 30}).resolved()
+    # budgets for a normalization this run does not compare are allowed (the claims configs hold both)
+    assert CompareConfig(norms=["batch"], norm_options={"group": {"epochs": 30}}).resolved().norms == ["batch"]
