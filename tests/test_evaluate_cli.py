@@ -209,3 +209,17 @@ def test_bn_reestimate_warns_about_a_model_without_batchnorm(runs, capsys):
     assert results["suite_summaries"]["small_cnn"]["bn_reestimate"] == {"images": 0, "layers": 0, "requested": 16}
     assert results["settings"]["BatchNorm re-estimation"] == ("--bn-reestimate 16: no BatchNorm layers, the model "
                                                               "is unchanged")
+
+
+def test_the_report_says_whether_training_had_converged(runs, capsys):
+    checkpoint = torch.load(runs / "run" / "checkpoint.pt", weights_only=True)
+    checkpoint["history"] = [{**checkpoint["history"][0], "epoch": e + 1, "train_accuracy": 0.6 + 0.1 * e,
+                              "test_accuracy": 0.5 + 0.1 * e} for e in range(3)]
+    (runs / "rising").mkdir(exist_ok=True)
+    torch.save(checkpoint, runs / "rising" / "checkpoint.pt")
+    out = runs / "rising-eval"
+    code, _, err = run(capsys, "evaluate", runs / "rising", "--distortions", "jpeg-50", "--quiet", "--out", out)
+    assert code == 0
+    assert "plain: test accuracy still rising over the last 3 epochs (+20.0 points)" in err
+    settings = json.loads((out / "results.json").read_text())["settings"]
+    assert settings["training"].startswith("3 epochs; final train accuracy 80.0 %") and "(still rising)" in settings["training"]

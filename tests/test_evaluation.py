@@ -160,3 +160,20 @@ def test_one_class_on_a_test_set_that_is_mostly_that_class_is_not_a_collapse():
     assert any("at chance" in line for line in lines)  # but predicting it is chance level
     balanced = torch.tensor([0] * 70 + [1] * 30)
     assert prediction_warnings("m", balanced.clone(), balanced, 2) == []  # right on every image
+
+
+def test_attack_rows_carry_wilson_intervals_of_their_counts():
+    from scipy.stats import binomtest
+
+    from stabletrain.evaluation import attack_row
+
+    point = {"attack": "pgd", "epsilon": 0.03, "n": 40, "clean_accuracy": 36 / 40, "robust_accuracy": 10 / 40,
+             "success_rate": 26 / 36, "robust_accuracy_at_epsilon": 10 / 40}
+    row = attack_row("m", point, 10)
+    robust = binomtest(10, 40).proportion_ci(method="wilson")
+    success = binomtest(26, 36).proportion_ci(method="wilson")
+    assert (row["robust_accuracy_low"], row["robust_accuracy_high"]) == pytest.approx((robust.low, robust.high))
+    assert (row["attack_success_rate_low"], row["attack_success_rate_high"]) == pytest.approx((success.low,
+                                                                                               success.high))
+    none = attack_row("m", {**point, "clean_accuracy": 0.0, "robust_accuracy": 0.0, "success_rate": 0.0}, 10)
+    assert none["attack_success_rate_low"] is None  # no clean-correct image: no rate to bound

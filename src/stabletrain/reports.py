@@ -233,10 +233,12 @@ def markdown_report(title: str, rows: Sequence[Mapping], *, settings: Mapping | 
         n = sorted({int(r["n"]) for r in attacks if r.get("n") not in (None, "")})
         parts += ["## Robust accuracy (%) under attack", "",
                   f"Clean-correct and not fooled at this epsilon or any smaller one of the curve; "
-                  f"{' / '.join(map(str, n))} attacked images. Best per line in bold.", "",
-                  accuracy_table(attacks, "robust_accuracy"), ""]
+                  f"{' / '.join(map(str, n))} attacked images. Best per line in bold; 95 % Wilson interval in "
+                  f"brackets.", "",
+                  accuracy_table(attacks, "robust_accuracy", intervals=True), ""]
         parts += ["## Attack success rate (%): clean-correct images the attack fooled", "",
-                  accuracy_table(attacks, "attack_success_rate"), ""]
+                  "95 % Wilson interval in brackets, over the clean-correct attacked images.", "",
+                  accuracy_table(attacks, "attack_success_rate", intervals=True), ""]
     if certified:
         first = certified[0]
         parts += ["## Certified accuracy (%) of the Gaussian-smoothed classifier, by L2 radius", "",

@@ -332,6 +332,19 @@ def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStac
                                                       else ""))
     if baseline_name:
         settings["baseline"] = str(args.baseline)
+    training_warnings: list[str] = []
+    if checkpoint.get("history"):  # a trained checkpoint: did its training converge?
+        from ..training.convergence import convergence, convergence_warning
+
+        facts = convergence(checkpoint["history"])
+        if facts["final_train_accuracy"] is not None:
+            settings["training"] = (f"{len(checkpoint['history'])} epochs; final train accuracy "
+                                    f"{100 * facts['final_train_accuracy']:.1f} %; test accuracy over the last "
+                                    f"{facts['last_epochs']} epochs {100 * facts['test_change_last_epochs']:+.1f} "
+                                    f"points" + (" (still rising)" if facts["still_rising"] else ""))
+        line = convergence_warning(name, facts)
+        if line is not None:
+            training_warnings.append(line)
     if bn_reports:
         used = max(r.images for r in bn_reports.values())
         layers = "; ".join(f"{model_name}: {r.layers} layers" if r.layers else f"{model_name}: no BatchNorm "
@@ -346,7 +359,7 @@ def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStac
             result["models"][model_name]["bn_reestimate"] = {"images": r.images, "layers": r.layers,
                                                              "requested": bn_images}
     summary_table = _suite_summary_table(result["models"])
-    warnings = result.get("warnings", [])
+    warnings = result.get("warnings", []) + training_warnings
     paths = write_evaluation(out, rows, title=f"Evaluation of {ckpt_path}", settings=settings,
                              summary_lines=[f"warning: {w}" for w in warnings],
                              extra_tables={"Summary": summary_table} if summary_table else None,

@@ -345,11 +345,21 @@ def attack_row(model: str, point: Mapping, steps: int | None) -> dict:
     ``epsilon``, ``attack`` and ``steps`` (None for FGSM); ``accuracy``,
     ``mean_kl`` and ``flip_rate``, which are about distortions, stay empty.
     """
+    from ..stats import wilson_interval
+
+    n = int(point["n"])
+    robust = round(point["robust_accuracy"] * n)  # counts behind the rates, for their 95 % Wilson intervals
+    clean_correct = round(point["clean_accuracy"] * n)
+    broken = clean_correct - robust
+    robust_low, robust_high = wilson_interval(robust, n) if n else (None, None)
+    success_low, success_high = wilson_interval(broken, clean_correct) if clean_correct else (None, None)
     return {"model": model, "distortion": f"{point['attack']}-{point['epsilon']:.4g}", "family": point["attack"],
             "param": point["epsilon"], "accuracy": None, "mean_kl": None, "flip_rate": None, "n": point["n"],
             "attack": point["attack"], "epsilon": point["epsilon"], "steps": steps,
             "clean_accuracy": point["clean_accuracy"], "robust_accuracy": point["robust_accuracy"],
+            "robust_accuracy_low": robust_low, "robust_accuracy_high": robust_high,
             "attack_success_rate": point["success_rate"],
+            "attack_success_rate_low": success_low, "attack_success_rate_high": success_high,
             "robust_accuracy_at_epsilon": point["robust_accuracy_at_epsilon"]}
 
 
