@@ -164,3 +164,17 @@ def test_similarity_differences_are_paired_and_match_the_summaries():
     assert all(v["difference"] == v["low"] == v["high"] == 0 for v in same.values())
     with pytest.raises(StableTrainError, match="no per-example results"):
         similarity_differences({"examples": {}}, "a", "b")
+
+
+def test_similarity_differences_over_seeds_average_the_seeds():
+    from stabletrain.similarity import similarity_differences
+
+    results = []
+    for seed in (0, 1):
+        bench = build_benchmark(_grid_split(), ["jpeg-90", "gaussian-0.3"], seed=seed)
+        results.append(evaluate_similarity({"pixels": Pixels(), "blurred": _Blurred()}, bench, progress=False))
+    per_seed = [similarity_differences(r, "blurred", "pixels", replicates=100) for r in results]
+    both = similarity_differences(results, "blurred", "pixels", replicates=200)
+    for key, value in both.items():
+        assert value["difference"] == pytest.approx(np.mean([p[key]["difference"] for p in per_seed]))
+        assert value["seeds"] == 2 and value["low"] <= value["high"]

@@ -346,8 +346,8 @@ def evaluate_similarity(models: Mapping[str, nn.Module], benchmark: NearDuplicat
             "benchmark": benchmark.describe(), "examples": examples}
 
 
-def similarity_differences(result: Mapping, candidate: str, reference: str, *, replicates: int = 500,
-                           seed: int = 0, confidence: float = 0.95) -> dict[str, dict]:
+def similarity_differences(result: Mapping | Sequence[Mapping], candidate: str, reference: str, *,
+                           replicates: int = 500, seed: int = 0, confidence: float = 0.95) -> dict[str, dict]:
     """``candidate`` against ``reference`` on the same benchmark, each difference with a paired bootstrap interval.
 
     Returned quantities (each ``{'difference', 'low', 'high'}``, oriented so that
@@ -358,18 +358,29 @@ def similarity_differences(result: Mapping, candidate: str, reference: str, *, r
     resamples tiles (with all their distorted copies), non-duplicate pairs and
     triplets with replacement, the same draw for both models, and recomputes
     every statistic; the interval is the percentile interval.
+
+    ``result`` may also be a list of results, one per training seed (each
+    with its own benchmark): the difference is then the mean over seeds, and
+    each replicate first draws seeds with replacement (the same for both
+    models), then each drawn seed's tiles, pairs and triplets.
     """
     if isinstance(replicates, bool) or not isinstance(replicates, int) or replicates < 100:
         raise StableTrainError(f"replicates must be an integer >= 100, got {replicates!r}")
-    examples = result.get("examples") or {}
-    missing = [m for m in (candidate, reference) if m not in examples]
-    if missing:
-        raise StableTrainError(f"no per-example results for {', '.join(missing)}: evaluate them with "
-                               f"evaluate_similarity in one call")
-    a, b = examples[candidate], examples[reference]
-    families = list(a["positives"])
-    tiles = next(iter(a["positives"].values())).shape[1]
-    n_neg, n_trip = len(a["negatives"]), len(a["triplets"])
+    runs = [result] if isinstance(result, Mapping) else list(result)
+    if not runs:
+        raise StableTrainError("similarity_differences needs at least one result")
+    pairs_of_models = []
+    for run in runs:
+        examples = run.get("examples") or {}
+        missing = [m for m in (candidate, reference) if m not in examples]
+        if missing:
+            raise StableTrainError(f"no per-example results for {', '.join(missing)}: evaluate them with "
+                                   f"evaluate_similarity in one call")
+        pairs_of_models.append((examples[candidate], examples[reference]))
+    families = list(pairs_of_models[0][0]["positives"])
+
+    def sizes(x: Mapping) -> tuple[int, int, int]:
+        return next(iter(x["positives"].values())).shape[1], len(x["negatives"]), len(x["triplets"])
 
     def stats(x: Mapping, tile: np.ndarray, pairs: np.ndarray, trip: np.ndarray) -> dict[str, float]:
         neg = x["negatives"][pairs]
@@ -381,19 +392,26 @@ def similarity_differences(result: Mapping, candidate: str, reference: str, *, r
             out[f"ap/{fam}"] = _detection(x["positives"][fam][:, tile].ravel(), neg)["average_precision"]
         return out
 
-    def difference(sa: dict, sb: dict) -> dict[str, float]:
+    def difference(a: Mapping, b: Mapping, draw: tuple[np.ndarray, np.ndarray, np.ndarray]) -> dict[str, float]:
+        sa, sb = stats(a, *draw), stats(b, *draw)
         return {k: (sb[k] - sa[k]) if k == "distance_ratio" else (sa[k] - sb[k]) for k in sa}
 
-    everything = (np.arange(tiles), np.arange(n_neg), np.arange(n_trip))
-    point = difference(stats(a, *everything), stats(b, *everything))
+    def mean_of(parts: list[dict[str, float]]) -> dict[str, float]:
+        return {k: float(np.mean([p[k] for p in parts])) for k in parts[0]}
+
+    point = mean_of([difference(a, b, tuple(np.arange(n) for n in sizes(a))) for a, b in pairs_of_models])
     rng = np.random.default_rng(seed)
     draws: dict[str, list[float]] = {k: [] for k in point}
     for _ in range(replicates):
-        tile, pairs, trip = rng.integers(tiles, size=tiles), rng.integers(n_neg, size=n_neg), \
-            rng.integers(n_trip, size=n_trip)
-        for k, v in difference(stats(a, tile, pairs, trip), stats(b, tile, pairs, trip)).items():
+        chosen = rng.integers(len(runs), size=len(runs)) if len(runs) > 1 else [0]
+        parts = []
+        for index in chosen:
+            a, b = pairs_of_models[int(index)]
+            parts.append(difference(a, b, tuple(rng.integers(n, size=n) for n in sizes(a))))
+        for k, v in mean_of(parts).items():
             draws[k].append(v)
     tail = (1 - confidence) / 2
+    tiles, n_neg, n_trip = sizes(pairs_of_models[0][0])
     return {k: {"difference": point[k], "low": float(np.nanquantile(draws[k], tail)),
-                "high": float(np.nanquantile(draws[k], 1 - tail)), "replicates": replicates,
+                "high": float(np.nanquantile(draws[k], 1 - tail)), "replicates": replicates, "seeds": len(runs),
                 "tiles": tiles, "non_duplicate_pairs": n_neg, "triplets": n_trip} for k in point}
