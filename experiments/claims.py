@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 from stabletrain.compare import load_compare_config, run_compare
@@ -40,6 +41,41 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _split(label: str) -> tuple[str, str | None]:
+    """``'stability (group)'`` -> ``('stability', 'group')``; a label without a normalization -> ``(label, None)``."""
+    match = re.fullmatch(r"(.*) \((\w+)\)", label)
+    return (match.group(1), match.group(2)) if match else (label, None)
+
+
+def survival_table(results: dict) -> str:
+    """Each claim's verdict under every normalization side by side, and whether it survives all of them.
+
+    A conclusion "survives" when it has the same decided verdict (held, or did not hold) under every
+    normalization; "within noise" anywhere means it is not established under that normalization.
+    """
+    by_claim: dict[tuple[str, str, str], dict[str, dict]] = {}
+    norms: list[str] = []
+    for c in results["claims"]:
+        arm, norm = _split(c["arm"])
+        reference, _ = _split(c["reference"])
+        if norm is None:
+            return ""
+        norms += [norm] if norm not in norms else []
+        by_claim.setdefault((arm, reference, c["distortion"]), {})[norm] = c
+    if len(norms) < 2:
+        return ""
+    head = "| arm − reference | distortion | " + " | ".join(f"{n}: difference [95 %], verdict" for n in norms)
+    lines = [head + " | survives every normalization |", "|---|---|" + "---|" * len(norms) + "---|"]
+    for (arm, reference, spec), cells in by_claim.items():
+        verdicts = [cells[n]["verdict"] if n in cells else "not run" for n in norms]
+        text = [f"{format_interval(cells[n]['difference'], cells[n]['low'], cells[n]['high'], signed=True)}, "
+                f"{cells[n]['verdict']}" if n in cells else "not run" for n in norms]
+        same = len(set(verdicts)) == 1 and verdicts[0] in ("held", "did not hold")
+        outcome = f"yes ({verdicts[0]})" if same else "no"
+        lines.append(f"| {arm} − {reference} | {spec} | " + " | ".join(text) + f" | {outcome} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default="digits")
@@ -52,7 +88,11 @@ def main() -> None:
         config = load_compare_config(ROOT / "configs" / f"compare-claims-{args.data}.yaml",
                                      {"norms": args.norms.split(",")})
         run_compare(config, out, progress=False, log=lambda line: print(line, flush=True))
-    text = table(json.loads((out / "results.json").read_text()))
+    results = json.loads((out / "results.json").read_text())
+    text = table(results)
+    survival = survival_table(results)
+    if survival:
+        text += "\n\nWhich conclusions survive both normalizations:\n\n" + survival
     (out / "claims.md").write_text(text + "\n")
     print(text)
 

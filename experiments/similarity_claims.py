@@ -8,6 +8,9 @@ replacement, then each seed's tiles, non-duplicate pairs and triplets; the same 
 
     python experiments/similarity_claims.py --out runs/similarity-claims --seeds 5        # ~1 h on 2 cores
 
+Seeds can train in parallel processes (``--seed-list 0,1,2`` in one, ``--seed-list 3,4`` in another, each with
+``OMP_NUM_THREADS=1``); the run over all seeds afterwards reuses their models.
+
 The embedders use the demo's model (BatchNorm); the demo takes no normalization option yet, so the GroupNorm
 arm of these claims needs that first.
 """
@@ -33,13 +36,15 @@ CLAIMS = {"distance_ratio": "lowers the ratio of median near-duplicate to non-du
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("runs/similarity-claims"))
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=5, help="seeds 0 .. N-1")
+    parser.add_argument("--seed-list", default=None, help="these seeds instead, e.g. 3,4")
     parser.add_argument("--methods", default="plain,gaussian,gaussian-noisy,stability")
     parser.add_argument("--replicates", type=int, default=500)
     args = parser.parse_args()
     methods = tuple(args.methods.split(","))
+    seeds = [int(s) for s in args.seed_list.split(",")] if args.seed_list else list(range(args.seeds))
     results = []
-    for seed in range(args.seeds):
+    for seed in seeds:
         out = args.out / f"s{seed}"
         config = DemoConfig(task="similarity", methods=methods, seed=seed)
         run_demo(config, out, progress=False, log=lambda line: print(line, flush=True))
@@ -62,7 +67,7 @@ def main() -> None:
     write_json(args.out / "claims.json", rows)
     (args.out / "claims.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    print(json.dumps({"seeds": args.seeds, "tiles": rows[0]["tiles"] if rows else None}))
+    print(json.dumps({"seeds": seeds, "tiles": rows[0]["tiles"] if rows else None}))
 
 
 if __name__ == "__main__":
