@@ -96,6 +96,9 @@ OPTION_HELP = {
     "l2_normalize": "L2-normalize the embedding",
     "noise": "perturbation of the methods that add noise",
     "jet_input": "input transform of the jet tagger",
+    "cloud_noise": "perturbation of particle clouds for the methods that add noise",
+    "latent": "size of the per-particle latent space",
+    "neighbors": "k of the k-nearest-neighbour graph",
 }
 
 

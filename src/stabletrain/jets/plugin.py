@@ -9,16 +9,27 @@ stabletrain's core knows no extension by name. This package declares
 
 exactly as a third-party package would, and :func:`register` fills the
 registries with lazy ``'module:attribute'`` entries, so that nothing here
-imports Pythia, FastJet or h5py until a jet entry is used.
+imports Pythia, FastJet or h5py until a jet entry is used: the CNN tagger
+``jet_cnn`` and the particle-cloud taggers ``pfn``, ``efn`` and
+``particlenet`` (:mod:`stabletrain.jets.cloud_models`), the ``jets`` task,
+the ``.h5`` source, the detector effects, the cloud perturbations
+``particle``, ``particle-smear``, ``particle-jitter`` and ``particle-soft``
+(:mod:`stabletrain.jets.cloud_perturbations`) and the ``jets`` command.
 """
 
 from __future__ import annotations
 
-__all__ = ["register", "is_jet_source", "DETECTOR_EFFECTS"]
+__all__ = ["register", "is_jet_source", "CLOUD_MODELS", "CLOUD_PERTURBATIONS", "DETECTOR_EFFECTS"]
 
 #: Detector-effect distortion families and the classes that implement them.
 DETECTOR_EFFECTS = {"pileup": "Pileup", "smear": "Smear", "deadcells": "DeadCells", "threshold": "Threshold",
                     "shift": "Shift", "coarse": "Coarsen"}
+
+#: Particle-cloud taggers (``--model NAME`` with ``--task jets``) and the classes that implement them.
+CLOUD_MODELS = {"pfn": "ParticleFlowNetwork", "efn": "EnergyFlowNetwork", "particlenet": "ParticleNet"}
+#: Perturbations of particle clouds (``--cloud-noise NAME``) and the classes that implement them.
+CLOUD_PERTURBATIONS = {"particle": "ParticleNoise", "particle-smear": "ParticleSmear",
+                       "particle-jitter": "ParticleJitter", "particle-soft": "SoftInjection"}
 
 
 def is_jet_source(source: str) -> bool:
@@ -39,9 +50,13 @@ def load_jet_source(source: str, *, image_size: int | None, split_seed: int, tes
 
 def register() -> None:
     """Fill stabletrain's registries with the jets extension's entries (called once, from the entry point)."""
-    from ..registry import COMMANDS, DATA, DEMOS, DISTORTIONS, MODELS, TASKS
+    from ..registry import COMMANDS, DATA, DEMOS, DISTORTIONS, MODELS, PERTURBATIONS, TASKS
 
     MODELS.register("jet_cnn", "stabletrain.jets.tagging:JetTagger", override=True)
+    for name, cls in CLOUD_MODELS.items():
+        MODELS.register(name, f"stabletrain.jets.cloud_models:{cls}", override=True)
+    for name, cls in CLOUD_PERTURBATIONS.items():
+        PERTURBATIONS.register(name, f"stabletrain.jets.cloud_perturbations:{cls}", override=True)
     TASKS.register("jets", "stabletrain.jets.tagging:JetTaggingTask", override=True)
     DATA.register("jets", load_jet_source, predicate=is_jet_source, override=True)
     for family, cls in DETECTOR_EFFECTS.items():

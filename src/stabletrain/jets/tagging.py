@@ -156,44 +156,87 @@ def _pixel_stats(data: DataSplit) -> tuple[list[float], list[float]]:
 
 
 class JetTaggingTask(ClassificationTask):
-    """Signal-versus-background tagging of jet images; scored by test ROC AUC.
+    """Signal-versus-background tagging of jets, as images or as particle clouds; scored by test ROC AUC.
+
+    The model decides the input: ``jet_cnn`` (``--model small_cnn``, the
+    default) reads the files' jet images; a cloud tagger (``pfn``, ``efn``,
+    ``particlenet``, or any model factory with ``input_kind = 'cloud'``)
+    reads the stored constituents as clouds (:mod:`stabletrain.jets.clouds`),
+    in chunks from the HDF5 files, with the same train/test split.
 
     Args:
-        noise: the perturbation of the methods that add noise (``gaussian``,
-            ``gaussian-noisy``, ``stability``, ``jsd-gaussian``, ``consistency``): ``'relative'``
+        noise: the perturbation of jet images for the methods that add noise
+            (``gaussian``, ``gaussian-noisy``, ``stability``, ``jsd-gaussian``, ``consistency``): ``'relative'``
             (default; multiplicative on occupied cells, so a sparse image
             stays as sparse) or ``'gaussian'`` (additive on every cell); the
             method's ``sigma`` is its size (relative units, or TeV).
         jet_input: the input transform of the ``jet_cnn`` tagger: ``'log'``
             (default), ``'standardize'`` or ``'linear'``.
+        cloud_noise: the perturbation of particle clouds for the same
+            methods (:mod:`stabletrain.jets.cloud_perturbations`):
+            ``'particle'`` (default: one interaction's soft particles, pT
+            smearing of relative resolution ``sigma``, one-cell jitter),
+            ``'particle-smear'``, ``'particle-jitter'`` or ``'particle-soft'``.
 
-    ``--model small_cnn`` (the default) means the jet tagger ``jet_cnn`` here.
+    ``noise`` and ``jet_input`` apply to images only and ``cloud_noise`` to
+    clouds only; setting one for the other kind of model is an error.
+
+    Example:
+        >>> task = JetTaggingTask()
+        >>> task.is_cloud_model("pfn"), task.is_cloud_model("small_cnn")
+        (True, False)
     """
 
     name = "jets"
     metric = "test_auc"
     supplied_model_args = ("in_channels", "num_classes", "image_size", "input", "mean", "std")
 
-    def __init__(self, noise: str = "relative", jet_input: str = "log") -> None:
+    def __init__(self, noise: str = "relative", jet_input: str = "log", cloud_noise: str = "particle") -> None:
         from ..registry import PERTURBATIONS
+        from .cloud_perturbations import is_cloud_perturbation
 
-        if not isinstance(noise, str) or noise not in PERTURBATIONS:
-            raise StableTrainError(f"unknown noise model {noise!r}; known: {', '.join(PERTURBATIONS.names())}")
+        for option, value, clouds in (("noise", noise, False), ("cloud_noise", cloud_noise, True)):
+            if not isinstance(value, str) or value not in PERTURBATIONS:
+                raise StableTrainError(f"unknown {option} model {value!r}; known: "
+                                       f"{', '.join(self._noises(clouds))}")
+            if is_cloud_perturbation(PERTURBATIONS.get(value)) != clouds:
+                raise StableTrainError(f"{option} {value!r} perturbs {'images' if clouds else 'particle clouds'}; "
+                                       f"{option} takes {', '.join(self._noises(clouds))}")
         if jet_input not in JET_INPUTS:
             raise StableTrainError(f"unknown jet input transform {jet_input!r}; known: {', '.join(JET_INPUTS)}")
-        self.noise, self.jet_input = noise, jet_input
+        self.noise, self.jet_input, self.cloud_noise = noise, jet_input, cloud_noise
+
+    @staticmethod
+    def _noises(clouds: bool) -> list[str]:
+        from ..registry import PERTURBATIONS
+        from .cloud_perturbations import is_cloud_perturbation
+
+        return [n for n in PERTURBATIONS.names() if is_cloud_perturbation(PERTURBATIONS.get(n)) == clouds]
 
     def model_name(self, model: str) -> str:
         return "jet_cnn" if model in ("small_cnn", "jet_cnn") else model
+
+    def is_cloud_model(self, model: str) -> bool:
+        """Whether ``--model model`` takes particle clouds (its factory has ``input_kind = 'cloud'``)."""
+        from ..models.specs import model_factory
+        from .cloud_models import is_cloud_model
+
+        return is_cloud_model(model_factory(self.model_name(model)))
 
     def load_data(self, config: Any) -> DataSplit:
         from .data import load_jets
 
         if config.image_size is not None:
             raise StableTrainError("jet images keep their generated frame; drop --image-size for --task jets")
+        if self.is_cloud_model(config.model):
+            from .clouds import load_clouds
+
+            return load_clouds(config.data, split_seed=config.split_seed, test_fraction=config.test_fraction)
         return load_jets(config.data, split_seed=config.split_seed, test_fraction=config.test_fraction)
 
     def model_kwargs(self, config: Any, data: DataSplit) -> dict[str, Any]:
+        if self.is_cloud_model(config.model):
+            return {"num_classes": data.num_classes}
         if self.model_name(config.model) != "jet_cnn":
             return super().model_kwargs(config, data)
         kwargs: dict[str, Any] = {"in_channels": data.channels, "num_classes": data.num_classes,
@@ -203,18 +246,49 @@ class JetTaggingTask(ClassificationTask):
         return kwargs
 
     def objective(self, config: Any) -> Any:
+        import inspect
+
+        from ..objectives import build_objective, objective_factory
+
+        clouds = self.is_cloud_model(getattr(config, "model", "small_cnn"))
+        if clouds:
+            given = [f"{k} {v!r}" for k, v, d in (("noise", self.noise, "relative"),
+                                                  ("jet_input", self.jet_input, "log")) if v != d]
+            if given:
+                raise StableTrainError(f"{' and '.join(given)} {'are' if len(given) > 1 else 'is'} for jet images; "
+                                       f"the cloud tagger {config.model!r} takes --cloud-noise (now "
+                                       f"{self.cloud_noise!r}), not --noise or --jet-input")
+        elif self.cloud_noise != "particle":
+            raise StableTrainError(f"cloud_noise {self.cloud_noise!r} perturbs particle clouds; the image tagger "
+                                   f"{config.model!r} takes --noise (now {self.noise!r})")
         if config.method == "jsd":  # AugMix's views are image operations, meaningless for energy deposits
             raise StableTrainError("jsd takes AugMix views (rotations, posterize, solarize, ...), which have no "
                                    "physical meaning for calorimeter energies; use --method jsd-gaussian, which takes "
                                    "this task's detector noise")
-        return super().objective(config)
+        factory = objective_factory(config.method, self.objective_task)
+        target = factory.__init__ if inspect.isclass(factory) else factory
+        takes_noise = "perturbation" in inspect.signature(target).parameters
+        perturbation = self.perturbation(config.method_args, clouds=clouds) if takes_noise else None
+        return build_objective(config.method, task=self.objective_task, perturbation=perturbation,
+                               **config.method_args)
 
-    def perturbation(self, method_args: dict[str, Any]) -> nn.Module | None:
+    def perturbation(self, method_args: dict[str, Any], clouds: bool = False) -> nn.Module | None:
+        """The task's noise of size ``method_args['sigma']`` (None for a method without a sigma).
+
+        Example:
+            >>> JetTaggingTask().perturbation({"sigma": 0.1}, clouds=True)
+            ParticleNoise(
+              sigma=0.1
+              (soft): SoftInjection(sigma=1.0, particles=10, budget_gev=4.2, radius=1.0)
+              (smear): ParticleSmear(sigma=0.1)
+              (jitter): ParticleJitter(sigma=1.0, cell=0.1)
+            )
+        """
         from ..perturbations import build_perturbation
 
         if "sigma" not in method_args:
             return None
-        return build_perturbation(self.noise, method_args["sigma"])
+        return build_perturbation(self.cloud_noise if clouds else self.noise, method_args["sigma"])
 
     def evaluate(self, model: nn.Module, data: DataSplit) -> dict[str, float]:
         scores = tagger_scores(model, data.test.x)
@@ -224,7 +298,11 @@ class JetTaggingTask(ClassificationTask):
 
 
 def tagger_scores(model: nn.Module, x: torch.Tensor) -> np.ndarray:
-    """Signal probability of each image (softmax of the logits, class 1)."""
+    """Signal probability of each jet (softmax of the logits, class 1).
+
+    ``x`` is a tensor of images or clouds, or a lazy
+    :class:`~stabletrain.jets.clouds.CloudArray`, read a batch at a time.
+    """
     return predict_logits(model, x).softmax(1)[:, 1].double().numpy()
 
 
