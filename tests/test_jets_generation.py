@@ -243,3 +243,44 @@ def test_the_banner_fallback_redirects_the_c_level_stdout(tmp_path):
     loud = subprocess.run([sys.executable, "-c", code.replace("banner=False", "banner=True")],
                           capture_output=True, text=True)
     assert "FastJet release" in loud.stdout   # the check can see the banner when it is printed
+
+
+def test_a_reused_pythia_gives_each_chunk_exactly_what_a_fresh_one_gives():
+    from stabletrain.jets import generation
+
+    def chunk(seed):
+        return generation.generate_chunk("qcd", 80, seed, banner=False, init_seed=1234)
+
+    chunk(21)                      # the instance now carries the state of another chunk
+    reused = chunk(22)
+    generation._PYTHIAS.clear()
+    fresh = chunk(22)
+    assert reused.keys() == fresh.keys()
+    for name in reused:
+        np.testing.assert_array_equal(reused[name], fresh[name])
+    assert len(generation._PYTHIAS) == 1   # one initialization served both chunks
+
+
+def test_four_shards_hold_exactly_the_chunks_of_one_unsharded_run(tmp_path):
+    # by design a shard takes its own chunks' leading jets, so the shard files are not one unsharded file
+    # cut in four (they are read together as a list); what must hold is that chunk c is the same events and
+    # jets whichever job made it, and that the shards split n exactly without sharing a chunk
+    config = {"n": 40, "seed": 5, "chunk_events": 100}
+    generate_jets(GenerationConfig(**config), tmp_path / "all.h5", progress=False, keep_parts=True)
+    for i in range(4):
+        generate_jets(GenerationConfig(shard=(i, 4), **config), tmp_path / f"s{i}.h5", progress=False,
+                      keep_parts=True)
+    whole = {p.name: p for p in (tmp_path / "all.h5.parts").glob("*.npz")}
+    shards = {p.name: p for i in range(4) for p in (tmp_path / f"s{i}.h5.parts").glob("*.npz")}
+    common = sorted(set(whole) & set(shards))
+    assert "w-000000.npz" in common and "qcd-000000.npz" in common
+    for name in common:
+        with np.load(whole[name]) as a, np.load(shards[name]) as b:
+            assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files), name
+    metas = [_read(tmp_path / f"s{i}.h5")[1] for i in range(4)]
+    assert sum(sum(m["n_per_class"].values()) for m in metas) == 40
+    used = [c for m in metas for c in m["chunks"]["w"]]
+    assert len(used) == len(set(used)) and all(c % 4 == i for i, m in enumerate(metas) for c in m["chunks"]["w"])
+    data, _ = _read(tmp_path / "all.h5")
+    first, _ = _read(tmp_path / "s0.h5")
+    np.testing.assert_array_equal(first["jet_pt"][:5], data["jet_pt"][:5])   # shard 0's W jets lead chunk 0

@@ -13,6 +13,8 @@ from typing import Any
 from ..checks import StableTrainError
 from ..commands import Command, Demo
 
+_DEFAULT_POOL_EVENTS = 5000  # stabletrain.jets.events.DEFAULT_POOL_EVENTS, without importing NumPy code here
+
 __all__ = ["add_jet_demo_options", "add_jets_parser", "run_jet_demo_command", "run_jets_command", "COMMAND", "DEMO"]
 
 
@@ -50,12 +52,26 @@ def add_jets_parser(sub: Any) -> None:
     p.add_argument("--no-trim", action="store_true", help="keep the ungroomed jet (default: trim, R_sub 0.2, 5%%)")
     p.add_argument("--no-preprocess", action="store_true",
                    help="image around the jet axis only (default: centre, rotate and flip)")
+    g = p.add_argument_group("event-level pile-up (groomed with the jet; see stabletrain.jets.events)")
+    g.add_argument("--pileup", type=float, metavar="MU",
+                   help="add Poisson(MU) minimum-bias events to every hard event before clustering and trimming "
+                        "(default: none). The detector effect pileup-MU of 'jets evaluate' is the cheap "
+                        "image-space approximation, added after trimming")
+    g.add_argument("--pileup-pool-events", type=int, metavar="N",
+                   help=f"minimum-bias events in the cached pool the pile-up is drawn from "
+                        f"(default {_DEFAULT_POOL_EVENTS})")
+    g.add_argument("--pileup-pool-seed", type=int, metavar="S", help="seed of the pool (default 0)")
     p.add_argument("--keep-parts", action="store_true", help="keep the finished chunk files after writing")
     p.add_argument("--quiet", action="store_true")
 
-    p = commands.add_parser("pileup-pool", help="build (and cache) the pool of minimum-bias images for pileup-MU",
+    p = commands.add_parser("pileup-pool",
+                            help="build (and cache) the pool of minimum-bias images for the image-space "
+                                 "approximation pileup-MU",
                             description="Generates SoftQCD:nonDiffractive events and bins each in a jet-image frame "
-                                        "at a random (η, φ). Cached under $STABLETRAIN_CACHE.")
+                                        "at a random (η, φ), for the detector effect pileup-MU: the cheap "
+                                        "image-space approximation of pile-up, added to finished (trimmed) images. "
+                                        "For pile-up that the grooming acts on, use 'jets generate --pileup MU'. "
+                                        "Cached under $STABLETRAIN_CACHE.")
     p.add_argument("--events", type=_int_at_least(1), default=2000)
     p.add_argument("--seed", type=_int_at_least(0), default=0)
     p.add_argument("--out", help="also save the pool to this .npz (use it with --pileup-pool)")
@@ -100,6 +116,22 @@ def run_jet_demo_command(args: argparse.Namespace, log: Any) -> int:
     return 0
 
 
+def _event_pileup(args: argparse.Namespace) -> Any:
+    """The ``--pileup`` options as an :class:`~stabletrain.jets.events.EventPileup` (``None`` without pile-up)."""
+    from .events import DEFAULT_POOL_EVENTS, EventPileup
+
+    pool_options = [flag for flag, value in (("--pileup-pool-events", args.pileup_pool_events),
+                                             ("--pileup-pool-seed", args.pileup_pool_seed)) if value is not None]
+    if args.pileup is None:
+        if pool_options:
+            raise StableTrainError(f"{' and '.join(pool_options)} only appl{'y' if len(pool_options) > 1 else 'ies'} "
+                                   f"with --pileup MU")
+        return None
+    return EventPileup(mu=args.pileup,
+                       pool_events=DEFAULT_POOL_EVENTS if args.pileup_pool_events is None else args.pileup_pool_events,
+                       pool_seed=0 if args.pileup_pool_seed is None else args.pileup_pool_seed).validated()
+
+
 def _resolve_checkpoint(path: str) -> Path:
     p = Path(path)
     return p / "checkpoint.pt" if p.is_dir() else p
@@ -114,12 +146,14 @@ def run_jets_command(args: argparse.Namespace, log: Any) -> int:
         selection = Selection(pt_min=args.pt_min, pt_max=args.pt_max, eta_max=args.eta_max, trim=not args.no_trim)
         config = GenerationConfig(signal=args.signal, n=args.n, seed=args.seed, chunk_events=args.chunk_events,
                                   preprocess=not args.no_preprocess, shard=parse_shard(args.shard),
-                                  selection=selection)
+                                  selection=selection, pileup=_event_pileup(args))
         summary = generate_jets(config, args.out, workers=args.workers, progress=not args.quiet,
                                 keep_parts=args.keep_parts, log=log)
         print(f"wrote {summary['n']} jets to {summary['out']} in {summary['seconds']:.1f} s "
               f"({summary['jets_per_second']:.1f} jets/s, {summary['events_per_second']:.0f} events/s, pass fraction "
-              + ", ".join(f"{k} {v:.2f}" for k, v in summary["pass_fraction"].items()) + ")")
+              + ", ".join(f"{k} {v:.2f}" for k, v in summary["pass_fraction"].items()) + ")"
+              + (f"; event-level pile-up μ = {config.pileup.mu:g} from a pool of {config.pileup.pool_events} "
+                 f"events (seed {config.pileup.pool_seed})" if config.pileup is not None else ""))
         return 0
     if args.jets_command == "pileup-pool":
         import numpy as np

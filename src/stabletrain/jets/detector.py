@@ -5,8 +5,11 @@ join evaluation sweeps. Images are in units of :data:`PIXEL_UNIT_GEV`
 (TeV); parameters are in physical units:
 
 ==============  =====================================================================
-``pileup-MU``   add Poisson(MU) minimum-bias events, drawn from a cached pool of
-                pile-up images (pT images add linearly)
+``pileup-MU``   image-space pile-up, the cheap approximation: add Poisson(MU) minimum-bias
+                events, drawn from a cached pool of pile-up images (pT images add
+                linearly), to the finished (trimmed) jet images, so grooming never acts
+                on it. For event-level pile-up, added before clustering and trimming, see
+                ``stabletrain jets generate --pileup MU`` (:mod:`stabletrain.jets.events`)
 ``smear-A``     calorimeter resolution σ/E = A/√E ⊕ c (E = pT·cosh η in GeV, c = 5 %), per cell
 ``deadcells-F`` a fraction F of the cells, chosen at random per image, read zero
 ``threshold-T`` cells below T GeV read zero (noise suppression)
@@ -394,7 +397,11 @@ def pileup_pool() -> torch.Tensor:
 
 
 class Pileup(Distortion):
-    """Poisson(MU) minimum-bias events added to each image, drawn from the pile-up pool."""
+    """Image-space pile-up (the cheap approximation): Poisson(MU) pool images added to each finished image.
+
+    The images are added after trimming, so unlike event-level pile-up
+    (:mod:`stabletrain.jets.events`) no grooming removes any of it.
+    """
 
     family = "pileup"
 
