@@ -70,8 +70,10 @@ def survival_table(results: dict) -> str:
         verdicts = [cells[n]["verdict"] if n in cells else "not run" for n in norms]
         text = [f"{format_interval(cells[n]['difference'], cells[n]['low'], cells[n]['high'], signed=True)}, "
                 f"{cells[n]['verdict']}" if n in cells else "not run" for n in norms]
-        same = len(set(verdicts)) == 1 and verdicts[0] in ("held", "did not hold")
-        outcome = f"yes ({verdicts[0]})" if same else "no"
+        if len(set(verdicts)) == 1:
+            outcome = f"yes ({verdicts[0]})" if verdicts[0] in ("held", "did not hold") else f"{verdicts[0]} under each"
+        else:
+            outcome = "no: " + ", ".join(f"{v} with {n}" for n, v in zip(norms, verdicts))
         lines.append(f"| {arm} − {reference} | {spec} | " + " | ".join(text) + f" | {outcome} |")
     return "\n".join(lines)
 
