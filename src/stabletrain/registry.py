@@ -72,7 +72,7 @@ _plugins_loaded = False
 _plugin_status: dict[str, str] = {}
 
 #: Parameters of a factory that are objects handed in by code, never options of a config.
-NON_OPTIONS = frozenset({"self", "task_loss", "perturbation", "validate"})
+NON_OPTIONS = frozenset({"self", "task_loss", "perturbation", "attack", "validate"})
 
 
 def load_plugins(force: bool = False) -> dict[str, str]:

@@ -90,15 +90,26 @@ class Task:
         """The task's perturbation for methods that add noise, or None for the method's own Gaussian noise."""
         return None
 
+    def attack(self, method_args: dict[str, Any]) -> Any:
+        """The inner attack of the adversarial methods (``trades``, ``adversarial``, ``fgsm-adversarial``), or
+        None for their L∞ PGD in [0, 1] units (see :mod:`stabletrain.objectives.adversarial`).
+
+        A task whose inputs are not images in that sense (particle clouds,
+        say) returns an attack under its own constraints; the method's
+        ``adv_epsilon``, ``adv_steps`` and ``adv_step_size`` still reach it.
+        """
+        return None
+
     def objective(self, config: Any) -> Objective:
         """The training objective of ``config.method`` with ``config.method_args``."""
         import inspect
 
         factory = objective_factory(config.method, self.objective_task)
         target = factory.__init__ if inspect.isclass(factory) else factory
-        takes_noise = "perturbation" in inspect.signature(target).parameters
-        perturbation = self.perturbation(config.method_args) if takes_noise else None
-        return build_objective(config.method, task=self.objective_task, perturbation=perturbation,
+        parameters = inspect.signature(target).parameters
+        perturbation = self.perturbation(config.method_args) if "perturbation" in parameters else None
+        attack = self.attack(config.method_args) if "attack" in parameters else None
+        return build_objective(config.method, task=self.objective_task, perturbation=perturbation, attack=attack,
                                **config.method_args)
 
     def batches(self, data: DataSplit, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:

@@ -70,6 +70,8 @@ W_MASS = 80.4
 TOP_MASS = 172.5
 EFFICIENCIES = (0.3, 0.5)
 _GEV = 1.0 / PIXEL_UNIT_GEV
+#: The default angular budget (rad) of the attack cloud taggers are trained against: half a cell of the jet images.
+CLOUD_ATTACK_ANGLE = 0.05
 
 
 class JetTagger(nn.Module):
@@ -177,9 +179,20 @@ class JetTaggingTask(ClassificationTask):
             ``'particle'`` (default: one interaction's soft particles, pT
             smearing of relative resolution ``sigma``, one-cell jitter),
             ``'particle-smear'``, ``'particle-jitter'`` or ``'particle-soft'``.
+        cloud_attack_angle, cloud_attack_particles, cloud_attack_budget_gev:
+            the physical attack on particle clouds that the adversarial
+            methods (``adversarial``, ``trades``, ``fgsm-adversarial``)
+            train against (:class:`~stabletrain.jets.cloud_attacks.CloudAttack`):
+            their ``adv_epsilon`` is the relative pT change per particle,
+            and each particle may also move by ``cloud_attack_angle`` rad in
+            η and φ (default 0.05, half a cell of the jet images), with
+            ``cloud_attack_particles`` soft particles of
+            ``cloud_attack_budget_gev`` GeV in all injected (default none).
+            Image taggers keep the L∞ attack in TeV per cell.
 
-    ``noise`` and ``jet_input`` apply to images only and ``cloud_noise`` to
-    clouds only; setting one for the other kind of model is an error.
+    ``noise`` and ``jet_input`` apply to images only and ``cloud_noise`` and
+    ``cloud_attack_*`` to clouds only; setting one for the other kind of
+    model is an error.
 
     Example:
         >>> task = JetTaggingTask()
@@ -191,8 +204,11 @@ class JetTaggingTask(ClassificationTask):
     metric = "test_auc"
     supplied_model_args = ("in_channels", "num_classes", "image_size", "input", "mean", "std")
 
-    def __init__(self, noise: str = "relative", jet_input: str = "log", cloud_noise: str = "particle") -> None:
+    def __init__(self, noise: str = "relative", jet_input: str = "log", cloud_noise: str = "particle",
+                 cloud_attack_angle: float = CLOUD_ATTACK_ANGLE, cloud_attack_particles: int = 0,
+                 cloud_attack_budget_gev: float = 0.0) -> None:
         from ..registry import PERTURBATIONS
+        from .cloud_attacks import CloudAttack
         from .cloud_perturbations import is_cloud_perturbation
 
         for option, value, clouds in (("noise", noise, False), ("cloud_noise", cloud_noise, True)):
@@ -205,6 +221,8 @@ class JetTaggingTask(ClassificationTask):
         if jet_input not in JET_INPUTS:
             raise StableTrainError(f"unknown jet input transform {jet_input!r}; known: {', '.join(JET_INPUTS)}")
         self.noise, self.jet_input, self.cloud_noise = noise, jet_input, cloud_noise
+        self.cloud_attack = CloudAttack(angle=cloud_attack_angle, particles=cloud_attack_particles,
+                                        budget_gev=cloud_attack_budget_gev)
 
     @staticmethod
     def _noises(clouds: bool) -> list[str]:
@@ -261,16 +279,36 @@ class JetTaggingTask(ClassificationTask):
         elif self.cloud_noise != "particle":
             raise StableTrainError(f"cloud_noise {self.cloud_noise!r} perturbs particle clouds; the image tagger "
                                    f"{config.model!r} takes --noise (now {self.noise!r})")
+        else:
+            attack = self.cloud_attack
+            given = [f"cloud_attack_{k} {v!r}" for k, v, d in (("angle", attack.angle, CLOUD_ATTACK_ANGLE),
+                                                               ("particles", attack.particles, 0),
+                                                               ("budget_gev", attack.budget_gev, 0.0)) if v != d]
+            if given:
+                raise StableTrainError(f"{' and '.join(given)} {'are' if len(given) > 1 else 'is'} for particle "
+                                       f"clouds; the image tagger {config.model!r} is attacked in TeV per cell "
+                                       f"(adv_epsilon)")
         if config.method == "jsd":  # AugMix's views are image operations, meaningless for energy deposits
             raise StableTrainError("jsd takes AugMix views (rotations, posterize, solarize, ...), which have no "
                                    "physical meaning for calorimeter energies; use --method jsd-gaussian, which takes "
                                    "this task's detector noise")
         factory = objective_factory(config.method, self.objective_task)
         target = factory.__init__ if inspect.isclass(factory) else factory
-        takes_noise = "perturbation" in inspect.signature(target).parameters
-        perturbation = self.perturbation(config.method_args, clouds=clouds) if takes_noise else None
-        return build_objective(config.method, task=self.objective_task, perturbation=perturbation,
+        parameters = inspect.signature(target).parameters
+        perturbation = self.perturbation(config.method_args, clouds=clouds) if "perturbation" in parameters else None
+        attack = self.attack(config.method_args, clouds=clouds) if "attack" in parameters else None
+        return build_objective(config.method, task=self.objective_task, perturbation=perturbation, attack=attack,
                                **config.method_args)
+
+    def attack(self, method_args: dict[str, Any], clouds: bool = False) -> Any:
+        """The inner attack of the adversarial methods: the physical cloud attack for cloud taggers, else None
+        (the methods' L∞ attack on the images, in TeV per cell).
+
+        Example:
+            >>> JetTaggingTask(cloud_attack_particles=3, cloud_attack_budget_gev=4.2).attack({}, clouds=True)
+            CloudAttack(angle=0.05, particles=3, budget_gev=4.2, radius=1.0)
+        """
+        return self.cloud_attack if clouds else None
 
     def perturbation(self, method_args: dict[str, Any], clouds: bool = False) -> nn.Module | None:
         """The task's noise of size ``method_args['sigma']`` (None for a method without a sigma).

@@ -37,9 +37,18 @@ noisy``         only
 gaussian``
 ``trades``      trades_beta (6), adv_epsilon, adv_steps, adv_step_size :mod:`.consistency`
 ``adversarial`` adv_epsilon (0.031), adv_steps (10), adv_step_size    :mod:`.consistency`
+``fgsm-         adv_epsilon (0.031), adv_weight (0.5), batching        :mod:`.adversarial`
+adversarial``   (concat), bn_stats (both): clean and FGSM copies
+                (Stein et al. 2022)
 ``consistency`` sigma (0.25), consistency_copies (2),                 :mod:`.consistency`
                 consistency_lambda (20), consistency_eta (0.5)
 =============== ===================================================== ===========================
+
+``trades``, ``adversarial`` and ``fgsm-adversarial`` take an ``attack``
+handed in by code (like ``perturbation``, not an option): the inner attack
+that finds their training examples, L∞ PGD in [0, 1] units unless the task
+provides its own (:meth:`stabletrain.tasks.Task.attack`; see
+:mod:`stabletrain.objectives.adversarial`).
 """
 
 from __future__ import annotations
@@ -63,6 +72,7 @@ from ..registry import OBJECTIVES, check_options, factory_options
 from .base import BATCHINGS, BN_STATS, Objective, bn_running_stats_frozen, resolve_batching, two_copy_forward
 from .classification import (DEFAULT_ALPHA, DEFAULT_SIGMA, GaussianAugmentation, NoisyOnlyAugmentation, PlainObjective,
                              StabilityObjective)
+from .adversarial import FGSMAdversarialObjective, InnerAttack, LinfAttack
 from .consistency import AdversarialObjective, ConsistencyObjective, JSDObjective, TradesObjective
 from .ranking import TRIPLET_METHODS, TripletObjective
 
@@ -70,7 +80,8 @@ __all__ = [
     "stability_kl", "StabilityKLLoss", "feature_distance", "embedding_stability", "EmbeddingStabilityLoss",
     "triplet_ranking_loss", "TripletRankingLoss", "DISTANCES",
     "Objective", "PlainObjective", "GaussianAugmentation", "NoisyOnlyAugmentation", "StabilityObjective", "TripletObjective",
-    "JSDObjective", "TradesObjective", "AdversarialObjective", "ConsistencyObjective",
+    "JSDObjective", "TradesObjective", "AdversarialObjective", "ConsistencyObjective", "FGSMAdversarialObjective",
+    "InnerAttack", "LinfAttack",
     "build_objective", "register_objective", "available_methods", "method_options", "objective_factory",
     "bn_running_stats_frozen", "resolve_batching", "two_copy_forward", "BATCHINGS", "BN_STATS",
     "DEFAULT_ALPHA", "DEFAULT_SIGMA", "OBJECTIVE_TASKS",
@@ -124,13 +135,15 @@ def method_options(method: str, task: str = "classification") -> dict[str, Any]:
 
 
 def build_objective(method: str, *, task: str = "classification", task_loss: nn.Module | None = None,
-                    perturbation: nn.Module | None = None, **options: Any) -> Objective:
+                    perturbation: nn.Module | None = None, attack: InnerAttack | None = None,
+                    **options: Any) -> Objective:
     """Build a training objective by name, with the method's own defaults for what is not given.
 
     ``task='similarity'`` gives the triplet-ranking versions, which take
     ``B×3×C×H×W`` triplet batches. ``perturbation`` replaces the Gaussian
-    noise of the methods that take one. An option the method does not take
-    is an error, never silently ignored.
+    noise of the methods that take one, ``attack`` the L∞ inner attack of
+    the adversarial methods (:mod:`stabletrain.objectives.adversarial`). An
+    option the method does not take is an error, never silently ignored.
 
     Example:
         >>> build_objective("stability", alpha=0.1, sigma=0.05).hyperparameters()["alpha"]
@@ -147,6 +160,10 @@ def build_objective(method: str, *, task: str = "classification", task_loss: nn.
         if "perturbation" not in _parameters(factory):
             raise StableTrainError(f"method {method!r} adds no noise, so it takes no perturbation")
         extra["perturbation"] = perturbation
+    if attack is not None:
+        if "attack" not in _parameters(factory):
+            raise StableTrainError(f"method {method!r} runs no inner attack, so it takes no attack")
+        extra["attack"] = attack
     return factory(**extra, **options)
 
 
@@ -183,15 +200,31 @@ def jsd_gaussian(task_loss: nn.Module | None = None, sigma: float = 0.1, jsd_lam
 
 
 def trades(task_loss: nn.Module | None = None, trades_beta: float = 6.0, adv_epsilon: float = 0.031,
-           adv_steps: int = 10, adv_step_size: float = 0.007) -> TradesObjective:
-    """TRADES with the reference defaults (β = 6, ε = 0.031, 10 steps of 0.007)."""
-    return TradesObjective(task_loss, beta=trades_beta, epsilon=adv_epsilon, steps=adv_steps, step_size=adv_step_size)
+           adv_steps: int = 10, adv_step_size: float = 0.007, attack: InnerAttack | None = None) -> TradesObjective:
+    """TRADES with the reference defaults (β = 6, ε = 0.031, 10 steps of 0.007); ``attack``: the task's inner attack."""
+    return TradesObjective(task_loss, beta=trades_beta, epsilon=adv_epsilon, steps=adv_steps, step_size=adv_step_size,
+                           attack=attack)
 
 
 def adversarial(task_loss: nn.Module | None = None, adv_epsilon: float = 0.031, adv_steps: int = 10,
-                adv_step_size: float = 0.007) -> AdversarialObjective:
-    """Madry PGD training (ε = 0.031, 10 steps of 0.007)."""
-    return AdversarialObjective(task_loss, epsilon=adv_epsilon, steps=adv_steps, step_size=adv_step_size)
+                adv_step_size: float = 0.007, attack: InnerAttack | None = None) -> AdversarialObjective:
+    """Madry PGD training (ε = 0.031, 10 steps of 0.007); ``attack``: the task's inner attack."""
+    return AdversarialObjective(task_loss, epsilon=adv_epsilon, steps=adv_steps, step_size=adv_step_size,
+                                attack=attack)
+
+
+def fgsm_adversarial(task_loss: nn.Module | None = None, adv_epsilon: float = 0.031, adv_weight: float = 0.5,
+                     batching: str = "concat", bn_stats: str = "both",
+                     attack: InnerAttack | None = None) -> FGSMAdversarialObjective:
+    """FGSM adversarial training mixed with clean examples (Stein et al. 2022; see
+    :class:`~stabletrain.objectives.adversarial.FGSMAdversarialObjective`): ε = 0.031, weight 0.5.
+
+    Example:
+        >>> build_objective("fgsm-adversarial", adv_epsilon=0.01).hyperparameters()["adv_weight"]
+        0.5
+    """
+    return FGSMAdversarialObjective(task_loss, epsilon=adv_epsilon, adv_weight=adv_weight, attack=attack,
+                                    batching=batching, bn_stats=bn_stats)
 
 
 def consistency(task_loss: nn.Module | None = None, sigma: float = 0.25, consistency_copies: int = 2,
@@ -234,6 +267,7 @@ register_objective("jsd", jsd)
 register_objective("jsd-gaussian", jsd_gaussian)
 register_objective("trades", trades)
 register_objective("adversarial", adversarial)
+register_objective("fgsm-adversarial", fgsm_adversarial)
 register_objective("consistency", consistency)
 for _method in TRIPLET_METHODS:
     register_objective(_method, _triplet(_method), task="similarity")

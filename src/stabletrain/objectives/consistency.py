@@ -36,7 +36,8 @@ from torch import nn
 from ..augmix import AugMix
 from ..checks import StableTrainError, check_nonnegative
 from ..losses import consistency_regularizer, js_divergence, stability_kl
-from ..perturbations import GaussianNoise, rand_like, randn_like
+from ..perturbations import GaussianNoise
+from .adversarial import InnerAttack, LinfAttack, check_attack
 from .base import Objective
 
 __all__ = ["JSDObjective", "TradesObjective", "AdversarialObjective", "ConsistencyObjective"]
@@ -103,7 +104,8 @@ class TradesObjective(Objective):
     ``x_adv`` starts at ``x + 0.001·N(0, 1)`` and takes ``steps`` L∞ PGD steps
     of ``step_size`` that increase the KL to the (fixed) clean prediction,
     with the model in eval mode. Gradients of the outer loss reach both the
-    clean and the adversarial branch, as in the reference code.
+    clean and the adversarial branch, as in the reference code. ``attack``
+    replaces the L∞ PGD (see :mod:`stabletrain.objectives.adversarial`).
 
     Example:
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
@@ -115,8 +117,10 @@ class TradesObjective(Objective):
     method = "trades"
 
     def __init__(self, task_loss: nn.Module | Callable | None = None, beta: float = 6.0, epsilon: float = 0.031,
-                 steps: int = 10, step_size: float = 0.007, validate: bool = True) -> None:
+                 steps: int = 10, step_size: float = 0.007, validate: bool = True,
+                 attack: InnerAttack | None = None) -> None:
         super().__init__(task_loss, validate)
+        self.attack = check_attack(attack) if attack is not None else LinfAttack()
         self.beta = check_nonnegative(beta, "trades beta")
         self.epsilon = check_nonnegative(epsilon, "adversarial epsilon")
         self.step_size = check_nonnegative(step_size, "adversarial step size")
@@ -125,14 +129,13 @@ class TradesObjective(Objective):
         self.steps = int(steps)
 
     def adversarial(self, model: nn.Module, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        from ..attacks import maximize_loss
         from ..devices import eval_mode
 
         with torch.no_grad(), eval_mode(model):
             clean_logits = model(x)
-        start = x + 0.001 * randn_like(x, generator)
-        return maximize_loss(model, x, lambda logits: stability_kl(clean_logits, logits, reduction="sum"),
-                             epsilon=self.epsilon, steps=self.steps, step_size=self.step_size, start=start)
+        return self.attack(model, x, lambda logits: stability_kl(clean_logits, logits, reduction="sum"),
+                           epsilon=self.epsilon, steps=self.steps, step_size=self.step_size, start="normal",
+                           generator=generator)
 
     def forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                 generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
@@ -153,6 +156,10 @@ class TradesObjective(Objective):
 class AdversarialObjective(Objective):
     """PGD adversarial training (Madry et al., 2018): the task loss on L∞ PGD examples.
 
+    The examples come from ``attack`` (default :class:`~stabletrain.objectives.adversarial.LinfAttack`,
+    L∞ PGD from a uniform random start in the ε-box); a task hands in its own
+    (the jets task: the physical attack on particle clouds).
+
     Example:
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
         >>> out = AdversarialObjective(steps=2)(model, torch.rand(3, 1, 2, 2), torch.tensor([0, 1, 1]))
@@ -163,8 +170,9 @@ class AdversarialObjective(Objective):
     method = "adversarial"
 
     def __init__(self, task_loss: nn.Module | Callable | None = None, epsilon: float = 0.031, steps: int = 10,
-                 step_size: float = 0.007, validate: bool = True) -> None:
+                 step_size: float = 0.007, validate: bool = True, attack: InnerAttack | None = None) -> None:
         super().__init__(task_loss, validate)
+        self.attack = check_attack(attack) if attack is not None else LinfAttack()
         self.epsilon = check_nonnegative(epsilon, "adversarial epsilon")
         self.step_size = check_nonnegative(step_size, "adversarial step size")
         if int(steps) < 1:
@@ -173,13 +181,10 @@ class AdversarialObjective(Objective):
 
     def forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                 generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        from ..attacks import maximize_loss
-
         self._check(x)
-        uniform = rand_like(x, generator)
-        start = x + (uniform * 2 - 1) * self.epsilon
-        x_adv = maximize_loss(model, x, lambda logits: F.cross_entropy(logits, y, reduction="sum"),
-                              epsilon=self.epsilon, steps=self.steps, step_size=self.step_size, start=start)
+        x_adv = self.attack(model, x, lambda logits: F.cross_entropy(logits, y, reduction="sum"),
+                            epsilon=self.epsilon, steps=self.steps, step_size=self.step_size, start="uniform",
+                            generator=generator)
         output = model(x_adv)
         task = self.task_loss(output, y)
         return {"loss": task, "output": output, "task_loss": task.detach()}
