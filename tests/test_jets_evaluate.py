@@ -1,4 +1,4 @@
-"""``stabletrain jets evaluate``: only detector effects, and smear-A with each jet's η."""
+"""``stabletrain jets evaluate``: only detector effects, smear-A with each jet's η, and cloud taggers under cloud effects."""
 
 import json
 import warnings
@@ -55,7 +55,7 @@ def test_jets_evaluate_smears_with_the_jets_eta(jet_file, plain_run, tmp_path):
     # the mass window under smear-2, as the command must compute it: with each jet's η, and not with η = 0
     keys = ("auc", "rejection_30", "rejection_50")
     cli = next(tuple(r[k] for k in keys) for r in rows if r["model"] == "mass-window" and r["distortion"] == "smear-2")
-    test = load_jets(str(jet_file)).test
+    test = load_jets(str(jet_file)).test.in_memory()
     with jet_eta(test.eta_map, ImageSpec()):
         with_eta = evaluate_taggers({}, test, ["smear-2"], seed=0, progress=False)[-1]
     with pytest.warns(UserWarning, match="no jet η"):
@@ -88,3 +88,129 @@ def test_jets_evaluate_reports_intervals_and_counts(plain_run, tmp_path, capsys)
         header = next(csv.reader(f))
     assert {"auc_low", "auc_high", "passed_30", "passed_50", "rejection_30_low", "rejection_50_high", "signal",
             "background"} <= set(header)
+
+
+# ---- cloud taggers (pfn, efn, particlenet): the detector effects on particles, on a small file without Pythia
+
+def write_both(path, n=64, k=12, seed=0):
+    """A jet file with constituents and the images binned from them (around the jet axis), labels and axes."""
+    import h5py
+    import numpy as np
+
+    from stabletrain.jets.images import ImageSpec, pixelize
+
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    counts = rng.integers(4, k + 1, n)
+    c = np.zeros((n, k, 3), dtype=np.float32)
+    images = np.zeros((n, 25, 25), dtype=np.float32)
+    jet_eta, jet_phi = rng.uniform(-1.5, 1.5, n), rng.uniform(-3, 3, n)
+    for i, m in enumerate(counts):
+        spread = 0.15 if labels[i] else 0.35   # signal narrower, so taggers have something to learn
+        c[i, :m, 0] = np.sort(rng.exponential(20.0, m))[::-1] + 0.5
+        c[i, :m, 1] = jet_eta[i] + rng.normal(0, spread, m)
+        c[i, :m, 2] = jet_phi[i] + rng.normal(0, spread, m)
+        images[i] = pixelize(c[i, :m, 0], c[i, :m, 1] - jet_eta[i], c[i, :m, 2] - jet_phi[i], ImageSpec())
+    meta = {"format": "stabletrain.jets/1", "signal": "w", "background": "qcd", "classes": ["qcd", "w"],
+            "image": {"pixels": 25, "half_width": 1.25}, "selection": {"radius": 1.0}, "preprocess": False}
+    with h5py.File(path, "w") as f:
+        d = f.create_dataset("constituents", data=c, chunks=(8, k, 3), compression="gzip")
+        d.attrs["columns"] = ["pt", "eta", "phi"]
+        f.create_dataset("images", data=images, chunks=(8, 25, 25), compression="gzip")
+        f.create_dataset("n_constituents", data=counts.astype(np.int32))
+        f.create_dataset("jet_eta", data=jet_eta.astype(np.float32))
+        f.create_dataset("jet_phi", data=jet_phi.astype(np.float32))
+        f.create_dataset("label", data=labels.astype(np.int8))
+        f.attrs["format"] = "stabletrain.jets/1"
+        f.attrs["metadata"] = json.dumps(meta)
+
+
+@pytest.fixture(scope="module")
+def cloud_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("jets-evaluate-clouds")
+    data = root / "both.h5"
+    write_both(data)
+    runs = {}
+    for model in ("pfn", "small_cnn"):
+        runs[model] = root / model
+        assert main(["train", "--task", "jets", "--data", str(data), "--model", model, "--method", "plain",
+                     "--epochs", "1", "--width", "4", "--batch-size", "16", "--out", str(runs[model]),
+                     "--quiet"]) == 0
+    return data, runs
+
+
+CLOUD_SPECS = "cloud_smear-1,cloud_threshold-2,cloud_deadcells-0.1,cloud_pileup-2,cloud_shift-1"
+
+
+def test_jets_evaluate_sweeps_cloud_taggers_with_the_image_report(cloud_runs, tmp_path, capsys):
+    from stabletrain.jets.cloud_detector import evaluate_cloud_taggers
+    from stabletrain.jets.clouds import load_clouds
+    from stabletrain.training import load_model
+
+    data, runs = cloud_runs
+    out = tmp_path / "eval"
+    capsys.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["jets", "evaluate", str(runs["pfn"]), "--distortions", CLOUD_SPECS, "--out", str(out),
+                     "--quiet"]) == 0
+    assert not [w for w in caught if "no jet η" in str(w.message)]   # the jet axes' η reached cloud_smear-A
+    printed = capsys.readouterr().out
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["input"] == "clouds"
+    counts = saved["test_counts"]
+    assert f"on the {counts['signal'] + counts['background']} test jets ({counts['signal']} signal, " \
+           f"{counts['background']} background)" in printed
+    rows = saved["rows"]
+    assert {(r["model"], r["distortion"]) for r in rows} == {(m, s) for m in ("mass-window", "pfn")
+                                                              for s in ["clean", *CLOUD_SPECS.split(",")]}
+    for r in rows:
+        assert (r["signal"], r["background"]) == (counts["signal"], counts["background"])
+        assert r["auc_low"] <= r["auc"] <= r["auc_high"]
+        assert r["rejection_30"] == pytest.approx(r["background"] / max(r["passed_30"], 1))
+        assert f"AUC {r['auc']:.3f} [{r['auc_low']:.3f}, {r['auc_high']:.3f}]" in printed
+    assert f"of {counts['background']} bkg" in printed and (out / "results.csv").exists()
+    # the numbers are the library's, with each jet's axis η
+    model, _ = load_model(runs["pfn"] / "checkpoint.pt")
+    direct = evaluate_cloud_taggers({"pfn": model}, load_clouds(str(data)).test, CLOUD_SPECS.split(","), seed=0,
+                                    progress=False)
+    assert [(r["model"], r["distortion"], r["auc"], r["rejection_50"]) for r in direct] == \
+        [(r["model"], r["distortion"], r["auc"], r["rejection_50"]) for r in rows]
+
+
+def test_jets_evaluate_default_sweep_on_a_cloud_tagger(cloud_runs, tmp_path):
+    from stabletrain.jets.cloud_detector import cloud_detector_sweep
+
+    _data, runs = cloud_runs
+    assert main(["jets", "evaluate", str(runs["pfn"]), "--out", str(tmp_path / "e"), "--quiet"]) == 0
+    rows = json.loads((tmp_path / "e" / "results.json").read_text())["rows"]
+    assert {r["distortion"] for r in rows} == {"clean", *cloud_detector_sweep()}
+
+
+def test_jets_evaluate_refuses_effects_for_the_other_kind_of_tagger(cloud_runs, tmp_path, capsys):
+    _data, runs = cloud_runs
+    cases = [(runs["pfn"], "smear-1", "'smear-1' is a detector effect on jet images"),
+             (runs["pfn"], "coarse-3", "no analogue on particle clouds"),
+             (runs["small_cnn"], "cloud_threshold-2", "'cloud_threshold-2' is a detector effect on particle clouds"),
+             (runs["pfn"], "jpeg-50", "'jpeg-50' is not a detector effect")]
+    for run, spec, message in cases:
+        capsys.readouterr()
+        assert main(["jets", "evaluate", str(run), "--distortions", spec, "--out", str(tmp_path / spec),
+                     "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("stabletrain: error: ") and message in err and err.count("\n") == 1, err
+        assert "Traceback" not in err and not (tmp_path / spec / "results.json").exists()
+    capsys.readouterr()
+    assert main(["jets", "evaluate", str(runs["pfn"]), str(runs["small_cnn"]), "--distortions", "clean",
+                 "--out", str(tmp_path / "mixed"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "mix cloud taggers (pfn) and image taggers (small_cnn)" in err and err.count("\n") == 1
+
+
+def test_jets_evaluate_image_taggers_read_the_same_file(cloud_runs, tmp_path):
+    _data, runs = cloud_runs
+    assert main(["jets", "evaluate", str(runs["small_cnn"]), "--distortions", "smear-1,deadcells-0.1",
+                 "--out", str(tmp_path / "e"), "--quiet"]) == 0
+    saved = json.loads((tmp_path / "e" / "results.json").read_text())
+    assert saved["input"] == "images" and {r["distortion"] for r in saved["rows"]} == {"clean", "smear-1",
+                                                                                       "deadcells-0.1"}

@@ -84,8 +84,12 @@ def add_jets_parser(sub: Any) -> None:
                                         "background jets passing its cut and its exact 95 %% interval.")
     p.add_argument("checkpoints", nargs="+", help="checkpoint.pt files or run folders of task-jets models")
     p.add_argument("--data", help="jet file(s) to evaluate on (default: each checkpoint's data)")
-    p.add_argument("--distortions", help="comma-separated detector effects (default: the full detector sweep)")
-    p.add_argument("--pileup-pool", help=".npz pile-up pool (default: the cached pool)")
+    p.add_argument("--distortions",
+                   help="comma-separated detector effects (default: the full detector sweep). Image taggers take "
+                        "pileup-MU, smear-A, deadcells-F, threshold-T, shift-K, coarse-G; cloud taggers (pfn, efn, "
+                        "particlenet) their analogues on particles: cloud_pileup-MU, cloud_smear-A, "
+                        "cloud_deadcells-F, cloud_threshold-T, cloud_shift-K")
+    p.add_argument("--pileup-pool", help=".npz pile-up pool of image taggers' pileup-MU (default: the cached pool)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     p.add_argument("--quiet", action="store_true")
@@ -173,41 +177,81 @@ def run_jets_command(args: argparse.Namespace, log: Any) -> int:
     return _evaluate(args, log)
 
 
+def _checkpoint_kind(model: Any, checkpoint: dict) -> str:
+    """``'cloud'`` for a particle-cloud tagger, ``'image'`` for a jet-image tagger."""
+    cloud = getattr(model, "input_kind", None) == "cloud" or (checkpoint.get("data") or {}).get("input") == "clouds"
+    return "cloud" if cloud else "image"
+
+
 def _evaluate(args: argparse.Namespace, log: Any) -> int:
     from ..files import write_csv, write_json
     from ..reports import plot_severity_curves
     from ..training import load_model
-    from .data import load_jets
     from .detector import check_detector_specs, detector_sweep, jet_eta, set_pileup_pool
-    from .images import ImageSpec
-    from .tagging import describe_counts, evaluate_taggers, format_auc, format_rejection
+    from .tagging import TOP_MASS, W_MASS, describe_counts, format_auc, format_rejection
 
     # only detector effects (not image distortions such as jpeg-50), checked before anything is loaded
-    specs = check_detector_specs(args.distortions.split(",")) if args.distortions else detector_sweep()
-    models, data_source = {}, args.data
+    given = args.distortions.split(",") if args.distortions else None
+    if given is not None:
+        check_detector_specs(given, kind=None)
+    models, kinds, data_source, split = {}, {}, args.data, None
     for path in args.checkpoints:
         model, checkpoint = load_model(_resolve_checkpoint(path))
-        if checkpoint["config"].get("task") != "jets":
-            raise StableTrainError(f"{path} is not a jet tagger (task {checkpoint['config'].get('task')!r})")
+        config = checkpoint["config"]
+        if config.get("task") != "jets":
+            raise StableTrainError(f"{path} is not a jet tagger (task {config.get('task')!r})")
         name = Path(path).parent.name if Path(path).suffix == ".pt" else Path(path).name
-        models[name or checkpoint["config"]["method"]] = model
-        data_source = data_source or checkpoint["config"]["data"]
-    if args.pileup_pool:
-        set_pileup_pool(args.pileup_pool)
-    data = load_jets(data_source)
-    with jet_eta(data.test.eta_map, ImageSpec(**data.info["image"])):  # smear-A needs each cell's E = pT·cosh η
-        rows = evaluate_taggers(models, data.test, specs, seed=args.seed, progress=not args.quiet)
+        name = name or config["method"]
+        models[name], kinds[name] = model, _checkpoint_kind(model, checkpoint)
+        data_source = data_source or config["data"]
+        this_split = (int(config.get("split_seed", 0)), float(config.get("test_fraction", 0.2)))
+        if split is not None and this_split != split:
+            raise StableTrainError(f"{path} was trained on another train/test split (split_seed, test_fraction "
+                                   f"{this_split}) than the first checkpoint ({split}); evaluate them separately")
+        split = this_split
+    if len(set(kinds.values())) > 1:
+        clouds = [n for n, k in kinds.items() if k == "cloud"]
+        images = [n for n, k in kinds.items() if k == "image"]
+        raise StableTrainError(f"the checkpoints mix cloud taggers ({', '.join(clouds)}) and image taggers "
+                               f"({', '.join(images)}); their detector effects differ, so evaluate them separately")
+    kind = next(iter(kinds.values()))
+    split_seed, test_fraction = split if split is not None else (0, 0.2)
+    if kind == "cloud":
+        from .cloud_detector import cloud_detector_sweep, evaluate_cloud_taggers
+        from .clouds import load_clouds
+
+        specs = check_detector_specs(given, kind="cloud") if given is not None else cloud_detector_sweep()
+        if args.pileup_pool:
+            raise StableTrainError("--pileup-pool is the pool of minimum-bias images for image taggers; cloud "
+                                   "taggers get cloud_pileup-MU's soft particles")
+        data = load_clouds(data_source, split_seed=split_seed, test_fraction=test_fraction)
+        mass = TOP_MASS if data.info.get("signal") == "top" else W_MASS
+        rows = evaluate_cloud_taggers(models, data.test, specs, seed=args.seed, mass=mass, progress=not args.quiet)
+    else:
+        from .data import load_jets
+        from .images import ImageSpec
+        from .tagging import evaluate_taggers
+
+        specs = check_detector_specs(given, kind="image") if given is not None else detector_sweep()
+        if args.pileup_pool:
+            set_pileup_pool(args.pileup_pool)
+        data = load_jets(data_source, split_seed=split_seed, test_fraction=test_fraction)
+        test = data.test.in_memory()  # the sweep distorts the test jets whole; training reads the files lazily
+        mass = TOP_MASS if data.info.get("signal") == "top" else W_MASS
+        with jet_eta(test.eta_map, ImageSpec(**data.info["image"])):  # smear-A needs each cell's E = pT·cosh η
+            rows = evaluate_taggers(models, test, specs, seed=args.seed, mass=mass, progress=not args.quiet)
     out = Path(args.out)
     labels = data.test.y
     counts = {"signal": int((labels == 1).sum()), "background": int((labels == 0).sum())}
     write_csv(out / "results.csv", rows)
-    write_json(out / "results.json", {"data": data_source, "test_counts": counts, "rows": rows})
+    write_json(out / "results.json", {"data": data_source, "input": "clouds" if kind == "cloud" else "images",
+                                      "test_counts": counts, "rows": rows})
     plot_severity_curves([{**r, "accuracy": r["auc"]} for r in rows], out / "plots", "accuracy",
                          title_prefix="ROC AUC (%) under ")
     print(f"on the {describe_counts(counts['signal'], counts['background'])}: AUC [95 % DeLong interval]; "
           f"R50, R30 = 1/ε_B at ε_S = 50 %, 30 % [95 % exact interval] (background jets passing the cut)")
     for r in rows:
-        print(f"{r['model']:>12} {r['distortion']:>16}  AUC {format_auc(r)}  R50 {format_rejection(r, 50)}  "
+        print(f"{r['model']:>12} {r['distortion']:>20}  AUC {format_auc(r)}  R50 {format_rejection(r, 50)}  "
               f"R30 {format_rejection(r, 30)}")
     print(f"\nwrote {out / 'results.json'} and {out / 'results.csv'}")
     return 0

@@ -64,10 +64,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
 from ..checks import StableTrainError
 from ..data import DataSplit, ImageDataset, stratified_split
-from .data import _JETS_FORMAT, PIXEL_UNIT_GEV, expand_paths, read_jets
+from .data import _JETS_FORMAT, DEFAULT_CACHE_MB, PIXEL_UNIT_GEV, H5Rows, expand_paths, open_h5, read_jets
 
 __all__ = [
     "CLOUD_COLUMNS",
@@ -92,8 +93,6 @@ CLOUD_COLUMNS = ("mask", "eta", "phi", "pt")
 CLOUD_HALF_WIDTH = 2.0
 #: log pT is taken of ``max(pT, PT_FLOOR_GEV)`` (stored constituents go down to 1e-12 GeV; smearing reaches 0).
 PT_FLOOR_GEV = 0.01
-#: h5py chunk cache per open file (MiB): 64 MiB holds 170 of the generator's chunks of 256 jets × 128 slots.
-DEFAULT_CACHE_MB = 64
 _MASK, _ETA, _PHI, _PT = range(4)
 
 
@@ -252,35 +251,16 @@ def encode_clouds(constituents: np.ndarray, counts: np.ndarray, jet_eta: np.ndar
 
 # ------------------------------------------------------------------------------------------------- reading
 
-_HANDLES: dict[tuple[int, str, int], Any] = {}
+_open = open_h5  # the per-process handles of :func:`stabletrain.jets.data.open_h5`
 
 
-def _open(path: str, cache_mb: int) -> Any:
-    """An h5py handle on ``path`` for this process (kept open; h5py handles do not cross a fork)."""
-    key = (os.getpid(), path, cache_mb)
-    handle = _HANDLES.get(key)
-    if handle is None or not handle.id.valid:
-        from .generation import require_hep
-
-        h5py = require_hep("h5py")
-        try:
-            handle = h5py.File(path, "r", rdcc_nbytes=cache_mb * 2 ** 20, rdcc_nslots=10007)
-        except OSError as error:
-            raise StableTrainError(f"cannot read jet file {path}: {str(error).splitlines()[0]}") from None
-        _HANDLES[key] = handle
-    return handle
-
-
-class CloudArray:
+class CloudArray(H5Rows):
     """The clouds of some jets of some files, read when indexed: ``array[index]`` is a ``B×1×M×4`` tensor.
 
-    It stands where an in-memory ``x`` would: ``len``, ``shape``, ``ndim``,
-    indexing by an integer, a slice or a tensor/array/list of indices, and
-    ``to(device)`` (the tensors it returns are on that device). A read
-    groups the rows by file, reads each file's rows in increasing order
-    (``constituents[sorted rows]``, which h5py serves chunk by chunk from
-    its cache) and encodes them with :func:`encode_clouds`. File handles
-    are kept per process, not in the object, so DataLoader workers open their own.
+    A :class:`~stabletrain.jets.data.H5Rows` of the ``constituents``
+    dataset (see there for indexing, ``to``, ``subset``, ``chunks`` and the
+    per-process file handles): a read encodes the stored rows with
+    :func:`encode_clouds`, with each jet's axis and particle count.
 
     Args:
         files: the jet files, in order.
@@ -292,81 +272,34 @@ class CloudArray:
         cache_mb: h5py chunk cache per open file.
     """
 
+    dataset = "constituents"
+
     def __init__(self, files: Sequence[str], offsets: np.ndarray, rows: np.ndarray, axes: np.ndarray,
                  counts: np.ndarray, slots: int, cache_mb: int = DEFAULT_CACHE_MB,
                  device: str | torch.device = "cpu") -> None:
-        self.files = tuple(str(f) for f in files)
-        self.offsets = np.asarray(offsets, dtype=np.int64)
-        self.rows = np.asarray(rows, dtype=np.int64)
+        super().__init__(files, offsets, rows, cache_mb, device)
         self.axes, self.counts = axes, counts
-        self.slots, self.cache_mb = int(slots), int(cache_mb)
-        self.device = torch.device(device)
-        if len(self.offsets) != len(self.files) + 1:
-            raise StableTrainError(f"need {len(self.files) + 1} file offsets, got {len(self.offsets)}")
+        self.slots = int(slots)
 
     @property
-    def shape(self) -> torch.Size:
-        return torch.Size((len(self.rows), 1, self.slots, len(CLOUD_COLUMNS)))
+    def row_shape(self) -> tuple[int, ...]:
+        return (1, self.slots, len(CLOUD_COLUMNS))
 
-    ndim = 4
-    dtype = torch.float32
-
-    def __len__(self) -> int:
-        return len(self.rows)
+    @property
+    def jet_axes(self) -> np.ndarray:
+        """``len×2`` (η, φ) of the jet axis of each row of this array, in its order."""
+        return self.axes[self.rows]
 
     def __repr__(self) -> str:
         return f"CloudArray({len(self)} jets × {self.slots} slots from {len(self.files)} file(s), device={self.device})"
 
-    def to(self, device: str | torch.device, *args: Any, **kwargs: Any) -> CloudArray:
-        """The same rows, returning tensors on ``device``."""
-        return CloudArray(self.files, self.offsets, self.rows, self.axes, self.counts, self.slots, self.cache_mb,
-                          device)
-
-    def _positions(self, index: Any) -> np.ndarray:
-        if isinstance(index, slice):
-            return np.arange(len(self))[index]
-        if isinstance(index, torch.Tensor):
-            index = index.detach().cpu().numpy()
-        positions = np.asarray(index)
-        if positions.dtype == bool:
-            positions = np.flatnonzero(positions)
-        positions = positions.astype(np.int64).reshape(-1)
-        if positions.size and (positions.min() < -len(self) or positions.max() >= len(self)):
-            raise StableTrainError(f"index out of range for {len(self)} jets")
-        return positions % max(len(self), 1)
-
-    def subset(self, index: Any) -> CloudArray:
-        """The rows ``index`` of this array, not read yet."""
-        return CloudArray(self.files, self.offsets, self.rows[self._positions(index)], self.axes, self.counts,
-                          self.slots, self.cache_mb, self.device)
-
-    def read(self, global_rows: np.ndarray) -> torch.Tensor:
-        """The clouds of global rows ``global_rows`` (any order, repeats allowed), on the CPU."""
-        out = torch.zeros((len(global_rows), 1, self.slots, len(CLOUD_COLUMNS)), dtype=torch.float32)
-        which = np.searchsorted(self.offsets, global_rows, side="right") - 1
-        for f in np.unique(which):
-            here = np.flatnonzero(which == f)
-            unique, inverse = np.unique(global_rows[here], return_inverse=True)
-            local = unique - self.offsets[f]
-            try:
-                constituents = _open(self.files[f], self.cache_mb)["constituents"][local]
-            except (OSError, KeyError, ValueError) as error:
-                raise StableTrainError(f"cannot read the constituents of {self.files[f]}: "
-                                       f"{str(error).splitlines()[0]}") from None
-            axes = self.axes[unique]
-            clouds = encode_clouds(constituents, self.counts[unique], axes[:, 0], axes[:, 1], self.slots)
-            out[torch.from_numpy(here)] = clouds[torch.from_numpy(inverse.reshape(-1))]
-        return out
-
-    def __getitem__(self, index: Any) -> torch.Tensor:
-        clouds = self.read(self.rows[self._positions(index)])
-        if isinstance(index, (int, np.integer)):
-            clouds = clouds[0]
-        return clouds.to(self.device)
+    def encode(self, raw: np.ndarray, global_rows: np.ndarray, path: str) -> torch.Tensor:
+        axes = self.axes[global_rows]
+        return encode_clouds(raw, self.counts[global_rows], axes[:, 0], axes[:, 1], self.slots)
 
 
 @dataclass
-class JetClouds(ImageDataset):
+class JetClouds(ImageDataset, Dataset):
     """Jet clouds (a lazy :class:`CloudArray` as ``x``) with their labels; also a map-style ``Dataset``.
 
     ``dataset[i]`` is ``(cloud 1×M×4, label)``, so a
@@ -380,6 +313,11 @@ class JetClouds(ImageDataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.x[int(i)], self.y[int(i)]
+
+    @property
+    def jet_eta(self) -> torch.Tensor:
+        """The pseudorapidity of each jet's axis (float64, N): what energy smearing of its particles needs."""
+        return torch.from_numpy(np.ascontiguousarray(self.x.jet_axes[:, 0], dtype=np.float64))
 
 
 def _constituent_shapes(paths: Sequence[str]) -> list[tuple[int, int]]:
@@ -459,7 +397,7 @@ def load_clouds(source: str | Sequence[str], *, split_seed: int = 0, test_fracti
     info = {"source": str(source), "split_seed": split_seed, "test_fraction": test_fraction, "input": "clouds",
             "columns": list(CLOUD_COLUMNS), "half_width": CLOUD_HALF_WIDTH, "unit_gev": PIXEL_UNIT_GEV,
             "slots": slots, "reserve": reserve, "axis": axis_source, "signal": meta["signal"],
-            "selection": meta["selection"]}
+            "selection": meta["selection"], "image": meta.get("image")}
     return DataSplit(name=f"jet-clouds-{meta['signal']}",
                      train=JetClouds(whole.subset(train_idx), y[train_idx]),
                      test=JetClouds(whole.subset(test_idx), y[test_idx]),

@@ -20,33 +20,299 @@ axis, whose rows are η exactly.
 
 from __future__ import annotations
 
+import copy
 import glob
 import json
+import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
 from ..checks import StableTrainError
 from ..data import DataSplit, ImageDataset, stratified_split
 
-__all__ = ["PIXEL_UNIT_GEV", "JetImages", "expand_paths", "is_jet_file", "load_jets", "read_jets"]
+__all__ = ["DEFAULT_CACHE_MB", "PIXEL_UNIT_GEV", "H5Rows", "ImageRows", "JetImages", "expand_paths", "is_jet_file",
+           "load_jets", "open_h5", "pixel_moments", "read_jets"]
 
 #: GeV per unit of pixel value in model inputs (images are in TeV).
 PIXEL_UNIT_GEV = 1000.0
+#: h5py chunk cache per open file (MiB): 64 MiB holds 170 of the generator's chunks of 256 jets × 128 slots.
+DEFAULT_CACHE_MB = 64
 _JETS_FORMAT = "stabletrain.jets/1"
+
+# ------------------------------------------------------------------------------------------- lazy HDF5 rows
+
+_HANDLES: dict[tuple[int, str, int], tuple[tuple[int, int], Any]] = {}
+
+
+def open_h5(path: str, cache_mb: int = DEFAULT_CACHE_MB) -> Any:
+    """A read-only h5py handle on ``path`` for this process, kept open (h5py handles do not cross a fork).
+
+    The handle is reopened when the file was replaced or rewritten since
+    (another inode or modification time), so a regenerated file is never
+    read through a stale handle.
+    """
+    key = (os.getpid(), str(path), int(cache_mb))
+    try:
+        stat = os.stat(path)
+    except OSError as error:
+        raise StableTrainError(f"cannot read jet file {path}: {error.strerror or error}") from None
+    version = (stat.st_ino, stat.st_mtime_ns)
+    cached = _HANDLES.get(key)
+    if cached is not None and cached[0] == version and cached[1].id.valid:
+        return cached[1]
+    if cached is not None and cached[1].id.valid:
+        cached[1].close()
+    from .generation import require_hep
+
+    h5py = require_hep("h5py")
+    try:
+        handle = h5py.File(path, "r", rdcc_nbytes=int(cache_mb) * 2 ** 20, rdcc_nslots=10007)
+    except OSError as error:
+        raise StableTrainError(f"cannot read jet file {path}: {str(error).splitlines()[0]}") from None
+    _HANDLES[key] = (version, handle)
+    return handle
+
+
+class H5Rows:
+    """Rows of one HDF5 dataset across files, read when indexed: it stands where an in-memory ``x`` would.
+
+    ``array[index]`` reads the rows ``index`` (an integer, a slice, a
+    tensor/array/list of indices or a boolean mask; or a tuple whose first
+    item is one of those and whose rest indexes the tensor read) and returns
+    a tensor on :attr:`device`. ``len``, ``shape``, ``ndim``, ``dtype``,
+    ``to(device)`` and ``subset(index)`` work without reading anything. A
+    read groups the rows by file and reads each file's rows in increasing
+    order (``dataset[sorted rows]``, which h5py serves chunk by chunk from
+    its cache of ``cache_mb`` MiB per file), then turns them into a tensor
+    with :meth:`encode`. File handles are kept per process (see
+    :func:`open_h5`), not in the object, so it pickles, and DataLoader
+    workers open their own. :meth:`chunks` streams it, for full passes.
+
+    Subclasses set :attr:`dataset` and :attr:`row_shape` and implement
+    :meth:`encode`; see :class:`ImageRows` and
+    :class:`stabletrain.jets.clouds.CloudArray`.
+
+    Args:
+        files: the jet files, in order.
+        offsets: the first global row of each file (``len(files) + 1`` values, the last the total).
+        rows: the global rows this array holds, in its order.
+        cache_mb: h5py chunk cache per open file.
+    """
+
+    #: The HDF5 dataset the rows are read from.
+    dataset = ""
+    dtype = torch.float32
+
+    def __init__(self, files: Sequence[str], offsets: np.ndarray, rows: np.ndarray,
+                 cache_mb: int = DEFAULT_CACHE_MB, device: str | torch.device = "cpu") -> None:
+        self.files = tuple(str(f) for f in files)
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.cache_mb = int(cache_mb)
+        self.device = torch.device(device)
+        if len(self.offsets) != len(self.files) + 1:
+            raise StableTrainError(f"need {len(self.files) + 1} file offsets, got {len(self.offsets)}")
+
+    @property
+    def row_shape(self) -> tuple[int, ...]:
+        """The shape of one row as returned (without the leading row dimension)."""
+        raise NotImplementedError(f"{type(self).__name__} must define row_shape")
+
+    def encode(self, raw: np.ndarray, global_rows: np.ndarray, path: str) -> torch.Tensor:
+        """The stored rows ``raw`` (of global rows ``global_rows``, sorted, from ``path``) as a CPU tensor."""
+        raise NotImplementedError(f"{type(self).__name__} must define encode")
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self.rows), *self.row_shape))
+
+    @property
+    def ndim(self) -> int:
+        return 1 + len(self.row_shape)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def size(self, dim: int | None = None) -> torch.Size | int:
+        return self.shape if dim is None else self.shape[dim]
+
+    def _copy(self, rows: np.ndarray | None = None, device: str | torch.device | None = None) -> Any:
+        out = copy.copy(self)
+        if rows is not None:
+            out.rows = np.asarray(rows, dtype=np.int64)
+        if device is not None:
+            out.device = torch.device(device)
+        return out
+
+    def to(self, device: str | torch.device, *args: Any, **kwargs: Any) -> Any:
+        """The same rows, returning tensors on ``device`` (nothing is read)."""
+        return self._copy(device=device)
+
+    def _positions(self, index: Any) -> np.ndarray:
+        if isinstance(index, slice):
+            return np.arange(len(self))[index]
+        if isinstance(index, torch.Tensor):
+            index = index.detach().cpu().numpy()
+        positions = np.asarray(index)
+        if positions.dtype == bool:
+            if positions.shape != (len(self),):
+                raise StableTrainError(f"a boolean index needs {len(self)} values, got shape {positions.shape}")
+            positions = np.flatnonzero(positions)
+        positions = positions.astype(np.int64).reshape(-1)
+        if positions.size and (positions.min() < -len(self) or positions.max() >= len(self)):
+            raise StableTrainError(f"index out of range for {len(self)} rows")
+        return positions % max(len(self), 1)
+
+    def subset(self, index: Any) -> Any:
+        """The rows ``index`` of this array, not read yet."""
+        return self._copy(rows=self.rows[self._positions(index)])
+
+    def read(self, global_rows: np.ndarray) -> torch.Tensor:
+        """The rows ``global_rows`` (any order, repeats allowed), on the CPU."""
+        global_rows = np.asarray(global_rows, dtype=np.int64).reshape(-1)
+        out = torch.zeros((len(global_rows), *self.row_shape), dtype=self.dtype)
+        which = np.searchsorted(self.offsets, global_rows, side="right") - 1
+        for f in np.unique(which):
+            here = np.flatnonzero(which == f)
+            unique, inverse = np.unique(global_rows[here], return_inverse=True)
+            local = unique - self.offsets[f]
+            try:
+                raw = open_h5(self.files[f], self.cache_mb)[self.dataset][local]
+            except (OSError, KeyError, ValueError) as error:
+                raise StableTrainError(f"cannot read the {self.dataset} of {self.files[f]}: "
+                                       f"{str(error).splitlines()[0]}") from None
+            values = self.encode(raw, unique, self.files[f])
+            out[torch.from_numpy(here)] = values[torch.from_numpy(inverse.reshape(-1))]
+        return out
+
+    def __getitem__(self, index: Any) -> torch.Tensor:
+        rest: tuple = ()
+        if isinstance(index, tuple):
+            index, rest = (index[0], index[1:]) if index else (slice(None), ())
+        values = self.read(self.rows[self._positions(index)])
+        if isinstance(index, (int, np.integer)):
+            values = values[0]
+        values = values.to(self.device)
+        if not rest:
+            return values
+        return values[rest] if isinstance(index, (int, np.integer)) else values[(slice(None), *rest)]
+
+    def chunks(self, size: int = 4096) -> Iterator[tuple[int, torch.Tensor]]:
+        """``(start, rows start … start + size)`` over the whole array, in order: a full pass in bounded memory."""
+        if int(size) < 1:
+            raise StableTrainError(f"a chunk needs at least one row, got {size}")
+        for start in range(0, len(self), int(size)):
+            yield start, self[start:start + int(size)]
+
+    def max(self) -> torch.Tensor:
+        """The largest value of all rows (a 0-dim tensor), read chunk by chunk."""
+        return self._reduce(torch.max)
+
+    def min(self) -> torch.Tensor:
+        """The smallest value of all rows (a 0-dim tensor), read chunk by chunk."""
+        return self._reduce(torch.min)
+
+    def _reduce(self, op: Any) -> torch.Tensor:
+        if len(self) == 0:
+            raise StableTrainError(f"{op.__name__}() of no rows")
+        return op(torch.stack([op(part) for _start, part in self.chunks()]))
+
+    def __repr__(self) -> str:
+        shape = "×".join(str(s) for s in self.row_shape)
+        return (f"{type(self).__name__}({len(self)} rows of {shape} from {len(self.files)} file(s), "
+                f"device={self.device})")
+
+
+class ImageRows(H5Rows):
+    """Jet images read from the files' ``images`` when indexed: ``array[index]`` is a ``B×1×H×W`` tensor.
+
+    A row is the stored image (GeV) as float32 divided by ``unit_gev``,
+    exactly what :func:`load_jets` computes when it loads the images whole
+    (``lazy=False``), so a batch is bitwise the same either way. Reading
+    checks the rows it reads (finite, non-negative, no pixel above one
+    unit), as a whole load checks every image.
+    """
+
+    dataset = "images"
+
+    def __init__(self, files: Sequence[str], offsets: np.ndarray, rows: np.ndarray, pixels: tuple[int, int],
+                 unit_gev: float = PIXEL_UNIT_GEV, cache_mb: int = DEFAULT_CACHE_MB,
+                 device: str | torch.device = "cpu") -> None:
+        super().__init__(files, offsets, rows, cache_mb, device)
+        self.pixels = (int(pixels[0]), int(pixels[1]))
+        self.unit_gev = float(unit_gev)
+
+    @property
+    def row_shape(self) -> tuple[int, ...]:
+        return (1, *self.pixels)
+
+    def encode(self, raw: np.ndarray, global_rows: np.ndarray, path: str) -> torch.Tensor:
+        return _images_to_tensor(np.asarray(raw), path, self.unit_gev)
+
+
+def _images_to_tensor(raw: np.ndarray, source: Any, unit_gev: float) -> torch.Tensor:
+    """Stored images (GeV, N×H×W) → the ``N×1×H×W`` float32 model input in units of ``unit_gev``, checked."""
+    images = raw.astype(np.float32)
+    if images.ndim != 3 or not np.isfinite(images).all() or (images < 0).any():
+        raise StableTrainError(f"jet images in {source} must be finite, non-negative N×H×W arrays")
+    x = torch.from_numpy(images / unit_gev).unsqueeze(1)
+    if x.numel() and float(x.max()) > 1.0:
+        raise StableTrainError(f"a pixel of {float(x.max()) * unit_gev:.0f} GeV exceeds the unit of {unit_gev:g} GeV; "
+                               f"load with a larger unit_gev")
+    return x
+
+
+def pixel_moments(x: torch.Tensor | H5Rows, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-element mean and (unbiased) std over the rows of ``x`` (a tensor or lazy rows), in float64, streamed.
+
+    Returns two tensors of ``x.shape[1:]`` flattened. Rows are read
+    ``chunk`` at a time and the moments combined exactly (Chan et al.'s
+    pairwise update), so a full pass over files larger than memory is
+    bounded by one chunk.
+
+    Example:
+        >>> x = torch.rand(10, 1, 3, 3)
+        >>> mean, std = pixel_moments(x, chunk=3)
+        >>> torch.allclose(mean, x.flatten(1).double().mean(0)), torch.allclose(std, x.flatten(1).double().std(0))
+        (True, True)
+    """
+    n_total = len(x)
+    if n_total < 2:
+        raise StableTrainError(f"per-pixel statistics need at least 2 rows, got {n_total}")
+    count, mean, m2 = 0, None, None
+    for start in range(0, n_total, int(chunk)):
+        part = x[start:start + int(chunk)].flatten(1).double().cpu()
+        n = len(part)
+        part_mean = part.mean(0)
+        part_m2 = ((part - part_mean) ** 2).sum(0)
+        if mean is None:
+            count, mean, m2 = n, part_mean, part_m2
+            continue
+        delta = part_mean - mean
+        total = count + n
+        mean = mean + delta * (n / total)
+        m2 = m2 + part_m2 + delta ** 2 * (count * n / total)
+        count = total
+    assert mean is not None and m2 is not None
+    return mean, (m2 / (count - 1)).sqrt()
 
 
 @dataclass
-class JetImages(ImageDataset):
+class JetImages(ImageDataset, Dataset):
     """Jet images with labels and, per jet, the η map ``(η₀, a, b)``: pixel ``[i, j]`` sits at η₀ + a·uᵢ + b·vⱼ.
 
-    ``eta_map`` is an ``N×3`` float64 tensor (see
+    ``x`` is an ``N×1×H×W`` tensor or lazy :class:`ImageRows` (what
+    :func:`load_jets` gives by default: batches are read from the files
+    when indexed). ``eta_map`` is an ``N×3`` float64 tensor (see
     :func:`stabletrain.jets.images.cell_eta`), or ``None`` when unknown.
+    It is a map-style ``Dataset`` too: ``dataset[i]`` is ``(image, label)``.
     """
 
     eta_map: torch.Tensor | None = None
@@ -56,10 +322,25 @@ class JetImages(ImageDataset):
         if self.eta_map is not None and tuple(self.eta_map.shape) != (len(self.y), 3):
             raise StableTrainError(f"η maps must be N×3, got {tuple(self.eta_map.shape)} for {len(self.y)} jets")
 
+    @property
+    def lazy(self) -> bool:
+        """Whether the images are read from the files when indexed (not held in memory)."""
+        return isinstance(self.x, H5Rows)
+
     def subset(self, index: torch.Tensor | np.ndarray) -> JetImages:
         idx = torch.as_tensor(index, dtype=torch.long)
-        base = super().subset(idx)
-        return JetImages(base.x, base.y, base.positions, None if self.eta_map is None else self.eta_map[idx])
+        x = self.x.subset(idx) if isinstance(self.x, H5Rows) else self.x[idx]
+        return JetImages(x, self.y[idx], None if self.positions is None else self.positions[idx],
+                         None if self.eta_map is None else self.eta_map[idx])
+
+    def in_memory(self) -> JetImages:
+        """These jets with their images read whole into a tensor (itself if they are in memory already)."""
+        if not self.lazy:
+            return self
+        return JetImages(self.x[:], self.y, self.positions, self.eta_map)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[int(i)], self.y[int(i)]
 
 
 def expand_paths(source: str | Sequence[str]) -> list[Path]:
@@ -136,20 +417,56 @@ def _eta_maps(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> tuple[np.n
     return np.column_stack([eta, np.ones_like(eta), np.zeros_like(eta)]), "jet η + the pixel's row offset (exact)"
 
 
+def _image_shapes(paths: Sequence[Path]) -> list[tuple[int, int, int]]:
+    """``(jets, H, W)`` of each file's ``images``, read from the dataset's shape (no pixel is read)."""
+    shapes = []
+    for path in paths:
+        try:
+            handle = open_h5(str(path))
+            if "images" not in handle:
+                raise StableTrainError(f"{path} lacks dataset(s) images")
+            dataset = handle["images"]
+        except StableTrainError:
+            raise
+        except (OSError, KeyError, ValueError) as error:
+            raise StableTrainError(f"cannot read jet file {path}: {str(error).splitlines()[0]}") from None
+        if dataset.ndim != 3:
+            raise StableTrainError(f"jet images in {path} must be finite, non-negative N×H×W arrays, got shape "
+                                   f"{dataset.shape}")
+        shapes.append(tuple(int(v) for v in dataset.shape))
+    if len({s[1:] for s in shapes}) > 1:
+        raise StableTrainError(f"the jet files hold images of different sizes: "
+                               f"{', '.join(f'{h}×{w}' for _n, h, w in shapes)}")
+    return shapes
+
+
 def load_jets(source: str | Sequence[str], *, split_seed: int = 0, test_fraction: float = 0.2,
-              unit_gev: float = PIXEL_UNIT_GEV) -> DataSplit:
+              unit_gev: float = PIXEL_UNIT_GEV, lazy: bool = True, cache_mb: int = DEFAULT_CACHE_MB) -> DataSplit:
     """Jet images as a stratified train/test split; pixel values in units of ``unit_gev`` GeV.
 
-    Class 0 is the background (QCD), class 1 the signal.
+    Class 0 is the background (QCD), class 1 the signal. With ``lazy``
+    (the default) the images stay in the files: the splits' ``x`` are
+    :class:`ImageRows`, which read the rows a batch asks for, through
+    h5py's chunk cache (``cache_mb`` MiB per file); labels and η maps (a few
+    numbers per jet) are read whole. Each batch is checked as it is read
+    (finite, non-negative, no pixel above one unit). ``lazy=False`` reads
+    and checks every image now and holds them as tensors; both give the
+    same split and bitwise the same batches.
     """
-    arrays, meta = read_jets(source, ("images", "label", "jet_eta"), optional=("eta_map",))
-    images = arrays["images"].astype(np.float32)
-    if images.ndim != 3 or not np.isfinite(images).all() or (images < 0).any():
-        raise StableTrainError(f"jet images in {source} must be finite, non-negative N×H×W arrays")
-    x = torch.from_numpy(images / unit_gev).unsqueeze(1)
-    if float(x.max()) > 1.0:
-        raise StableTrainError(f"a pixel of {float(x.max()) * unit_gev:.0f} GeV exceeds the unit of {unit_gev:g} GeV; "
-                               f"load with a larger unit_gev")
+    if isinstance(cache_mb, bool) or not isinstance(cache_mb, int) or cache_mb < 1:
+        raise StableTrainError(f"cache_mb must be a whole number of MiB >= 1, got {cache_mb!r}")
+    fields = ("label", "jet_eta") if lazy else ("images", "label", "jet_eta")
+    arrays, meta = read_jets(source, fields, optional=("eta_map",))
+    paths = expand_paths(source)
+    if lazy:
+        shapes = _image_shapes(paths)
+        offsets = np.concatenate([[0], np.cumsum([n for n, _h, _w in shapes])]).astype(np.int64)
+        if offsets[-1] != len(arrays["label"]):
+            raise StableTrainError(f"{source} holds {offsets[-1]} images but {len(arrays['label'])} labels")
+        x: torch.Tensor | ImageRows = ImageRows([str(p) for p in paths], offsets, np.arange(offsets[-1]),
+                                                shapes[0][1:], unit_gev, cache_mb)
+    else:
+        x = _images_to_tensor(arrays["images"], source, unit_gev)
     y = torch.from_numpy(arrays["label"].astype(np.int64))
     if len(torch.unique(y)) != 2:
         raise StableTrainError(f"{source} must hold both signal and background jets")
@@ -165,7 +482,6 @@ def load_jets(source: str | Sequence[str], *, split_seed: int = 0, test_fraction
     info = {"source": str(source), "split_seed": split_seed, "test_fraction": test_fraction, "unit_gev": unit_gev,
             "signal": meta["signal"], "image": meta["image"], "selection": meta["selection"],
             "preprocess": meta["preprocess"], "eta_map": eta_source}
-    return DataSplit(name=f"jets-{meta['signal']}",
-                     train=JetImages(x[train_idx], y[train_idx], eta_map=eta_map[train_idx]),
-                     test=JetImages(x[test_idx], y[test_idx], eta_map=eta_map[test_idx]),
+    whole = JetImages(x, y, eta_map=eta_map)
+    return DataSplit(name=f"jets-{meta['signal']}", train=whole.subset(train_idx), test=whole.subset(test_idx),
                      classes=[meta["background"], meta["signal"]], info=info)

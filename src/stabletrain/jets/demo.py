@@ -180,7 +180,7 @@ def _run_jet_demo(config: JetDemoConfig, out_dir: str | Path, *, progress: bool,
                                    sample, workers=config.workers, progress=progress, log=emit)
     emit(f"pile-up pool: {config.pileup_events} minimum-bias events (cached)")
     set_pileup_pool(build_pileup_pool(config.pileup_events, progress=progress))
-    data = load_jets(str(sample))
+    data = load_jets(str(sample), lazy=False)  # a small sample, and the sparse-versus-dense study distorts it whole
     specs = list(config.distortions) if config.distortions else detector_sweep()
     write_yaml(out / "config.yaml", {**dataclasses.asdict(config), "sample": str(sample), "distortions": specs})
 

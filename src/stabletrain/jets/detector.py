@@ -62,6 +62,7 @@ from .images import ImageSpec, cell_eta, pixelize, wrap_phi
 
 __all__ = [
     "DEFAULT_POOL_EVENTS",
+    "CLOUD_DETECTOR_FAMILIES",
     "DETECTOR_FAMILIES",
     "SMEAR_CONSTANT",
     "Coarsen",
@@ -194,8 +195,14 @@ class Smear(Distortion):
         eta = torch.from_numpy(cell_eta(eta_map.numpy(), spec)).unsqueeze(1)
         return torch.cosh(eta).to(x.device)
 
-    def _draw(self, energy: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """Gamma draws of mean ``energy`` (GeV, all > 0) and standard deviation σ(E)·E."""
+    def draw(self, energy: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Gamma draws of mean ``energy`` (GeV, all > 0) and standard deviation σ(E)·E: measured energies.
+
+        The calorimeter's response, shared by the image effect (a cell's
+        energy) and :class:`stabletrain.jets.cloud_detector.CloudSmear` (a
+        particle's energy), so ``smear-A`` and ``cloud_smear-A`` are the
+        same calorimeter.
+        """
         rel = self.resolution(energy)
         shape = 1.0 / rel ** 2  # gamma(k, θ): mean kθ = E, std √k θ = rel·E
         rng = np.random.default_rng(_seed_from(generator))
@@ -209,12 +216,12 @@ class Smear(Distortion):
         out = torch.zeros_like(energy)
         streams = getattr(generator, "generators", None)  # per-example streams (stabletrain.seeding.ExampleRNG)
         if streams is None:
-            out[occupied] = self._draw(energy[occupied], generator)
+            out[occupied] = self.draw(energy[occupied], generator)
         else:
             if len(streams) != len(x):
                 raise StableTrainError(f"smear-A got {len(streams)} random streams for {len(x)} images")
             for i, stream in enumerate(streams):  # row i draws from stream i only
-                out[i][occupied[i]] = self._draw(energy[i][occupied[i]], stream)
+                out[i][occupied[i]] = self.draw(energy[i][occupied[i]], stream)
         return (out / cosh / PIXEL_UNIT_GEV).to(x.dtype).clamp_(0.0, 1.0)
 
 
@@ -429,30 +436,59 @@ for _cls in (Pileup, Smear, DeadCells, Threshold, Shift, Coarsen):
     register_distortion(_cls.family, _cls)
 
 
-#: The distortion families that are detector effects (what ``stabletrain jets evaluate`` accepts).
+#: The distortion families that are detector effects on jet images (what ``stabletrain jets evaluate`` takes for
+#: image taggers).
 DETECTOR_FAMILIES: tuple[str, ...] = tuple(c.family for c in (Pileup, Smear, DeadCells, Threshold, Shift, Coarsen))
+#: The detector effects on particle clouds (:mod:`stabletrain.jets.cloud_detector`, registered when it is
+#: imported), each the analogue of the image family after ``cloud_``; ``coarse-G`` has none.
+CLOUD_DETECTOR_FAMILIES: tuple[str, ...] = ("cloud_pileup", "cloud_smear", "cloud_deadcells", "cloud_threshold",
+                                            "cloud_shift")
+_KINDS = {"image": ("jet images", DETECTOR_FAMILIES), "cloud": ("particle clouds", CLOUD_DETECTOR_FAMILIES)}
 
 
-def check_detector_specs(specs: Iterable[str]) -> list[str]:
+def _listed(families: Iterable[str]) -> str:
+    return ", ".join(f + "-…" for f in families)
+
+
+def check_detector_specs(specs: Iterable[str], kind: str | None = "image") -> list[str]:
     """Check that every spec is ``clean`` or a detector effect with a valid parameter; return them stripped.
 
-    Image distortions such as ``jpeg-50`` are not detector effects and are
-    rejected, with the allowed families named.
+    ``kind`` is the input of the taggers: ``'image'`` (the default) takes
+    :data:`DETECTOR_FAMILIES`, ``'cloud'`` takes
+    :data:`CLOUD_DETECTOR_FAMILIES`, and ``None`` either (to check specs
+    before the taggers are known). Image distortions such as ``jpeg-50``
+    are not detector effects and are rejected, with the allowed families
+    named; so is an effect on the other kind of input, naming its analogue.
 
     Example:
         >>> check_detector_specs(["smear-1", " clean"])
         ['smear-1', 'clean']
+        >>> check_detector_specs(["cloud_threshold-2"], kind="cloud")
+        ['cloud_threshold-2']
     """
     from ..distortions import parse_distortion
+    from . import cloud_detector  # noqa: F401  (registers the cloud families)
 
+    if kind is not None and kind not in _KINDS:
+        raise StableTrainError(f"unknown kind of jet input {kind!r}; known: {', '.join(_KINDS)}")
     items = [s.strip() for s in specs if s and s.strip()]
     if not items:
         raise StableTrainError("no detector effects given")
     for spec in items:
-        family = spec.partition("-")[0]
-        if spec != "clean" and family not in DETECTOR_FAMILIES:
-            raise StableTrainError(f"{spec!r} is not a detector effect; jet evaluations take "
-                                   f"{', '.join(f + '-…' for f in DETECTOR_FAMILIES)} (or clean)")
+        family, _sep, value = spec.partition("-")
+        if spec == "clean":
+            continue
+        if family not in DETECTOR_FAMILIES + CLOUD_DETECTOR_FAMILIES:
+            allowed = ("; ".join(f"{what} take {_listed(families)}" for what, families in _KINDS.values())
+                       if kind is None else f"{_KINDS[kind][0]} take {_listed(_KINDS[kind][1])}")
+            raise StableTrainError(f"{spec!r} is not a detector effect; jet evaluations on {allowed} (or clean)")
+        if kind is not None and family not in _KINDS[kind][1]:
+            other = "cloud" if kind == "image" else "image"
+            analogue = family[len("cloud_"):] if kind == "image" else f"cloud_{family}"
+            hint = f" (its analogue here is {analogue}-{value})" if analogue in _KINDS[kind][1] else \
+                f" ({family}-… has no analogue on {_KINDS[kind][0]})"
+            raise StableTrainError(f"{spec!r} is a detector effect on {_KINDS[other][0]}, but the taggers read "
+                                   f"{_KINDS[kind][0]}, which take {_listed(_KINDS[kind][1])} (or clean){hint}")
         parse_distortion(spec)  # checks the parameter
     return items
 

@@ -19,7 +19,8 @@ the ``.h5`` source, the detector effects, the cloud perturbations
 
 from __future__ import annotations
 
-__all__ = ["register", "is_jet_source", "CLOUD_MODELS", "CLOUD_PERTURBATIONS", "DETECTOR_EFFECTS"]
+__all__ = ["register", "is_jet_source", "CLOUD_DETECTOR_EFFECTS", "CLOUD_MODELS", "CLOUD_PERTURBATIONS",
+           "DETECTOR_EFFECTS"]
 
 #: Detector-effect distortion families and the classes that implement them.
 DETECTOR_EFFECTS = {"pileup": "Pileup", "smear": "Smear", "deadcells": "DeadCells", "threshold": "Threshold",
@@ -30,6 +31,11 @@ CLOUD_MODELS = {"pfn": "ParticleFlowNetwork", "efn": "EnergyFlowNetwork", "parti
 #: Perturbations of particle clouds (``--cloud-noise NAME``) and the classes that implement them.
 CLOUD_PERTURBATIONS = {"particle": "ParticleNoise", "particle-smear": "ParticleSmear",
                        "particle-jitter": "ParticleJitter", "particle-soft": "SoftInjection"}
+
+#: Detector effects on particle clouds and the classes that implement them.
+CLOUD_DETECTOR_EFFECTS = {"cloud_pileup": "CloudPileup", "cloud_smear": "CloudSmear",
+                          "cloud_deadcells": "CloudDeadCells", "cloud_threshold": "CloudThreshold",
+                          "cloud_shift": "CloudShift"}
 
 
 def is_jet_source(source: str) -> bool:
@@ -45,7 +51,9 @@ def load_jet_source(source: str, *, image_size: int | None, split_seed: int, tes
 
     if image_size is not None:
         raise StableTrainError("jet images keep their generated frame; drop --image-size for .h5 data")
-    return load_jets(source, split_seed=split_seed, test_fraction=test_fraction)
+    # the generic commands (evaluate --split all, compare's certification) take whole tensors; the jets task's own
+    # loader (JetTaggingTask.load_data) reads the images lazily, in chunks, for training
+    return load_jets(source, split_seed=split_seed, test_fraction=test_fraction, lazy=False)
 
 
 def register() -> None:
@@ -62,5 +70,8 @@ def register() -> None:
     for family, cls in DETECTOR_EFFECTS.items():
         if not DISTORTIONS.registered(family):  # the detector module registers the classes themselves on import
             DISTORTIONS.register(family, f"stabletrain.jets.detector:{cls}")
+    for family, cls in CLOUD_DETECTOR_EFFECTS.items():
+        if not DISTORTIONS.registered(family):
+            DISTORTIONS.register(family, f"stabletrain.jets.cloud_detector:{cls}")
     COMMANDS.register("jets", "stabletrain.jets.cli:COMMAND", override=True)
     DEMOS.register("jets", "stabletrain.jets.cli:DEMO", override=True)

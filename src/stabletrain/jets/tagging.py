@@ -151,10 +151,11 @@ def _pixel_stats(data: DataSplit) -> tuple[list[float], list[float]]:
     tagger would be trivially fooled (it was, before the floor: 0.5 % of the
     brightest cell flipped every decision).
     """
-    x = data.train.x[:, 0].flatten(1).double()
-    std = x.std(0)
+    from .data import pixel_moments
+
+    mean, std = pixel_moments(data.train.x)  # streamed in chunks: the images may be read lazily from the files
     std = std + STD_FLOOR * std.mean()
-    return [round(float(v), 9) for v in x.mean(0)], [round(float(v), 9) for v in std.clamp_min(1e-9)]
+    return [round(float(v), 9) for v in mean], [round(float(v), 9) for v in std.clamp_min(1e-9)]
 
 
 class JetTaggingTask(ClassificationTask):
@@ -478,9 +479,10 @@ def evaluate_taggers(models: Mapping[str, nn.Module], dataset: ImageDataset, spe
     labels = dataset.y.numpy()
     rows: list[dict[str, Any]] = []
     device = _device_of(next(iter(models.values()))) if models else torch.device("cpu")
+    images = dataset.x if isinstance(dataset.x, torch.Tensor) else dataset.x[:]  # lazy rows: the sweep distorts all
     for distortion in tqdm(distortions, desc="detector effects", unit="effect", disable=not progress or None):
         # each jet's detector effect comes from its own stream: the same at any batch size
-        x = distort_examples(distortion, dataset.x.to(device), 0, seed, "detector", distortion.spec).cpu()
+        x = distort_examples(distortion, images.to(device), 0, seed, "detector", distortion.spec).cpu()
         common = {"distortion": distortion.spec, "family": distortion.family if distortion.spec != "clean" else "clean",
                   "param": distortion.param, "occupancy": float((x > 0).float().mean())}
         window = mass_window_scores(x, spec, mass)
