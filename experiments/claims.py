@@ -41,6 +41,29 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def accuracy_table(results: dict, out: Path) -> str:
+    """Each arm's mean accuracy over seeds on clean images, the claims' strongest settings and PGD (results.csv)."""
+    import csv
+    import statistics
+
+    specs = list(dict.fromkeys(c["distortion"] for c in results["claims"]))
+    accuracy: dict[tuple[str, str], list[float]] = {}
+    with open(out / "results.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            if row["kind"] == "distortion" and row["distortion"] in specs:
+                accuracy.setdefault((row["method"], row["distortion"]), []).append(float(row["accuracy"]))
+            elif row["kind"] == "attack" and float(row["epsilon"]) > 0:
+                key = (row["method"], f"PGD ε={float(row['epsilon']):.4f}")
+                accuracy.setdefault(key, []).append(float(row["robust_accuracy"]))
+    columns = specs + sorted({k[1] for k in accuracy if k[1].startswith("PGD")})
+    arms = [r["method"] for r in results["table"]]
+    lines = ["| arm | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    for arm in arms:
+        cells = [f"{100 * statistics.mean(accuracy[(arm, c)]):.1f}" if (arm, c) in accuracy else "–" for c in columns]
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _split(label: str) -> tuple[str, str | None]:
     """``'stability (group)'`` -> ``('stability', 'group')``; a label without a normalization -> ``(label, None)``."""
     match = re.fullmatch(r"(.*) \((\w+)\)", label)
@@ -92,6 +115,9 @@ def main() -> None:
         run_compare(config, out, progress=False, log=lambda line: print(line, flush=True))
     results = json.loads((out / "results.json").read_text())
     text = table(results)
+    text += ("\n\nMean accuracy over seeds (%); PGD columns are robust accuracy on the first "
+             f"{results['config']['evaluation'].get('attack_examples', 200)} test images:\n\n"
+             + accuracy_table(results, out))
     survival = survival_table(results)
     if survival:
         text += "\n\nWhich conclusions survive both normalizations:\n\n" + survival
