@@ -11,9 +11,10 @@ A comparison is described by a YAML file (examples in ``configs/``)::
     norm_options: {group: {epochs: 30}}                    # optional: each normalization's own budget
     evaluation:
       distortions: paper                                   # or a list of specs
-      attack: pgd
-      epsilons: [0, 0.0078, 0.0157, 0.0314]
-      attack_steps: 10
+      attack: pgd                                          # or pgd-l2, fgsm, l0, apgd-ce, apgd-dlr, apgd-t,
+      epsilons: [0, 0.0078, 0.0157, 0.0314]                #   square, autoattack
+      attack_steps: 10                                     # APGD and autoattack default to 100
+      # attack_queries: 5000                               # square and autoattack only
       attack_examples: 200
       smoothing: {sigma: 0.25, n0: 50, n: 500, alpha: 0.001, examples: 100}
 
@@ -95,9 +96,10 @@ class CompareConfig:
         evaluation = {**_EVAL_DEFAULTS, **self.evaluation}
         evaluation["smoothing"] = ({**_EVAL_DEFAULTS["smoothing"], **(self.evaluation.get("smoothing") or {})}
                                    if self.evaluation.get("smoothing", True) is not False else False)
-        unknown_eval = set(evaluation) - set(_EVAL_DEFAULTS)
+        unknown_eval = set(evaluation) - set(_EVAL_DEFAULTS) - {"attack_queries"}
         if unknown_eval:
             raise StableTrainError(f"unknown evaluation option(s): {', '.join(sorted(unknown_eval))}")
+        _resolve_attack(evaluation, self.evaluation)
         if evaluation["distortions"] != "paper":
             parse_distortions(evaluation["distortions"])
         if self.norms is not None:
@@ -178,6 +180,51 @@ def load_compare_config(path: str | Path | None, overrides: dict | None = None,
     return CompareConfig(**values).resolved()
 
 
+def _resolve_attack(evaluation: dict, given: dict) -> None:
+    """Check the evaluation's attack and fill in its budget (in place).
+
+    ``attack_steps`` keeps its default of 10 for PGD (and is ignored by
+    fgsm, as it always was); an APGD attack or autoattack that is not given
+    ``attack_steps`` gets its own default (100 iterations). ``attack_queries``
+    belongs to square and autoattack (default 5000) and is an error elsewhere;
+    the key only appears for them, so the stored evaluations of other attacks
+    keep their cache keys.
+    """
+    from .attacks import ATTACKS, attack_defaults
+
+    attack = evaluation["attack"]
+    if not isinstance(attack, str) or attack not in ATTACKS:
+        raise StableTrainError(f"unknown attack {attack!r} in evaluation; known attacks: {', '.join(ATTACKS)}")
+    known = attack_defaults(attack)
+    for key in ("attack_steps", "attack_queries"):
+        value = evaluation.get(key)
+        if key in evaluation and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise StableTrainError(f"evaluation option {key} must be an integer >= 1, got {value!r}")
+    if "steps" in known and "attack_steps" not in given and attack not in ("pgd", "pgd-linf", "pgd-l2", "l0"):
+        evaluation["attack_steps"] = int(known["steps"])
+    if "steps" not in known and attack != "fgsm" and "attack_steps" in given:
+        raise StableTrainError(f"evaluation option attack_steps has no effect with attack {attack} (it has a query "
+                               f"budget: attack_queries)")
+    if "queries" in known:
+        evaluation.setdefault("attack_queries", int(known["queries"]))
+    elif "attack_queries" in evaluation:
+        raise StableTrainError(f"evaluation option attack_queries has no effect with attack {attack} (only square "
+                               f"and autoattack query)")
+
+
+def _attack_options(ev: dict) -> dict:
+    """The keyword options of the evaluation's attack: its steps and query budget where it has them."""
+    from .attacks import attack_defaults
+
+    known = attack_defaults(ev["attack"])
+    options = {}
+    if "steps" in known:
+        options["steps"] = int(ev["attack_steps"])
+    if "queries" in known:
+        options["queries"] = int(ev["attack_queries"])
+    return options
+
+
 def _evaluation_key(config: CompareConfig, image_size: int) -> str:
     # version 2: per-example random streams and robust = clean-correct and never fooled at a smaller epsilon
     # version 3: per-example correctness kept (paired intervals) and collapse warnings
@@ -207,7 +254,7 @@ def _evaluate_one(model: torch.nn.Module, name: str, data, config: CompareConfig
     count = min(int(ev["attack_examples"]), len(data.test))
     curve = robustness_curve(model, data.test.x[:count], data.test.y[:count], [float(e) for e in ev["epsilons"]],
                              attack=ev["attack"], generator=ExampleRNG.for_examples(range(count), seed, "attack", name),
-                             **({} if ev["attack"] == "fgsm" else {"steps": int(ev["attack_steps"])}))
+                             **_attack_options(ev))
     # each example's correctness, bit-packed in example order: the paired intervals between methods need it
     packed = {spec: base64.b64encode(np.packbits(flags).tobytes()).decode()
               for spec, flags in evaluated.correct[name].items()}

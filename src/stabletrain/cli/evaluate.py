@@ -57,9 +57,16 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--epsilons", help="comma-separated attack strengths in pixel units "
                                       "(default 0,1/255,2/255,4/255,8/255,16/255; k pixels for l0); "
                                       "needs the adversarial suite")
-    p.add_argument("--attack", choices=["pgd", "pgd-l2", "fgsm", "l0"],
-                   help="attack of the adversarial suite (default pgd)")
-    p.add_argument("--attack-steps", type=positive_int, help="steps of pgd, pgd-l2 and l0 (default 10)")
+    p.add_argument("--attack",
+                   help="attack of the adversarial suite: pgd (default), pgd-l2, fgsm, l0, apgd-ce, apgd-dlr, apgd-t "
+                        "(targeted APGD-DLR, 9 targets), square (gradient-free, L∞) or autoattack (apgd-ce, apgd-t "
+                        "and square in turn, FAB-T left out); with an L∞ attack other than pgd and fgsm, PGD runs "
+                        "too and a warning says where it overstates robustness (gradient masking)")
+    p.add_argument("--attack-steps", type=positive_int,
+                   help="iterations of pgd, pgd-l2 and l0 (default 10) and of the APGD attacks, autoattack's "
+                        "included (default 100)")
+    p.add_argument("--attack-queries", type=positive_int,
+                   help="queries per image of square and of autoattack's Square (default 5000)")
     p.add_argument("--attack-examples", type=positive_int,
                    help="attack only the first N test images (default: all)")
     p.add_argument("--smoothing-sigma", type=float, help="noise std of the smoothing suite, pixel units (default "
@@ -70,7 +77,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--radii", type=float_list, help="L2 radii of the certified accuracy (default 0,0.25,0.5,0.75,1)")
     p.add_argument("--robustbench", metavar="DIR",
                    help="also write the result as a RobustBench model_info JSON under "
-                        "DIR/<dataset>/<threat model>/ (threat model Linf for pgd/fgsm, L2 for pgd-l2, corruptions "
+                        "DIR/<dataset>/<threat model>/ (threat model Linf for the L∞ attacks, L2 for pgd-l2, corruptions "
                         "for the common suite)")
     p.add_argument("--bn-reestimate", metavar="N",
                    help="before evaluating, recompute the BatchNorm running statistics of each model (and "
@@ -121,7 +128,7 @@ def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStac
                                                 ("--smoothing-n", args.smoothing_n), ("--radii", args.radii),
                                                 ("--smoothing-examples", args.smoothing_examples)) if value is not None]
     attack_flags = [flag for flag, value in (("--attack", args.attack), ("--attack-steps", args.attack_steps),
-                                             ("--epsilons", args.epsilons),
+                                             ("--attack-queries", args.attack_queries), ("--epsilons", args.epsilons),
                                              ("--attack-examples", args.attack_examples)) if value is not None]
 
     def no_effect(flags: list[str], where: str) -> str:
@@ -235,8 +242,19 @@ def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStac
         problems.append(no_effect(attack_flags, "without the adversarial suite (add adversarial to --suite)"))
     if smoothing_flags and "smoothing" not in chosen:
         problems.append(no_effect(smoothing_flags, "without the smoothing suite (add smoothing to --suite)"))
+    from ..attacks import ATTACKS, attack_defaults
+
+    if args.attack is not None and args.attack not in ATTACKS:
+        raise StableTrainError(f"unknown attack {args.attack!r}; known attacks: {', '.join(ATTACKS)}")
+    known_options = attack_defaults(args.attack or "pgd")
     if args.attack == "fgsm" and args.attack_steps is not None and "adversarial" in chosen:
         problems.append(no_effect(["--attack-steps"], "with --attack fgsm (a single step)"))
+    elif args.attack_steps is not None and "steps" not in known_options and "adversarial" in chosen:
+        problems.append(no_effect(["--attack-steps"], f"with --attack {args.attack} (it has a query budget: "
+                                                      f"--attack-queries)"))
+    if args.attack_queries is not None and "queries" not in known_options and "adversarial" in chosen:
+        problems.append(no_effect(["--attack-queries"], f"with --attack {args.attack or 'pgd'} (only square and "
+                                                        f"autoattack query)"))
     if problems:
         raise StableTrainError("; ".join(problems))
     if bn_images is not None and split == "all":
@@ -245,7 +263,8 @@ def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStac
                                + (" (--model evaluates all of --data by default)" if args.model is not None
                                   else ""))
     attack = args.attack or "pgd"
-    attack_steps = args.attack_steps or 10
+    attack_steps = args.attack_steps or known_options.get("steps")
+    attack_queries = args.attack_queries or known_options.get("queries")
     epsilons = list(DEFAULT_EPSILONS) if attack != "l0" else [0, 1, 2, 5, 10, 20]
     if args.epsilons:
         try:
@@ -296,8 +315,8 @@ def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStac
                 workers=args.workers, inplace=True, return_report=True, name=f"model {model_name}")
     corruption_set = args.corruption_set or ("cifar10" if max(data.image_size) <= 64 else "imagenet")
     result = evaluate_suites(models, evaluated, suites, paper_distortions=distortions, corruption_set=corruption_set,
-                             epsilons=epsilons, attack=attack, attack_steps=attack_steps,
-                             attack_examples=args.attack_examples, baseline=baseline_name, seed=args.seed,
+                             epsilons=epsilons, attack=attack, attack_steps=args.attack_steps,
+                             attack_queries=args.attack_queries, attack_examples=args.attack_examples, baseline=baseline_name, seed=args.seed,
                              smoothing=smoothing, smoothing_examples=args.smoothing_examples,
                              workers=args.workers,
                              batch_size=args.batch_size, progress=not args.quiet, context=context)
@@ -324,8 +343,16 @@ def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStac
                                  f"{', '.join(f'{r:g}' for r in chosen_settings['radii'])} on {certified} images")
     if "adversarial" in chosen:
         attacked = len(evaluated) if args.attack_examples is None else min(args.attack_examples, len(evaluated))
-        steps = "1 step" if attack == "fgsm" else f"{attack_steps} steps"
-        settings["attack"] = (f"{attack}, {steps}, epsilons {', '.join(f'{e:.4g}' for e in epsilons)} on "
+        budget = []
+        if attack == "fgsm":
+            budget.append("1 step")
+        elif attack_steps is not None:
+            budget.append(f"{attack_steps} {'APGD iterations' if attack == 'autoattack' else 'steps'}")
+        if attack_queries is not None:
+            budget.append(f"{attack_queries} queries")
+        name_of = ("autoattack (apgd-ce, apgd-t, square; FAB-T left out)" if attack == "autoattack" else attack)
+        steps = ", ".join(budget)
+        settings["attack"] = (f"{name_of}, {steps}, epsilons {', '.join(f'{e:.4g}' for e in epsilons)} on "
                               f"{attacked} images" + (f" (--attack-examples {args.attack_examples} asked for more "
                                                       f"than the {len(evaluated)} images)"
                                                       if args.attack_examples and args.attack_examples > attacked
@@ -359,10 +386,12 @@ def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStac
             result["models"][model_name]["bn_reestimate"] = {"images": r.images, "layers": r.layers,
                                                              "requested": bn_images}
     summary_table = _suite_summary_table(result["models"])
+    extra_tables = {"Summary": summary_table} if summary_table else {}
+    extra_tables.update(_attack_tables(result["models"]))
     warnings = result.get("warnings", []) + training_warnings
     paths = write_evaluation(out, rows, title=f"Evaluation of {ckpt_path}", settings=settings,
                              summary_lines=[f"warning: {w}" for w in warnings],
-                             extra_tables={"Summary": summary_table} if summary_table else None,
+                             extra_tables=extra_tables or None,
                              extra_json={"suite_summaries": result["models"], "warnings": warnings,
                                          # with --baseline: each model against it on the same images (Newcombe, McNemar)
                                          "paired": result.get("paired", [])})
@@ -380,6 +409,8 @@ def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStac
         print(text_table(attacked_rows, "robust_accuracy"))
     if summary_table:
         print("\n" + summary_table)
+    for heading, table in _attack_tables(result["models"]).items():
+        print(f"\n{heading}\n\n{table}")
     for warning in warnings:
         print(f"stabletrain: warning: {warning}", file=sys.stderr)
     print(f"\nwrote {paths['report']}, {paths['json']} and {paths['csv']}")
@@ -429,6 +460,33 @@ def _suite_summary_table(summaries: dict) -> str:
     return "\n".join(lines)
 
 
+def _attack_tables(summaries: dict) -> dict[str, str]:
+    """Markdown tables of the adversarial suite beyond the curve: AutoAttack's robust accuracy after each component,
+    and PGD against the suite's attack on the same images (the gradient-masking check)."""
+    tables: dict[str, str] = {}
+    lines = []
+    for name, s in summaries.items():
+        for eps, parts in s.get("attack", {}).get("components", {}).items():
+            if not lines:
+                lines = ["| model | ε | " + " | ".join(f"after {p} (%)" for p in parts) + " |",
+                         "|---|---:|" + "---:|" * len(parts)]
+            lines.append(f"| {name} | {float(eps):.4g} | " + " | ".join(f"{100 * v:.1f}" for v in parts.values())
+                         + " |")
+    if lines:
+        tables["Robust accuracy after each AutoAttack component"] = "\n".join(lines)
+    checks = [r for s in summaries.values() for r in s.get("gradient_masking", [])]
+    if checks:
+        lines = ["| model | ε | PGD-10 robust (%) | reference | reference robust (%) | difference (points, 95 % CI) "
+                 "| masking? |", "|---|---:|---:|---|---:|---:|---|"]
+        for r in checks:
+            lines.append(f"| {r['model']} | {r['epsilon']:.4g} | {100 * r['pgd_robust_accuracy']:.1f} | "
+                         f"{r['reference']} | {100 * r['reference_robust_accuracy']:.1f} | "
+                         f"{100 * r['difference']:+.1f} [{100 * r['difference_low']:+.1f}, "
+                         f"{100 * r['difference_high']:+.1f}] | {'yes' if r['masking'] else 'no'} |")
+        tables["Gradient-masking check: PGD against the suite's attack"] = "\n".join(lines)
+    return tables
+
+
 def _write_robustbench(args: argparse.Namespace, result: dict, chosen: set, attack: str, epsilons: list,
                        data: Any, name: str, source: Path, stored_model: str) -> list[str]:
     """RobustBench ``model_info`` files of the evaluated model: one per threat model the suites measured."""
@@ -442,7 +500,7 @@ def _write_robustbench(args: argparse.Namespace, result: dict, chosen: set, atta
                        for ch in (str(args.model) if args.model else source.resolve().parent.name
                                   if source.suffix == ".pt" else source.resolve().name))
     threats: list[tuple[str, float | None]] = []
-    if "adversarial" in chosen and attack in ("pgd", "fgsm", "pgd-l2"):
+    if "adversarial" in chosen and attack != "l0":
         # RobustBench's radii where the curve has them (Linf 8/255 on CIFAR, 4/255 on ImageNet; L2 0.5), else the largest
         standard = {"Linf": 4 / 255 if dataset == "imagenet" else 8 / 255, "L2": 0.5}
         threat = "L2" if attack == "pgd-l2" else "Linf"
@@ -451,7 +509,8 @@ def _write_robustbench(args: argparse.Namespace, result: dict, chosen: set, atta
     if "common" in chosen:
         threats.append(("corruptions", None))
     if not threats:
-        raise StableTrainError("--robustbench needs the adversarial suite (pgd, pgd-l2 or fgsm) or the common suite")
+        raise StableTrainError("--robustbench needs the adversarial suite (an L∞ or L2 attack, not l0) or the "
+                               "common suite")
     written = []
     for threat, eps in threats:
         kwargs: dict[str, Any] = {}

@@ -360,7 +360,9 @@ def attack_row(model: str, point: Mapping, steps: int | None) -> dict:
             "robust_accuracy_low": robust_low, "robust_accuracy_high": robust_high,
             "attack_success_rate": point["success_rate"],
             "attack_success_rate_low": success_low, "attack_success_rate_high": success_high,
-            "robust_accuracy_at_epsilon": point["robust_accuracy_at_epsilon"]}
+            "robust_accuracy_at_epsilon": point["robust_accuracy_at_epsilon"],
+            # autoattack: the robust accuracy once each component has run, one column per component
+            **{f"robust_accuracy_{part}": value for part, value in (point.get("components") or {}).items()}}
 
 
 def results_by_model(rows: Sequence[Mapping]) -> dict[str, dict]:
@@ -375,7 +377,10 @@ def results_by_model(rows: Sequence[Mapping]) -> dict[str, dict]:
         if row["distortion"] == "clean":
             entry["clean_accuracy"] = row["accuracy"]
         elif is_attack_row(row):
-            entry.setdefault("attacks", {})[row["distortion"]] = {k: row.get(k) for k in ATTACK_COLUMNS + ("n",)}
+            entry.setdefault("attacks", {})[row["distortion"]] = {
+                k: row.get(k) for k in ATTACK_COLUMNS + ("n",) + tuple(k for k in row
+                                                                         if k.startswith("robust_accuracy_apgd")
+                                                                         or k == "robust_accuracy_square")}
         elif is_smoothing_row(row):
             entry.setdefault("smoothing", {})[row["distortion"]] = {
                 k: row.get(k) for k in ("sigma", "radius", "certified_accuracy", "abstain_rate",
@@ -505,7 +510,8 @@ def mean_corruption_error(rows: Sequence[Mapping], model: str, corruptions: Sequ
 def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suites: Sequence[str], *,
                     paper_distortions: Sequence[Distortion] | None = None, corruption_set: str = "cifar10",
                     severities: Sequence[int] = (1, 2, 3, 4, 5), epsilons: Sequence[float] = DEFAULT_EPSILONS,
-                    attack: str = "pgd", attack_steps: int = 10, attack_examples: int | None = None,
+                    attack: str = "pgd", attack_steps: int | None = None, attack_examples: int | None = None,
+                    attack_queries: int | None = None, masking_check: bool | None = None,
                     baseline: str | None = None, seed: int = 0, batch_size: int = 512,
                     smoothing: Mapping | None = None, smoothing_examples: int | None = None,
                     workers: int = 0, progress: bool = True, context: "DistContext | None" = None) -> dict:
@@ -524,7 +530,17 @@ def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suit
     Attack rows (see :func:`attack_row`) have their own columns
     (``attack``, ``epsilon``, ``steps``, ``robust_accuracy``,
     ``attack_success_rate``) and leave ``accuracy``, ``mean_kl`` and
-    ``flip_rate`` empty. Robust accuracy counts an example as robust at ε only
+    ``flip_rate`` empty; ``autoattack`` rows add ``robust_accuracy_<component>``,
+    the robust accuracy once each component has run. ``attack_steps``
+    (iterations of pgd, pgd-l2, l0 and the APGD attacks) and
+    ``attack_queries`` (square, and autoattack's Square) default to the
+    attack's own (:func:`~stabletrain.attacks.attack_defaults`: 10 PGD steps,
+    100 APGD iterations, 5000 queries). With an L∞ attack other than PGD and
+    FGSM, the suite also runs PGD (10 steps) on the same images and compares
+    (:mod:`stabletrain.attacks.masking`): each model's summary gets
+    ``gradient_masking`` rows, and a warning where PGD overstates robustness
+    beyond the paired 95 % interval (``masking_check=False`` skips it).
+    Robust accuracy counts an example as robust at ε only
     if it is classified correctly clean and the attack failed at every
     ε' ≤ ε of the curve, so it never exceeds the clean accuracy and never
     rises with ε.
@@ -572,25 +588,51 @@ def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suit
     size = example_count(dataset)
     size = size if size is not None else len(next(iter(clean.values()))["labels"])
     count = size if attack_examples is None else min(int(attack_examples), size)
-    steps = None if attack == "fgsm" else int(attack_steps)
+    attack_options: dict = {}
+    steps = queries = None
+    masking = False
+    if "adversarial" in chosen:
+        from ..attacks import LINF_ATTACKS, attack_defaults
+
+        known = attack_defaults(attack)
+        if "steps" in known:
+            steps = int(attack_steps) if attack_steps is not None else int(known["steps"])
+            attack_options["steps"] = steps
+        elif attack_steps is not None and attack != "fgsm":
+            raise StableTrainError(f"attack {attack!r} takes no steps (it has a query budget: attack_queries)")
+        if "queries" in known:
+            queries = int(attack_queries) if attack_queries is not None else int(known["queries"])
+            attack_options["queries"] = queries
+        elif attack_queries is not None:
+            raise StableTrainError(f"attack {attack!r} takes no query budget (only square and autoattack do)")
+        masking = attack in LINF_ATTACKS and attack not in ("pgd", "pgd-linf", "fgsm") and masking_check is not False
     certified_count = size if smoothing_examples is None else min(int(smoothing_examples), size)
     needed = max(count if "adversarial" in chosen else 0, certified_count if "smoothing" in chosen else 0)
     if needed and attack_main:  # the attacked and certified images: the first ones by id, held in memory
         held_x, held_y, held_ids = take_examples(dataset, needed, batch_size=batch_size, workers=workers)
         device = _device_of(next(iter(models.values())))
         held_x = held_x.to(device)
+    masking_by_model: dict[str, list[dict]] = {}
+    components_by_model: dict[str, dict] = {}
     if "adversarial" in chosen and attack_main:
-        from ..attacks import robustness_curve
+        from ..attacks import attack_curve, masking_rows
 
         bar = tqdm(list(models.items()), desc=f"{attack} attack", unit="model", disable=not progress or None,
                    leave=False)
         for name, model in bar:
             # one stream per (model, example): the random starts do not depend on the batch size
             streams = ExampleRNG.for_examples(held_ids[:count].tolist(), seed, "attack", name)
-            curve = robustness_curve(model, held_x[:count], held_y[:count], list(epsilons), attack=attack,
-                                     batch_size=batch_size, generator=streams,
-                                     **({} if steps is None else {"steps": steps}))
-            rows += [attack_row(name, point, steps) for point in curve]
+            curve = attack_curve(model, held_x[:count], held_y[:count], list(epsilons), attack=attack,
+                                 batch_size=batch_size, generator=streams, **attack_options)
+            rows += [attack_row(name, point, steps) for point in curve.rows]
+            components_by_model[name] = {f"{r['epsilon']:.6g}": r["components"] for r in curve.rows
+                                         if r.get("components")}
+            if masking:  # PGD on the same images, from its own streams: does it overstate robustness?
+                check = attack_curve(model, held_x[:count], held_y[:count], list(epsilons), attack="pgd",
+                                     batch_size=batch_size, steps=10,
+                                     generator=ExampleRNG.for_examples(held_ids[:count].tolist(), seed, "attack",
+                                                                       name, "pgd"))
+                masking_by_model[name] = masking_rows(name, list(epsilons), check.robust, curve.robust, attack)
     if "smoothing" in chosen and attack_main:
         from .smoothing_suite import smoothing_rows
 
@@ -641,6 +683,13 @@ def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suit
             # the clean accuracy on the attacked images, the bound of every robust accuracy of the curve
             summary["attack"] = {"name": attack, "steps": steps, "examples": count,
                                  "clean_accuracy": attacked[0]["clean_accuracy"] if attacked else None}
+            if queries is not None:
+                summary["attack"]["queries"] = queries
+            parts = components_by_model.get(name)
+            if parts:  # autoattack: the robust accuracy once each component has run
+                summary["attack"]["components"] = parts
+            if masking:
+                summary["gradient_masking"] = masking_by_model.get(name, [])
         if "smoothing" in chosen:
             certified = [r for r in mine if is_smoothing_row(r)]
             summary["smoothing"] = {
@@ -652,6 +701,10 @@ def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suit
                 "noise_samples": certified[0]["noise_samples"] if certified else None}
         summary["warnings"] = prediction_warnings(name, clean[name]["predicted"], clean[name]["labels"],
                                                   clean[name]["num_classes"])
+        if masking_by_model.get(name):
+            from ..attacks import masking_warnings
+
+            summary["warnings"] += masking_warnings(masking_by_model[name])
         all_warnings += summary["warnings"]
         summaries[name] = summary
     result = {"rows": rows, "models": summaries, "warnings": all_warnings}

@@ -20,13 +20,14 @@ fields, as the files hold them (checked against the repository's
 The threat model is not a field: it is the folder (see
 :func:`model_info_path`).
 
-stabletrain attacks with PGD or FGSM, not AutoAttack, so their robust
-accuracy goes into a field named after the attack (``pgd_acc``,
-``pgd_l2_acc``, ``fgsm_acc``), ``autoattack_acc`` stays null and the
+An attack other than AutoAttack puts its robust accuracy into a field named
+after the attack (``pgd_acc``, ``pgd_l2_acc``, ``fgsm_acc``,
+``apgd_ce_acc``, ``square_acc``…), ``autoattack_acc`` stays null and the
 footnote says which attack, how many steps and how many examples: such a
 number is an upper bound on the AutoAttack robust accuracy, not a leaderboard
 entry. Only a summary whose attack is ``'autoattack'`` fills
-``autoattack_acc``. Corruption accuracies come from stabletrain's own
+``autoattack_acc``; stabletrain's own AutoAttack (which leaves FAB-T out)
+says so in the footnote. Corruption accuracies come from stabletrain's own
 implementation of the corruptions, which the footnote says too.
 """
 
@@ -51,7 +52,8 @@ DATASETS: dict[str, str] = {
     "imagenet": "imagenet", "imagenet-1k": "imagenet", "imagenet1k": "imagenet", "in1k": "imagenet",
 }
 # the norm of each stabletrain attack (l0 has no RobustBench threat model)
-_ATTACK_NORMS = {"fgsm": "Linf", "pgd": "Linf", "pgd-linf": "Linf", "pgd-l2": "L2", "l0": "L0"}
+_ATTACK_NORMS = {"fgsm": "Linf", "pgd": "Linf", "pgd-linf": "Linf", "pgd-l2": "L2", "l0": "L0", "apgd-ce": "Linf",
+                 "apgd-dlr": "Linf", "apgd-t": "Linf", "square": "Linf", "autoattack": "Linf"}
 # the corruption parameter sets that fit each data set
 _CORRUPTION_SETS = {"cifar10": ("cifar10", "c10"), "cifar100": ("cifar10", "c10"), "imagenet": ("imagenet",)}
 _COMMON = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
@@ -131,7 +133,14 @@ def _attack_notes(attack: Mapping, threat_model: str) -> tuple[str, str | None]:
         raise StableTrainError("the summary's attack has no name")
     key = name.lower()
     if key in ("autoattack", "aa"):
-        return "autoattack_acc", None
+        parts = attack.get("components")
+        if not parts:  # an AutoAttack number from elsewhere: nothing to add
+            return "autoattack_acc", None
+        names = list(next(iter(parts.values()))) if isinstance(parts, Mapping) and parts else []
+        examples = attack.get("examples")
+        return "autoattack_acc", (
+            f"AutoAttack by stabletrain without FAB-T ({', '.join(names)}; {attack.get('steps')} APGD iterations, "
+            f"{attack.get('queries')} Square queries" + (f", on {examples} test examples" if examples else "") + ").")
     norm = _ATTACK_NORMS.get(key)
     if norm is not None and norm != threat_model:
         raise StableTrainError(f"attack {name!r} is an {norm} attack; it cannot stand for the {threat_model} "
