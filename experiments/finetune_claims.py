@@ -5,7 +5,7 @@ For each data set, normalization and seed, a plain model trains to convergence w
 ``stabletrain.training.config.CONVERGED_EPOCHS``). From its checkpoint (``init``) two runs fine-tune with the
 library's fine-tuning defaults (AdamW at 1e-3, a 1-epoch warm-up, cosine) for the same number of epochs:
 
-* ``stability`` with the data set's setting (digits: σ = 0.2, α = 1; photos: σ = 0.1, α = 1, results.md §7);
+* ``stability`` with the data set's setting (digits: σ = 0.2, α = 1; photos: σ = 0.1, α = 1, results.md §A7);
 * ``plain``, the fair control: the same schedule without the stability term, so that a gain is the term's and not
   the extra epochs'.
 
@@ -34,9 +34,9 @@ from stabletrain.files import write_json
 from stabletrain.stats import format_interval, paired_bootstrap, verdict
 from stabletrain.training import TrainConfig, load_model, train
 
-#: Stability settings per data set (results.md §7: photos needs the milder σ = 0.1, α = 1).
+#: Stability settings per data set (results.md §A7: photos needs the milder σ = 0.1, α = 1).
 SETTINGS = {"digits": {"sigma": 0.2, "alpha": 1.0}, "photos": {"sigma": 0.1, "alpha": 1.0}}
-#: Fine-tuning epochs (results.md §7, rounds 2 and 3).
+#: Fine-tuning epochs (results.md §A7, rounds 2 and 3).
 FINETUNE_EPOCHS = 8
 
 

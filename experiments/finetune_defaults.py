@@ -38,7 +38,7 @@ ROUNDS = {
         ("lr 1e-4, warm-up 1, 4 epochs", 1e-4, 1.0, 4, 4.0)],
     2: [("lr 3e-3, warm-up 1, 8 epochs", 3e-3, 1.0, 8, 4.0), ("lr 3e-3, warm-up 1, 12 epochs", 3e-3, 1.0, 12, 4.0),
         ("lr 1e-3, warm-up 1, 8 epochs, alpha 1", 1e-3, 1.0, 8, 1.0)],
-    # photos: σ = 0.1, α = 1, the setting results.md §5 found to keep clean accuracy from scratch on photo tiles
+    # photos: σ = 0.1, α = 1, the setting results.md §A5 found to keep clean accuracy from scratch on photo tiles
     3: [("σ 0.1 α 1, lr 3e-3, warm-up 1, 8 epochs", 3e-3, 1.0, 8, 1.0, 0.1),
         ("σ 0.1 α 1, lr 1e-3, warm-up 1, 8 epochs", 1e-3, 1.0, 8, 1.0, 0.1)],
     # SGD with momentum, as the paper fine-tuned: its steps scale with the gradient, unlike Adam's; σ and α per data

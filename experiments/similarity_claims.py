@@ -11,8 +11,8 @@ replacement, then each seed's tiles, non-duplicate pairs and triplets; the same 
 Seeds can train in parallel processes (``--seed-list 0,1,2`` in one, ``--seed-list 3,4`` in another, each with
 ``OMP_NUM_THREADS=1``); the run over all seeds afterwards reuses their models.
 
-The embedders use the demo's model (BatchNorm); the demo takes no normalization option yet, so the GroupNorm
-arm of these claims needs that first.
+The embedders use the demo's model, with BatchNorm unless ``--norm group`` (give each normalization its own
+``--out``).
 """
 
 from __future__ import annotations
@@ -40,13 +40,15 @@ def main() -> None:
     parser.add_argument("--seed-list", default=None, help="these seeds instead, e.g. 3,4")
     parser.add_argument("--methods", default="plain,gaussian,gaussian-noisy,stability")
     parser.add_argument("--replicates", type=int, default=500)
+    parser.add_argument("--norm", default=None, choices=["batch", "group"], help="the embedders' normalization")
+    parser.add_argument("--epochs", type=int, default=None, help="the demo's budget (default: its own, 8)")
     args = parser.parse_args()
     methods = tuple(args.methods.split(","))
     seeds = [int(s) for s in args.seed_list.split(",")] if args.seed_list else list(range(args.seeds))
     results = []
     for seed in seeds:
         out = args.out / f"s{seed}"
-        config = DemoConfig(task="similarity", methods=methods, seed=seed)
+        config = DemoConfig(task="similarity", methods=methods, seed=seed, norm=args.norm, epochs=args.epochs)
         run_demo(config, out, progress=False, log=lambda line: print(line, flush=True))
         resolved = config.resolved()
         data = get_task("similarity").load_data(resolved.train_config(methods[0]))

@@ -85,6 +85,22 @@ def test_demo_and_compare_configs_are_type_checked():
         DemoConfig(methods=("plain", "gaussian"), alpha=2.0).resolved()
 
 
+def test_demo_norm_reaches_every_model_and_its_checkpoint_config():
+    from stabletrain.demo import DemoConfig
+
+    config = DemoConfig(methods=("plain", "stability"), norm="group", quick=True).resolved()
+    for method in config.methods:
+        assert config.train_config(method).model_args["norm"] == "group"
+    similarity = DemoConfig(task="similarity", methods=("plain",), norm="group", quick=True).resolved()
+    assert similarity.train_config("plain").model_args["norm"] == "group"
+    assert DemoConfig(methods=("plain",)).resolved().train_config("plain").model_args.get("norm", "batch") == "batch"
+    from stabletrain.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:  # argparse's one-line error
+        main(["demo", "--norm", "layer"])
+    assert exit_info.value.code == 2
+
+
 def test_defaults_have_one_source_of_truth():
     resolved = TrainConfig(method="stability").validated().method_args
     objective = StabilityObjective()

@@ -87,8 +87,9 @@ TASK_DEFAULTS = {
 class DemoConfig:
     """Settings of :func:`run_demo`.
 
-    ``alpha``, ``sigma`` and ``width`` apply to every method (model) that
-    takes them; left at None, each method keeps its own default (see
+    ``alpha``, ``sigma``, ``width`` and ``norm`` (the built-in models'
+    normalization layers, ``'batch'`` or ``'group'``) apply to every method
+    (model) that takes them; left at None, each method keeps its own default (see
     :mod:`stabletrain.objectives`), the values chosen in ``docs/results.md``.
     """
 
@@ -99,6 +100,7 @@ class DemoConfig:
     alpha: float | None = None
     sigma: float | None = None
     width: int | None = None
+    norm: str | None = None
     batch_size: int = 64
     lr: float = 3e-3
     seed: int = 0
@@ -134,8 +136,8 @@ class DemoConfig:
         return config
 
     def shared_options(self) -> dict:
-        """The options given for every method (alpha, sigma, width), where set."""
-        return {k: getattr(self, k) for k in ("alpha", "sigma", "width") if getattr(self, k) is not None}
+        """The options given for every method (alpha, sigma, width, norm), where set."""
+        return {k: getattr(self, k) for k in ("alpha", "sigma", "width", "norm") if getattr(self, k) is not None}
 
     def _train_config(self, method: str) -> tuple[TrainConfig, set[str]]:
         return TrainConfig.with_shared(dict(task=self.task, data=self.data, method=method, epochs=self.epochs,

@@ -28,6 +28,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, help="alpha of every method that takes it (default: each method's own)")
     p.add_argument("--sigma", type=float, help="sigma of every method that takes it (default: each method's own)")
     p.add_argument("--width", type=positive_int, help="model width (default: the model's own)")
+    p.add_argument("--norm", choices=["batch", "group"],
+                   help="normalization layers of the built-in models (default: the model's own, batch)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--distortions", help="comma-separated specs (default: the paper sweep for the image size)")
     p.add_argument("--device", default="auto")
@@ -49,7 +51,8 @@ def run(args: argparse.Namespace, log: Log) -> int:
         flags = [f"--{k}" for k in DEMOS.get(name).options if getattr(args, k, None) is not None]
         if flags:
             raise StableTrainError(f"{', '.join(flags)} only apply with --data {name}")
-    overrides = {k: getattr(args, k) for k in ("epochs", "alpha", "sigma", "width") if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in ("epochs", "alpha", "sigma", "width", "norm")
+                 if getattr(args, k) is not None}
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     distortions = tuple(s.strip() for s in args.distortions.split(",") if s.strip()) if args.distortions else None
     config = DemoConfig(task=args.task, data=args.data, methods=methods, seed=args.seed, device=args.device,

@@ -39,7 +39,7 @@ FIELD_HELP = {
               "30 with --norm group; photos 40; else 12)",
     "batch_size": "global batch size (default 64)",
     "lr": "learning rate of the head (and of the backbone, times --backbone-lr-scale), after warm-up decayed "
-          "by --schedule per step (default 3e-3; 1e-3 when fine-tuning with --weights or --init, docs/results.md §7)",
+          "by --schedule per step (default 3e-3; 1e-3 when fine-tuning with --weights or --init, docs/results.md §A7)",
     "weight_decay": "weight decay of every parameter (default 5e-4)",
     "optimizer": "adamw (default) or sgd (with --momentum)",
     "momentum": "SGD momentum (default 0.9)",
