@@ -90,9 +90,9 @@ def main() -> None:
             if r["comparison"].startswith("plain fine-tune") or r["measure"] not in (
                     "clean", "unseen (mean of jpeg, thumb, crop)"):
                 continue
-            what = ("clean accuracy within 1 point" if r["measure"] == "clean" else "better on unseen distortions "
-                    "(mean of jpeg, thumb, crop)") + (" than the base model" if r["comparison"].endswith("base")
-                                                      else " than plain fine-tuning (the control)")
+            against = "the base model" if r["comparison"].endswith("base") else "plain fine-tuning (the control)"
+            what = (f"clean accuracy within 1 point of {against}" if r["measure"] == "clean"
+                    else f"better than {against} on unseen distortions (mean of jpeg, thumb, crop)")
             extra.append(f"| {what} | {r['data']}, {r['norm']} | "
                          f"{format_interval(r['difference'], r['low'], r['high'], signed=True)} | {r['verdict']} | "
                          f"{r['seeds']} × {r['test_images']} |")
@@ -105,7 +105,7 @@ def main() -> None:
                 continue
             extra.append(f"| {r['claim']} | {format_interval(r['difference'], r['low'], r['high'], percent=False, digits=3, signed=True)}"
                          f" | {r['verdict']} |")
-    print(text + "\n".join(extra))
+    print(text + "\n" + "\n".join(extra))
 
 
 if __name__ == "__main__":
