@@ -23,6 +23,10 @@ def test_quick_jets_demo_writes_the_report(jet_file, jet_cache, tmp_path):
     assert {r["attack"] for r in result["attacks"]} == {"pgd", "fgsm", "sparse", "pgd, ≤10 GeV total"}
     occupancy = {r["data"]: r["occupancy"] for r in result["sparsity"]}
     assert occupancy["digits (0–4 vs 5–9)"] > 5 * occupancy["jets"]
+    # the matched-difficulty control: the same digits with 20 % of the labels flipped are harder, not sparser
+    errors = {r["data"]: r["clean_error"] for r in result["sparsity"]}
+    assert occupancy["digits, 20 % of labels flipped"] == occupancy["digits (0–4 vs 5–9)"]
+    assert errors["digits, 20 % of labels flipped"] > errors["digits (0–4 vs 5–9)"] + 0.05
     assert len(result["checks"]) == 3
     assert all(c["verdict"] in ("held", "did not hold", "within noise") and c["intervals"] for c in result["checks"])
     counts = result["test_counts"]
@@ -173,3 +177,28 @@ def test_report_json_and_csv_carry_intervals_counts_and_the_zero_pass_case(tmp_p
     assert int(cell["signal"]) + int(cell["background"]) == N_JETS
     with open(tmp_path / "attacks.csv", newline="") as f:
         assert {"auc_low", "passed_50", "rejection_50_high", "signal"} <= set(next(csv.DictReader(f)))
+
+
+def test_flip_labels_flips_the_rate_nested_and_per_stream():
+    import torch
+
+    from stabletrain.checks import StableTrainError
+    from stabletrain.jets.demo import flip_labels
+
+    y = torch.arange(20_000) % 2
+    flipped = flip_labels(y, 0.2) != y
+    assert abs(float(flipped.float().mean()) - 0.2) < 0.01     # binomial sd 0.003
+    assert torch.equal(flip_labels(y, 0.0), y) and torch.equal(flip_labels(y, 1.0), 1 - y)
+    assert bool(((flip_labels(y, 0.1) != y) <= flipped).all())   # nested in the rate
+    assert torch.equal(flip_labels(y, 0.2), flip_labels(y, 0.2))
+    assert not torch.equal(flip_labels(y, 0.2, stream=1), flip_labels(y, 0.2))
+    with pytest.raises(StableTrainError, match="flip rate"):
+        flip_labels(y, 1.5)
+
+
+def test_demo_config_refuses_a_label_noise_at_or_above_chance():
+    from stabletrain.checks import StableTrainError
+    from stabletrain.jets.demo import JetDemoConfig
+
+    with pytest.raises(StableTrainError, match="sparsity_label_noise"):
+        JetDemoConfig(sparsity_label_noise=0.5).resolved()

@@ -214,3 +214,99 @@ def test_jets_evaluate_image_taggers_read_the_same_file(cloud_runs, tmp_path):
     saved = json.loads((tmp_path / "e" / "results.json").read_text())
     assert saved["input"] == "images" and {r["distortion"] for r in saved["rows"]} == {"clean", "smear-1",
                                                                                        "deadcells-0.1"}
+
+
+# ---- attacks at matched physical budgets (--attack)
+
+def test_jets_evaluate_attacks_clouds_as_the_library_does(cloud_runs, tmp_path, capsys):
+    from stabletrain.jets.cloud_attacks import cloud_attack_curve
+    from stabletrain.jets.clouds import load_clouds
+    from stabletrain.training import load_model
+
+    data, runs = cloud_runs
+    out = tmp_path / "eval"
+    capsys.readouterr()
+    assert main(["jets", "evaluate", str(runs["pfn"]), "--distortions", "clean", "--attack", "pgd",
+                 "--attack-budgets", "0.3,0.1", "--attack-steps", "3", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    saved = json.loads((out / "attacks.json").read_text())
+    rows = saved["rows"]
+    assert saved["input"] == "clouds" and saved["settings"]["threat"] == "relative pT change per particle"
+    assert [r["budget_pt"] for r in rows] == [0.0, 0.1, 0.3]      # the clean budget first, then sorted
+    assert rows[0]["robust_accuracy"] == rows[0]["clean_accuracy"]
+    assert rows[0]["robust_accuracy"] >= rows[1]["robust_accuracy"] >= rows[2]["robust_accuracy"]
+    assert (out / "attacks.csv").exists() and (out / "plots" / "attacks.png").stat().st_size > 0
+    assert "robust accuracy" in printed and f"pgd on {rows[0]['n']} test jets" in printed
+    model, _ = load_model(runs["pfn"] / "checkpoint.pt")
+    test = load_clouds(str(data)).test
+    direct = cloud_attack_curve(model, test.x, test.y, [0.0, 0.1, 0.3], steps=3, seed=0)
+    assert [r["robust_accuracy"] for r in rows] == [r["robust_accuracy"] for r in direct]
+    assert [r["auc"] for r in rows] == pytest.approx([r["auc"] for r in direct])
+
+
+def test_jets_evaluate_attack_options_take_effect(cloud_runs, tmp_path):
+    _data, runs = cloud_runs
+
+    def run(name, *extra):
+        assert main(["jets", "evaluate", str(runs["pfn"]), "--distortions", "clean", "--attack", "fgsm",
+                     "--attack-budgets", "0.2", *extra, "--out", str(tmp_path / name), "--quiet"]) == 0
+        return json.loads((tmp_path / name / "attacks.json").read_text())["rows"]
+
+    plain, injected = run("plain"), run("inject", "--attack-inject", "3:5", "--attack-angle", "0.05")
+    assert plain[1]["budget_particles"] == 0 and injected[1]["budget_particles"] == 3
+    assert injected[1]["budget_budget_gev"] == 5 and injected[1]["budget_angle"] == 0.05
+    assert injected[0]["budget_particles"] == 0            # the clean row stays clean
+    # the CLI attacks with the budget it reports: the library's curve under the same CloudBudget
+    from stabletrain.jets.cloud_attacks import CloudBudget, cloud_attack_curve
+    from stabletrain.jets.clouds import load_clouds
+    from stabletrain.training import load_model
+
+    model, _ = load_model(runs["pfn"] / "checkpoint.pt")
+    test = load_clouds(str(_data)).test
+    budget = CloudBudget(pt=0.2, angle=0.05, particles=3, budget_gev=5.0)
+    direct = cloud_attack_curve(model, test.x, test.y, [CloudBudget(), budget], attack="fgsm", seed=0)
+    assert [r["auc"] for r in injected] == pytest.approx([r["auc"] for r in direct])
+    assert injected[1]["changed_particles"] == pytest.approx(direct[1]["changed_particles"])
+    assert injected[1]["auc"] != pytest.approx(plain[1]["auc"])   # the injection and the shift took effect
+    subset = run("subset", "--attack-jets", "10")
+    counts = json.loads((tmp_path / "plain" / "results.json").read_text())["test_counts"]
+    assert {r["n"] for r in subset} == {10}
+    assert {r["n"] for r in plain} == {counts["signal"] + counts["background"]}
+
+
+def test_jets_evaluate_attacks_images_with_the_matched_relative_budget(cloud_runs, tmp_path):
+    from stabletrain.jets.cloud_attacks import image_attack_curve
+    from stabletrain.jets.data import load_jets
+    from stabletrain.training import load_model
+
+    data, runs = cloud_runs
+    out = tmp_path / "eval"
+    assert main(["jets", "evaluate", str(runs["small_cnn"]), "--distortions", "clean", "--attack", "pgd",
+                 "--attack-budgets", "0,0.2", "--attack-steps", "2", "--out", str(out), "--quiet"]) == 0
+    saved = json.loads((out / "attacks.json").read_text())
+    assert saved["settings"]["threat"] == "relative pT change per cell"
+    model, _ = load_model(runs["small_cnn"] / "checkpoint.pt")
+    test = load_jets(str(data)).test.in_memory()
+    direct = image_attack_curve(model, test.x, test.y, [0.0, 0.2], steps=2, seed=0)
+    assert [r["robust_accuracy"] for r in saved["rows"]] == [r["robust_accuracy"] for r in direct]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--attack-angle", "0.1"], "only take effect with --attack"),
+    (["--attack", "pgd", "--attack-budgets", "0.1,x"], "comma-separated numbers"),
+    (["--attack", "pgd", "--attack-budgets", "0.1,-1"], "finite numbers >= 0"),
+    (["--attack", "pgd", "--attack-budgets", "0.1,0.1"], "repeats a budget"),
+    (["--attack", "pgd", "--attack-inject", "3"], "K:GEV"),
+    (["--attack", "pgd", "--attack-inject", "0:5"], "K >= 1 and GEV > 0"),
+    (["--attack", "pgd", "--attack-inject", "3:5", "image"], "act on particles"),
+])
+def test_jets_evaluate_refuses_bad_attack_options(cloud_runs, tmp_path, capsys, extra, message):
+    _data, runs = cloud_runs
+    run = runs["small_cnn"] if extra[-1] == "image" else runs["pfn"]
+    extra = [e for e in extra if e != "image"]
+    capsys.readouterr()
+    assert main(["jets", "evaluate", str(run), "--distortions", "clean", *extra, "--out", str(tmp_path / "e"),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("stabletrain: error: ") and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "e" / "attacks.json").exists()

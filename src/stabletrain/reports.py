@@ -488,7 +488,8 @@ def plot_family_grid(rows: Sequence[Mapping], families: Sequence[str], path: str
     return _save_figure(fig, Path(path))
 
 
-def plot_robustness(rows: Sequence[Mapping], attacks: Sequence[str], path: str | os.PathLike) -> Path:
+def plot_robustness(rows: Sequence[Mapping], attacks: Sequence[str], path: str | os.PathLike, *,
+                    xlabel: str = "epsilon (pixel units)") -> Path:
     """Robust accuracy (the rows' ``robust_accuracy``) against epsilon, a line per (model, attack)."""
     plt = _pyplot()
     models = _models(rows)
@@ -496,11 +497,11 @@ def plot_robustness(rows: Sequence[Mapping], attacks: Sequence[str], path: str |
     for index, model in enumerate(models):
         for style, attack in zip(("-", "--", ":", "-."), attacks):
             points = sorted((float(r["epsilon"]), float(r["robust_accuracy"])) for r in rows
-                            if r["model"] == model and _is_attack(r) and r.get("attack", r["family"]) == attack)
+                            if r["model"] == model and _is_attack(r) and r.get("attack", r.get("family")) == attack)
             if points:
                 ax.plot([p[0] for p in points], [100 * p[1] for p in points], style, marker="o", color=f"C{index}",
                         label=f"{model} ({attack})" if len(attacks) > 1 else model)
-    ax.set_xlabel("epsilon (pixel units)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("robust accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

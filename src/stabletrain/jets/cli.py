@@ -7,6 +7,7 @@ FastJet only when it runs, and says how to install them if they are missing.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,19 @@ def add_jets_parser(sub: Any) -> None:
                         "particlenet) their analogues on particles: cloud_pileup-MU, cloud_smear-A, "
                         "cloud_deadcells-F, cloud_threshold-T, cloud_shift-K")
     p.add_argument("--pileup-pool", help=".npz pile-up pool of image taggers' pileup-MU (default: the cached pool)")
+    g = p.add_argument_group("attacks at matched physical budgets (stabletrain.jets.cloud_attacks)")
+    g.add_argument("--attack", choices=("pgd", "fgsm"),
+                   help="also attack every tagger: a relative pT change of at most ε per cell (images) or per "
+                        "particle (clouds), the same threat for both; writes attacks.{json,csv} (default: no attack)")
+    g.add_argument("--attack-budgets", default="0,0.02,0.05,0.1,0.2,0.5", metavar="E,E,...",
+                   help="the relative pT budgets ε (default 0,0.02,0.05,0.1,0.2,0.5)")
+    g.add_argument("--attack-steps", type=_int_at_least(1), default=10, help="PGD steps (default 10)")
+    g.add_argument("--attack-angle", type=float, default=0.0, metavar="RAD",
+                   help="clouds only: also shift each particle by up to RAD in η and φ (default 0)")
+    g.add_argument("--attack-inject", metavar="K:GEV",
+                   help="clouds only: also inject up to K soft particles with GEV in all, within ΔR < 1")
+    g.add_argument("--attack-jets", type=_int_at_least(1), metavar="N",
+                   help="attack a seeded random N of the test jets (default: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     p.add_argument("--quiet", action="store_true")
@@ -192,6 +206,7 @@ def _evaluate(args: argparse.Namespace, log: Any) -> int:
 
     # only detector effects (not image distortions such as jpeg-50), checked before anything is loaded
     given = args.distortions.split(",") if args.distortions else None
+    budgets = _attack_budgets(args)
     if given is not None:
         check_detector_specs(given, kind=None)
     models, kinds, data_source, split = {}, {}, args.data, None
@@ -243,9 +258,12 @@ def _evaluate(args: argparse.Namespace, log: Any) -> int:
     out = Path(args.out)
     labels = data.test.y
     counts = {"signal": int((labels == 1).sum()), "background": int((labels == 0).sum())}
+    attack_rows = _attack_curves(args, models, kind, data.test, budgets) if budgets is not None else None
     write_csv(out / "results.csv", rows)
     write_json(out / "results.json", {"data": data_source, "input": "clouds" if kind == "cloud" else "images",
                                       "test_counts": counts, "rows": rows})
+    if attack_rows is not None:
+        _write_attacks(out, attack_rows, args, kind, data_source)
     plot_severity_curves([{**r, "accuracy": r["auc"]} for r in rows], out / "plots", "accuracy",
                          title_prefix="ROC AUC (%) under ")
     print(f"on the {describe_counts(counts['signal'], counts['background'])}: AUC [95 % DeLong interval]; "
@@ -254,7 +272,103 @@ def _evaluate(args: argparse.Namespace, log: Any) -> int:
         print(f"{r['model']:>12} {r['distortion']:>20}  AUC {format_auc(r)}  R50 {format_rejection(r, 50)}  "
               f"R30 {format_rejection(r, 30)}")
     print(f"\nwrote {out / 'results.json'} and {out / 'results.csv'}")
+    if attack_rows is not None:
+        _print_attacks(attack_rows, args)
+        print(f"wrote {out / 'attacks.json'} and {out / 'attacks.csv'}")
     return 0
+
+
+def _attack_budgets(args: argparse.Namespace) -> list[Any] | None:
+    """The :class:`~stabletrain.jets.cloud_attacks.CloudBudget` list of ``--attack``, checked before loading."""
+    import math
+
+    from .cloud_attacks import CloudBudget
+
+    extras = [name for name, given in (("--attack-angle", args.attack_angle), ("--attack-inject", args.attack_inject),
+                                       ("--attack-jets", args.attack_jets)) if given]
+    if args.attack is None:
+        if extras:
+            raise StableTrainError(f"{', '.join(extras)} only take effect with --attack pgd|fgsm")
+        return None
+    try:
+        epsilons = [float(e) for e in args.attack_budgets.split(",") if e.strip()]
+    except ValueError:
+        raise StableTrainError(f"--attack-budgets takes comma-separated numbers, got {args.attack_budgets!r}") from None
+    if not epsilons or any(not math.isfinite(e) or e < 0 for e in epsilons):
+        raise StableTrainError(f"--attack-budgets takes finite numbers >= 0, got {args.attack_budgets!r}")
+    if len(set(epsilons)) != len(epsilons):
+        raise StableTrainError(f"--attack-budgets repeats a budget: {args.attack_budgets!r}")
+    particles, gev = 0, 0.0
+    if args.attack_inject:
+        try:
+            k, g = args.attack_inject.split(":")
+            particles, gev = int(k), float(g)
+        except ValueError:
+            raise StableTrainError(f"--attack-inject takes K:GEV (soft particles and their summed pT), "
+                                   f"got {args.attack_inject!r}") from None
+        if particles < 1 or not gev > 0:
+            raise StableTrainError(f"--attack-inject needs K >= 1 and GEV > 0, got {args.attack_inject!r}")
+    budgets = [CloudBudget(pt=e, angle=args.attack_angle if e else 0.0, particles=particles if e else 0,
+                           budget_gev=gev if e else 0.0) for e in sorted(epsilons)]
+    if 0.0 not in epsilons:
+        budgets.insert(0, CloudBudget())
+    return budgets
+
+
+def _attack_curves(args: argparse.Namespace, models: dict[str, Any], kind: str, test: Any,
+                   budgets: list[Any]) -> list[dict[str, Any]]:
+    """Every tagger's robustness curve on the test jets (or a seeded ``--attack-jets`` subset of them)."""
+    import numpy as np
+
+    from .cloud_attacks import cloud_attack_curve, image_attack_curve
+
+    if kind == "image" and (args.attack_angle or args.attack_inject):
+        raise StableTrainError("--attack-angle and --attack-inject act on particles; image taggers take the "
+                               "relative pT budgets only")
+    n = len(test.y)
+    if args.attack_jets and args.attack_jets < n:
+        index = np.sort(np.random.default_rng(args.seed).choice(n, args.attack_jets, replace=False))
+        test = test.subset(index)
+    rows: list[dict[str, Any]] = []
+    for name, model in models.items():
+        if not args.quiet:
+            print(f"attacking {name} ({args.attack}, {len(test.y)} test jets)", file=sys.stderr)
+        progress = None if args.quiet else (lambda line, name=name: print(f"  {name}: {line}", file=sys.stderr))
+        if kind == "cloud":
+            curve = cloud_attack_curve(model, test.x, test.y, budgets, attack=args.attack, steps=args.attack_steps,
+                                       seed=args.seed, progress=progress)
+        else:
+            curve = image_attack_curve(model, test.x, test.y, [b.pt for b in budgets], attack=args.attack,
+                                       steps=args.attack_steps, seed=args.seed, progress=progress)
+        rows.extend({"model": name, "epsilon": r["strength"], **r} for r in curve)
+    return rows
+
+
+def _write_attacks(out: Path, rows: list[dict[str, Any]], args: argparse.Namespace, kind: str,
+                   data_source: Any) -> None:
+    from ..files import write_csv, write_json
+    from ..reports import plot_robustness
+
+    write_csv(out / "attacks.csv", rows)
+    settings = {"attack": args.attack, "steps": args.attack_steps if args.attack == "pgd" else 1,
+                "budgets": args.attack_budgets, "angle": args.attack_angle, "inject": args.attack_inject,
+                "jets": rows[0]["n"] if rows else 0, "seed": args.seed,
+                "threat": "relative pT change per particle" if kind == "cloud" else "relative pT change per cell"}
+    write_json(out / "attacks.json", {"data": data_source, "input": "clouds" if kind == "cloud" else "images",
+                                      "settings": settings, "rows": rows})
+    plot_robustness(rows, [args.attack], out / "plots" / "attacks.png",
+                    xlabel="ε: relative pT change per " + ("particle" if kind == "cloud" else "cell"))
+
+
+def _print_attacks(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    from .tagging import format_auc
+
+    n = rows[0]["n"] if rows else 0
+    print(f"\n{args.attack} on {n} test jets: robust accuracy (right on the clean jet and not fooled at this "
+          f"budget or a smaller one), AUC of the attacked jets")
+    for r in rows:
+        print(f"{r['model']:>12}  ε {r['budget_pt']:<6g} robust accuracy {100 * r['robust_accuracy']:5.1f} %  "
+              f"AUC {format_auc(r)}")
 
 
 #: ``stabletrain jets …``, registered by :mod:`stabletrain.jets.plugin`.
