@@ -2,7 +2,8 @@
 
 Reads ``RUNS/claims-digits/results.json`` and ``RUNS/claims-photos/results.json`` (experiments/claims.py),
 ``RUNS/finetune-claims/claims.json`` (experiments/finetune_claims.py) and
-``RUNS/similarity-claims/claims.json`` (experiments/similarity_claims.py); a run that is missing is left out.
+``RUNS/similarity-claims/claims.json`` and ``RUNS/similarity-claims-group/claims.json``
+(experiments/similarity_claims.py, BatchNorm and ``--norm group``); a run that is missing is left out.
 
     python experiments/claims_summary.py --runs runs
 """
@@ -96,15 +97,21 @@ def main() -> None:
             extra.append(f"| {what} | {r['data']}, {r['norm']} | "
                          f"{format_interval(r['difference'], r['low'], r['high'], signed=True)} | {r['verdict']} | "
                          f"{r['seeds']} × {r['test_images']} |")
-    similarity = args.runs / "similarity-claims" / "claims.json"
-    if similarity.exists():
-        rows = json.loads(similarity.read_text())
-        extra += ["", "| C4–C6 (photos embedders, BatchNorm) | difference, 95 % interval | verdict |", "|---|---|---|"]
-        for r in rows:
-            if not r["claim"].startswith(("stability", "gaussian ")):
-                continue
-            extra.append(f"| {r['claim']} | {format_interval(r['difference'], r['low'], r['high'], percent=False, digits=3, signed=True)}"
-                         f" | {r['verdict']} |")
+    norms = {"BatchNorm": args.runs / "similarity-claims" / "claims.json",
+             "GroupNorm": args.runs / "similarity-claims-group" / "claims.json"}
+    found = {norm: json.loads(path.read_text()) for norm, path in norms.items() if path.exists()}
+    if found:
+        extra += ["", "| C4–C6 (photos embedders), difference, 95 % interval | " + " | ".join(found) + " |",
+                  "|---|" + "---|" * len(found)]
+        claims = list(dict.fromkeys(r["claim"] for rows in found.values() for r in rows
+                                    if r["claim"].startswith(("stability", "gaussian "))))
+        for claim in claims:
+            cells = []
+            for rows in found.values():
+                r = next((r for r in rows if r["claim"] == claim), None)
+                cells.append(f"{r['verdict']}: {format_interval(r['difference'], r['low'], r['high'], percent=False, digits=3, signed=True)}"
+                             if r else "not run")
+            extra.append(f"| {claim} | " + " | ".join(cells) + " |")
     print(text + "\n" + "\n".join(extra))
 
 
