@@ -90,12 +90,10 @@ def evaluate(kind: str, data: str, pileup_data: dict[str, str], out: Path, attac
              out / f"{folder.name}.log")
 
 
-def _auc(r: dict) -> str:
-    return format_auc(r)
+_auc = format_auc
 
 
-def _rejection(r: dict, efficiency: int) -> str:
-    return format_rejection(r, efficiency)
+_rejection = format_rejection
 
 
 def report(out: Path) -> str:
@@ -117,14 +115,10 @@ def report(out: Path) -> str:
             others = [r for r in rows if r["model"] == m and r["distortion"] != "clean"]
             worst = min(others, key=lambda r: r["auc"]) if others else None
             seconds = out / "runs" / f"{m}.seconds"
-            lines.append(f"| {m} | {float(seconds.read_text()):.0f} | {_auc(clean)} | {_rejection(clean, 30)} | "
-                         f"{_rejection(clean, 50)} | "
-                         f"{sum(r['auc'] for r in others) / max(len(others), 1):.3f} | "
-                         f"{worst['distortion'] + ' ' + format(worst['auc'], '.3f') if worst else ''} |"
-                         if seconds.exists() else
-                         f"| {m} | | {_auc(clean)} | {_rejection(clean, 30)} | {_rejection(clean, 50)} | "
-                         f"{sum(r['auc'] for r in others) / max(len(others), 1):.3f} | "
-                         f"{worst['distortion'] + ' ' + format(worst['auc'], '.3f') if worst else ''} |")
+            train_s = f"{float(seconds.read_text()):.0f}" if seconds.exists() else ""
+            mean = sum(r["auc"] for r in others) / max(len(others), 1)
+            lines.append(f"| {m} | {train_s} | {_auc(clean)} | {_rejection(clean, 30)} | {_rejection(clean, 50)} | "
+                         f"{mean:.3f} | {worst['distortion'] + ' ' + format(worst['auc'], '.3f') if worst else ''} |")
         effects = list(dict.fromkeys(r["distortion"] for r in rows))
         lines += ["", "| tagger | " + " | ".join(effects) + " |", "|---|" + "---:|" * len(effects)]
         for m in models:
