@@ -27,6 +27,16 @@ Below the reference side (224 px for the ImageNet-C parameters) snow, spatter
 and elastic_transform depend on ``layer_resolution``; there the three are timed
 with both settings, interleaved, and the sweep is given for both.
 
+The reference at its fastest: the PyPI release's ``glass_blur`` shuffles
+pixels in a pure-Python loop (about a second per 224-px image), which
+imagecorruptions' master branch replaced with a numba kernel. This script
+times that algorithm in numba as the glass-blur reference
+(:func:`numba_glass_blur`, ``pip install numba``), after checking that its
+output equals the PyPI ``glass_blur``'s bit for bit on the benchmark's
+images (both draw the same pixel offsets from NumPy's global generator). The
+tables use it; the sweep is also given with the PyPI glass blur and without
+glass blur.
+
 Results go to ``benchmarks/results/corruptions.json``.
 """
 
@@ -101,6 +111,81 @@ def load_reference() -> Any | None:
     return imagecorruptions
 
 
+#: glass_blur's (sigma, max_delta, iterations) per severity, as in imagecorruptions.
+GLASS = [(0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2)]
+
+
+def numba_glass_blur(reference: Any) -> Callable[[np.ndarray, int], np.ndarray] | None:
+    """imagecorruptions' glass blur with its pixel shuffle compiled by numba, as its master branch does; or None.
+
+    The shuffle visits the pixels in the reference's order and takes the
+    reference's offsets, drawn up front from NumPy's global generator in the
+    same sequence (``randint(-d, d)`` pairs). The reference's tuple "swap" of
+    two RGB rows of views copies the second pixel onto the first and leaves
+    the second unchanged; the kernel does exactly that. The Gaussian blurs
+    are the reference's own (scikit-image), and the result is cast to uint8
+    as ``imagecorruptions.corrupt`` does.
+    """
+    if importlib.util.find_spec("numba") is None:
+        return None
+    from numba import njit
+
+    gaussian = sys.modules["imagecorruptions.corruptions"].gaussian
+
+    @njit(cache=False)
+    def shuffle(x: np.ndarray, offsets: np.ndarray, delta: int, iterations: int) -> None:  # pragma: no cover
+        k = 0
+        for _ in range(iterations):
+            for h in range(x.shape[0] - delta, delta, -1):
+                for w in range(x.shape[1] - delta, delta, -1):
+                    hp, wp = h + offsets[k, 1], w + offsets[k, 0]
+                    k += 1
+                    for channel in range(x.shape[2]):
+                        x[h, w, channel] = x[hp, wp, channel]
+
+    def glass_blur(image: np.ndarray, severity: int) -> np.ndarray:
+        sigma, delta, iterations = GLASS[severity - 1]
+        x = np.uint8(gaussian(np.asarray(image) / 255.0, sigma=sigma, multichannel=True) * 255)
+        visits = iterations * max(x.shape[0] - 2 * delta, 0) * max(x.shape[1] - 2 * delta, 0)
+        offsets = np.random.randint(-delta, delta, size=(visits, 2))
+        shuffle(x, offsets, delta, iterations)
+        return np.uint8(np.clip(gaussian(x / 255.0, sigma=sigma, multichannel=True), 0, 1) * 255)
+
+    return glass_blur
+
+
+def check_numba_glass_blur(reference: Any, glass_blur: Callable[[np.ndarray, int], np.ndarray],
+                           images: np.ndarray) -> None:
+    """Stop unless the numba glass blur equals the PyPI one on ``images`` at every severity."""
+    for k, image in enumerate(images):
+        for severity in SEVERITIES:
+            np.random.seed(1000 + k)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                expected = reference.corrupt(image, corruption_name="glass_blur", severity=severity)
+            np.random.seed(1000 + k)
+            got = glass_blur(image, severity)
+            if not np.array_equal(expected, got):
+                sys.exit(f"the numba glass blur differs from imagecorruptions' at severity {severity} "
+                         f"(image {k}, {int((expected != got).sum())} values); not timing it")
+
+
+def time_numba_glass(glass_blur: Callable[[np.ndarray, int], np.ndarray], images: np.ndarray
+                     ) -> tuple[dict[int, float], dict[int, float]]:
+    """Seconds per image of the numba glass blur, per severity: (fastest image, mean)."""
+    fastest, mean = {}, {}
+    np.random.seed(0)
+    glass_blur(images[0], 1)  # compile
+    for severity in SEVERITIES:
+        times = []
+        for image in images:
+            start = time.perf_counter()
+            glass_blur(image, severity)
+            times.append(time.perf_counter() - start)
+        fastest[severity], mean[severity] = min(times), sum(times) / len(times)
+    return fastest, mean
+
+
 def photo_batch(size: int, count: int) -> torch.Tensor:
     """``count`` real photo tiles of ``size`` px (RGB float in [0, 1])."""
     split = load_photos(image_size=size, photo_side=max(2 * size, 128), sources=SOURCES)
@@ -168,9 +253,11 @@ def time_reference(reference: Any, images: np.ndarray,
     return fastest, mean
 
 
-def summarize(ours: dict, ref: dict | None) -> dict[str, Any]:
+def summarize(ours: dict, ref: dict | None, names: tuple[str, ...] = NAMES) -> dict[str, Any]:
+    ours = {name: ours[name] for name in names}
+    ref = None if ref is None else {name: ref[name] for name in names}
     rows = {}
-    for name in NAMES:
+    for name in names:
         ours_s = sum(ours[name].values())
         row = {"ours_images_per_s": len(SEVERITIES) / ours_s}
         if ref is not None:
@@ -280,6 +367,17 @@ def main() -> None:
             entry["reference_samples"] = {"default": many, "glass_blur": glass}
             entry["reference_seconds_per_image"] = ref
             entry["reference_mean_seconds_per_image"] = ref_mean
+            pypi_ref = ref
+            fast_glass = numba_glass_blur(reference)
+            if fast_glass is not None:
+                check_numba_glass_blur(reference, fast_glass, images[:2])
+                fastest, mean = time_numba_glass(fast_glass, images[:many])
+                ref = {**ref, "glass_blur": fastest}
+                entry["reference_glass_blur"] = "numba (imagecorruptions master's algorithm), equal to PyPI's output"
+                entry["reference_numba_glass_seconds_per_image"] = {"fastest": fastest, "mean": mean}
+            else:
+                print("numba is not installed: the glass-blur reference is the PyPI release's pure-Python loop")
+                entry["reference_glass_blur"] = "PyPI imagecorruptions 1.1.2 (pure Python)"
         for device in devices:
             key = "" if device.type == "cpu" else f"@{device.type}"
             for parameter_set in ("imagenet", "cifar10"):
@@ -291,6 +389,10 @@ def main() -> None:
                 for resolution, ours in timings.items():
                     summary = summarize(ours, ref if parameter_set == "imagenet" else None)
                     summary["ours_seconds_per_image"] = ours
+                    if ref is not None and parameter_set == "imagenet":
+                        summary["sweep_with_pypi_glass_blur"] = summarize(ours, pypi_ref)["sweep"]
+                        summary["sweep_without_glass_blur"] = summarize(
+                            ours, ref, tuple(n for n in NAMES if n != "glass_blur"))["sweep"]
                     suffix = "" if resolution == "reference" else f"_{resolution}"
                     entry[parameter_set + suffix + key] = summary
         results["sizes"][size] = entry
@@ -308,6 +410,8 @@ def main() -> None:
         from importlib.metadata import version
 
         versions.update(imagecorruptions=version("imagecorruptions"), opencv=version("opencv-python"))
+        if importlib.util.find_spec("numba") is not None:
+            versions.update(numba=version("numba"))
     results["meta"] = {"versions": versions, "threads": args.threads, "cpu": platform.processor() or platform.machine(),
                        "cpu_count": os.cpu_count(), "reference": None if reference is None else "imagecorruptions",
                        "parameters": "ImageNet-C (imagenet); stabletrain's CIFAR-10-C set timed as well",
@@ -334,6 +438,12 @@ def main() -> None:
         if reference is not None:
             slower = {size: [name for name, row in results["sizes"][size]["imagenet"]["per_corruption"].items()
                              if row["speedup"] < 1] for size in results["sizes"]}
+            glass = results["sizes"][32].get("reference_glass_blur", "")
+            lines += ["", f"Glass-blur reference: {glass}. The full sweep against the reference with the PyPI "
+                      "release's pure-Python glass blur instead, and without glass blur (default layers): " + "; ".join(
+                          f"at {size} px ×{entry['imagenet']['sweep_with_pypi_glass_blur']['speedup']:.1f} and "
+                          f"×{entry['imagenet']['sweep_without_glass_blur']['speedup']:.1f}"
+                          for size, entry in results["sizes"].items()) + "."]
             lines += ["", "Slower than the reference (default layers): " + "; ".join(
                 f"at {size} px {', '.join(names) if names else 'none'}" for size, names in slower.items()) + "."]
             ratios = []

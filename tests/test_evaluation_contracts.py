@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from stabletrain.attacks import fgsm, pgd, robustness_curve
+from stabletrain.checks import StableTrainError
 from stabletrain.data import ImageDataset
 from stabletrain.distortions import parse_distortion, parse_distortions
 from stabletrain.evaluation import evaluate_distortions, evaluate_suites
@@ -107,13 +108,15 @@ def test_robust_accuracy_is_cumulative_over_the_epsilons():
     x, y = _grid_data()
     model = FooledInAShell()
     # unsorted on purpose: the cumulation runs over the sorted epsilons
-    curve = robustness_curve(model, x, y, [0.1, 0.0, 0.01], steps=2, generator=torch.Generator().manual_seed(0))
-    by_eps = {row["epsilon"]: row for row in curve}
-    assert by_eps[0.0]["robust_accuracy"] == 1.0 and by_eps[0.01]["robust_accuracy"] == 0.0
-    # every example broke at 0.01, so none is robust at 0.1 (the original said all were) ...
-    assert by_eps[0.1]["robust_accuracy"] == 0.0 and by_eps[0.1]["success_rate"] == 1.0
-    # ... though the attack at 0.1 alone fails: its start is outside the shell
-    assert by_eps[0.1]["robust_accuracy_at_epsilon"] == 1.0
+    for only_unbroken in (True, False):
+        curve = robustness_curve(model, x, y, [0.1, 0.0, 0.01], steps=2, generator=torch.Generator().manual_seed(0),
+                                 only_unbroken=only_unbroken)
+        by_eps = {row["epsilon"]: row for row in curve}
+        assert by_eps[0.0]["robust_accuracy"] == 1.0 and by_eps[0.01]["robust_accuracy"] == 0.0
+        # every example broke at 0.01, so none is robust at 0.1 (the original said all were) ...
+        assert by_eps[0.1]["robust_accuracy"] == 0.0 and by_eps[0.1]["success_rate"] == 1.0
+        # ... though the attack at 0.1 alone fails (its start is outside the shell): only when it runs on them
+        assert by_eps[0.1]["robust_accuracy_at_epsilon"] == (0.0 if only_unbroken else 1.0)
 
 
 @pytest.mark.parametrize("attack", ["pgd", "fgsm", "pgd-l2"])
@@ -203,3 +206,33 @@ def test_certification_does_not_depend_on_the_batch_size():
     reference = run(1000, 16)
     assert run(7, 3) == reference == run(64, 1)
     assert 0.0 < reference["abstain_rate"] < 1.0 or len(set(reference["prediction"])) > 1  # not a trivial model
+
+
+@pytest.mark.parametrize("attack", ["pgd", "apgd-ce", "autoattack"])
+def test_the_curve_attacks_only_unbroken_examples_and_its_robust_accuracy_does_not_change(attack):
+    from stabletrain.attacks import attack_curve
+    from stabletrain.seeding import ExampleRNG
+
+    data = _textured(n=30)
+    model = PixelLinear(classes=5, seed=3)   # APGD-T needs at least 4 classes
+    epsilons = [0.1, 0.0, 0.02, 0.05]
+    options = {"steps": 3} if attack != "autoattack" else {"steps": 3, "queries": 20, "target_classes": 2}
+    rng = ExampleRNG.for_examples(range(30), 0, "attack", attack)
+    fast = attack_curve(model, data.x, data.y, epsilons, attack=attack, batch_size=7, generator=rng, **options)
+    full = attack_curve(model, data.x, data.y, epsilons, attack=attack, batch_size=7, generator=rng,
+                        only_unbroken=False, **options)
+    assert torch.equal(fast.robust, full.robust)          # per-example streams: not one flag differs
+    assert [r["robust_accuracy"] for r in fast.rows] == [r["robust_accuracy"] for r in full.rows]
+    assert fast.components.keys() == full.components.keys()
+    for position, parts in fast.components.items():      # autoattack: each component's robust flags too
+        assert parts.keys() == full.components[position].keys() and (bool(parts) == (attack == "autoattack"))
+        assert all(torch.equal(mask, full.components[position][name]) for name, mask in parts.items())
+    # each ε attacks exactly the examples robust at the next smaller ε (the clean-correct ones at the smallest)
+    by_eps = sorted(range(len(epsilons)), key=lambda i: epsilons[i])
+    assert fast.attacked[by_eps[0]] == int(fast.correct.sum())
+    for smaller, larger in zip(by_eps, by_eps[1:]):
+        assert fast.attacked[larger] == int(fast.robust[smaller].sum())
+    assert all(count == 30 for count in full.attacked.values())
+    assert sum(fast.attacked.values()) < sum(full.attacked.values())
+    with pytest.raises(StableTrainError, match="only_unbroken must be True or False"):
+        attack_curve(model, data.x, data.y, epsilons, only_unbroken="yes")

@@ -94,17 +94,49 @@ class _CountingDataset:
         return sum(r for n, r in self.reads if n == name)
 
 
-def test_loading_reads_no_image_and_a_batch_reads_only_its_rows(tmp_path, monkeypatch):
-    write_image_file(tmp_path / "big.h5", n=64, seed=3)
+def test_loading_reads_no_image_and_a_batch_reads_only_the_chunks_of_its_rows_once(tmp_path, monkeypatch):
+    from stabletrain.jets import data as jets_data
+
+    monkeypatch.setattr(jets_data, "_DECODED", {})   # no chunk cached by an earlier test
+    write_image_file(tmp_path / "big.h5", n=64, seed=3)   # storage chunks of 8 rows
     counter = _CountingDataset(monkeypatch)
     split = load_jets(str(tmp_path / "big.h5"))
     assert counter.rows("/images") == 0 and counter.rows("/label") == 64   # labels whole, images not at all
+
+    def chunks(positions):
+        return {int(split.train.x.rows[p]) // 8 for p in positions}
+
     split.train.x[torch.tensor([9, 2, 30])]
-    assert counter.rows("/images") == 3
+    first = chunks([9, 2, 30])
+    assert counter.rows("/images") == 8 * len(first)            # whole chunks, only those holding the rows
     split.train.x[4:12]
-    assert counter.rows("/images") == 11
+    assert counter.rows("/images") == 8 * len(first | chunks(range(4, 12)))   # cached chunks are not read again
     load_jets(str(tmp_path / "big.h5"), lazy=False)
-    assert counter.rows("/images") == 11 + 64                             # the whole load reads them all
+    assert counter.rows("/images") == 8 * len(first | chunks(range(4, 12))) + 64   # the whole load reads them all
+
+
+def test_the_decoded_chunk_cache_keeps_its_budget_and_forgets_a_rewritten_file(tmp_path, monkeypatch):
+    from stabletrain.jets import data as jets_data
+
+    monkeypatch.setattr(jets_data, "_DECODED", {})
+    images, _ = write_image_file(tmp_path / "c.h5", n=64, seed=6)   # 8 chunks of 8 × 25 × 25 float32 = 20 kB
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        rows = np.unique(rng.integers(0, 64, 10))
+        np.testing.assert_array_equal(jets_data.read_rows(str(tmp_path / "c.h5"), "images", rows, cache_mb=1),
+                                      images[rows])
+    cache = next(iter(jets_data._DECODED.values()))[1]
+    assert cache.reads == 8 and cache.used == 8 * 8 * 25 * 25 * 4   # all chunks fit 1 MiB: each read once
+    small = jets_data._DecodedChunks(3 * 8 * 25 * 25 * 4)          # room for three chunks
+    with h5py.File(tmp_path / "c.h5", "r") as handle:
+        for block in (0, 1, 2, 3, 0, 4, 3):
+            np.testing.assert_array_equal(small.rows(handle["images"], np.array([8 * block + 1])),
+                                          images[[8 * block + 1]])
+    assert list(small.blocks) == [0, 4, 3] and small.used == small.budget   # least recently used dropped first
+    assert small.reads == 6                                          # 0 was dropped before it was asked again
+    newer, _ = write_image_file(tmp_path / "d.h5", n=64, seed=7)
+    (tmp_path / "d.h5").replace(tmp_path / "c.h5")                  # the file is replaced: no stale rows
+    np.testing.assert_array_equal(jets_data.read_rows(str(tmp_path / "c.h5"), "images", np.arange(5)), newer[:5])
 
 
 def test_the_same_tiny_run_trains_the_same_model_on_lazy_and_eager_data(tmp_path):
@@ -187,3 +219,39 @@ def test_the_row_array_is_one_class_for_images_and_clouds():
 
     assert issubclass(ImageRows, H5Rows) and issubclass(CloudArray, H5Rows)
     assert issubclass(JetImages, torch.utils.data.Dataset)
+
+
+def test_the_block_shuffle_takes_effect_and_gives_lazy_and_eager_data_the_same_run(tmp_path):
+    from stabletrain.jets.tagging import JetTaggingTask
+    from stabletrain.training import TrainConfig, train
+
+    write_image_file(tmp_path / "s.h5", n=48, seed=4)
+    data = load_jets(str(tmp_path / "s.h5"))
+    full = JetTaggingTask().batches(data, 8, torch.Generator().manual_seed(0))
+    blocks = JetTaggingTask(shuffle_block=4, shuffle_window=2).batches(data, 8, torch.Generator().manual_seed(0))
+    assert sorted(torch.cat(blocks).tolist()) == sorted(torch.cat(full).tolist())   # the same rows, once each
+    # a window is 2 blocks of 4 consecutive rows, so a batch of 8 straddles at most two windows: 4 blocks
+    assert max(len(set((b // 4).tolist())) for b in blocks) <= 4 < max(len(set((b // 4).tolist())) for b in full)
+    runs = {}
+    for lazy in (True, False):
+        config = TrainConfig(task="jets", data=str(tmp_path / "s.h5"), model="small_cnn", method="plain", epochs=1,
+                             batch_size=8, model_args={"width": 4}, shuffle_block=4)
+        assert config.task_args["shuffle_block"] == 4
+        result = train(config, tmp_path / f"blocks-{lazy}", progress=False, data=load_jets(str(tmp_path / "s.h5"),
+                                                                                            lazy=lazy))
+        runs[lazy] = result.model.state_dict()
+    plain = train(TrainConfig(task="jets", data=str(tmp_path / "s.h5"), model="small_cnn", method="plain", epochs=1,
+                              batch_size=8, model_args={"width": 4}), tmp_path / "full", progress=False).model
+    assert all(torch.equal(runs[True][k], runs[False][k]) for k in runs[True])
+    assert not all(torch.equal(runs[True][k], v) for k, v in plain.state_dict().items())   # another order
+
+
+@pytest.mark.parametrize("options,message", [({"shuffle_block": -1}, "shuffle_block must be an integer >= 0"),
+                                             ({"shuffle_block": 2.5}, "shuffle_block must be an integer"),
+                                             ({"shuffle_window": 8}, "no effect without shuffle_block"),
+                                             ({"shuffle_block": 4, "shuffle_window": 0}, "shuffle_window must be")])
+def test_bad_block_shuffle_options_are_rejected(options, message):
+    from stabletrain.jets.tagging import JetTaggingTask
+
+    with pytest.raises(StableTrainError, match=message):
+        JetTaggingTask(**options)

@@ -310,3 +310,36 @@ def test_jets_evaluate_refuses_bad_attack_options(cloud_runs, tmp_path, capsys, 
     err = capsys.readouterr().err
     assert err.startswith("stabletrain: error: ") and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "e" / "attacks.json").exists()
+
+
+def test_jets_evaluate_baseline_gives_paired_differences_and_scores_as_the_library(cloud_runs, tmp_path, capsys):
+    import numpy as np
+
+    from stabletrain.metrics import paired_auc_difference, roc_auc
+
+    data, runs = cloud_runs
+    out = tmp_path / "paired"
+    capsys.readouterr()
+    assert main(["jets", "evaluate", str(runs["pfn"]), "--distortions", "cloud_smear-1", "--baseline", "mass-window",
+                 "--save-scores", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    saved = json.loads((out / "differences.json").read_text())
+    scores = np.load(out / "scores.npz")
+    labels = scores["labels"]
+    assert set(scores.files) == {"labels", "pfn|clean", "pfn|cloud_smear-1", "mass-window|clean",
+                                 "mass-window|cloud_smear-1"}
+    rows = {r["distortion"]: r for r in saved["rows"]}
+    assert set(rows) == {"clean", "cloud_smear-1"} and {r["model"] for r in saved["rows"]} == {"pfn"}
+    results = {(r["model"], r["distortion"]): r["auc"] for r in json.loads((out / "results.json").read_text())["rows"]}
+    for effect, r in rows.items():
+        a, b = scores[f"pfn|{effect}"], scores[f"mass-window|{effect}"]
+        assert r["auc"] == pytest.approx(roc_auc(a, labels)) == pytest.approx(results[("pfn", effect)])
+        assert r["difference"] == pytest.approx(roc_auc(a, labels) - roc_auc(b, labels))
+        d = paired_auc_difference(a, b, labels)
+        assert (r["low"], r["high"]) == pytest.approx((d.low, d.high)) and r["low"] < r["difference"] < r["high"]
+        assert r["verdict"] == ("higher" if r["low"] > 0 else "lower" if r["high"] < 0 else "within noise")
+        assert f"{r['difference']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}]" in printed
+    assert main(["jets", "evaluate", str(runs["pfn"]), "--distortions", "cloud_smear-1", "--baseline", "nope",
+                 "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "--baseline 'nope' is none of the taggers evaluated: pfn, mass-window" in err and err.count("\n") == 1

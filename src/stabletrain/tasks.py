@@ -26,10 +26,11 @@ from .seeding import make_generator
 
 logger = logging.getLogger("stabletrain.tasks")
 
-__all__ = ["Task", "ClassificationTask", "SimilarityTask", "get_task", "task_names", "triplet_accuracy"]
+__all__ = ["Task", "ClassificationTask", "SimilarityTask", "get_task", "index_batches", "task_names", "triplet_accuracy"]
 
 
-def _index_batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+def index_batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """``order`` cut into batches of ``batch_size``; a last batch of one example is dropped (batch norm)."""
     batches = list(order.split(batch_size))
     if len(batches) > 1 and len(batches[-1]) < 2:  # batch norm cannot train on a single example
         batches.pop()
@@ -159,7 +160,7 @@ class ClassificationTask(Task):
                 logger.warning("the training shards hold %d samples, fewer than one batch of %d: each epoch is one "
                                "batch, with samples repeated", n, batch_size)
             return [torch.arange(batch_size)] * max(n // batch_size, 1)
-        return _index_batches(torch.randperm(len(train), generator=generator), batch_size)
+        return index_batches(torch.randperm(len(train), generator=generator), batch_size)
 
     def inputs(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, Any]:
         return x[index], y[index]
@@ -213,7 +214,7 @@ class SimilarityTask(Task):
     def batches(self, data: DataSplit, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
         triplets = sample_triplets(data.train.y, generator)
         order = torch.randperm(len(triplets), generator=generator)
-        return [triplets[b] for b in _index_batches(order, batch_size)]
+        return [triplets[b] for b in index_batches(order, batch_size)]
 
     def inputs(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, Any]:
         return x[index], None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
@@ -100,12 +100,17 @@ class CurveResult:
     correct: torch.Tensor
     #: per epsilon (position in the curve): ``{component: robust flags once it has run}`` (empty for one attack)
     components: dict[int, dict[str, torch.Tensor]]
+    #: per epsilon (position in the curve): how many examples the attack ran on
+    attacked: dict[int, int] = field(default_factory=dict)
 
 
 def attack_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilons: Sequence[float], *,
                  attack: str = "pgd", batch_size: int = 256, generator: torch.Generator | ExampleRNG | None = None,
-                 progress: Callable[[str], None] | None = None, **options: object) -> CurveResult:
+                 progress: Callable[[str], None] | None = None, only_unbroken: bool = True,
+                 **options: object) -> CurveResult:
     """:func:`robustness_curve` with each example's flags (for paired comparisons between attacks or models)."""
+    if not isinstance(only_unbroken, bool):
+        raise StableTrainError(f"only_unbroken must be True or False, got {only_unbroken!r}")
     run = build_attack(attack, **options)
     for eps in epsilons:
         if not (isinstance(eps, (int, float)) and 0 <= eps < math.inf):
@@ -129,21 +134,34 @@ def attack_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilons: S
     clean_correct = int(correct.sum())
     fooled_at: dict[int, torch.Tensor] = {}
     parts_at: dict[int, dict[str, torch.Tensor]] = {}
-    for position, eps in enumerate(epsilons):
-        fooled = torch.zeros(n, dtype=torch.bool)
+    attacked: dict[int, int] = {}
+    order = sorted(range(len(epsilons)), key=lambda i: float(epsilons[i]))
+    broken = ~correct
+    for position in order:  # from the smallest ε, so that what a smaller ε broke need not be attacked again
+        eps = epsilons[position]
+        # only_unbroken: an example misclassified clean, or fooled at a smaller ε (whose adversarial lies in this
+        # ball too), is not robust here whatever the attack does; the others are attacked
+        rows = torch.nonzero(~broken).flatten() if only_unbroken else torch.arange(n)
+        fooled = broken.clone() if only_unbroken else torch.zeros(n, dtype=torch.bool)
         parts: dict[str, torch.Tensor] = {}
-        for start in range(0, n, batch_size):
-            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        for start in range(0, len(rows), batch_size):
+            index = rows[start:start + batch_size]
+            contiguous = bool(len(index)) and int(index[-1]) - int(index[0]) == len(index) - 1
+            if contiguous:
+                lo, hi = int(index[0]), int(index[-1]) + 1
+                xb, yb = x[lo:hi], y[lo:hi]
+            else:
+                xb, yb = x[index.to(x.device)], y[index.to(y.device)]
             # fresh per-example streams at every ε, from the same seeds: each example's starts are a function of its
             # seed only, whatever the batch it lands in
-            gen = ExampleRNG(generator.seeds[start:start + batch_size], generator.device) if per_example else generator
+            gen = ExampleRNG([generator.seeds[int(i)] for i in index], generator.device) if per_example else generator
             result = run(model, xb, yb, eps, generator=gen)
-            fooled[start:start + len(xb)] = result.success.cpu()
+            fooled[index] = result.success.cpu()
             for name, mask in (result.components or {}).items():
-                parts.setdefault(name, torch.zeros(n, dtype=torch.bool))[start:start + len(xb)] = mask.cpu()
-        fooled_at[position], parts_at[position] = fooled, parts
+                parts.setdefault(name, torch.zeros(n, dtype=torch.bool))[index] = mask.cpu()
+        fooled_at[position], parts_at[position], attacked[position] = fooled, parts, len(rows)
+        broken = broken | fooled
     # cumulative over the sorted epsilons: broken at a smaller ε means broken at every larger one
-    order = sorted(range(len(epsilons)), key=lambda i: float(epsilons[i]))
     broken = ~correct
     cumulative: dict[int, torch.Tensor] = {}
     by_part: dict[int, dict[str, torch.Tensor]] = {}
@@ -168,15 +186,16 @@ def attack_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilons: S
             progress(f"{attack} ε={eps:g}: robust accuracy {rows[-1]['robust_accuracy']:.3f}")
     robust_flags = torch.stack([~cumulative[p] for p in range(len(epsilons))]) if len(epsilons) else \
         torch.zeros((0, n), dtype=torch.bool)
-    return CurveResult(rows, robust_flags, correct, {p: by_part[p] for p in range(len(epsilons))})
+    return CurveResult(rows, robust_flags, correct, {p: by_part[p] for p in range(len(epsilons))}, attacked)
 
 
 
 
 def robustness_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilons: Sequence[float], *,
                      attack: str = "pgd", batch_size: int = 256, generator: torch.Generator | ExampleRNG | None = None,
-                     progress: Callable[[str], None] | None = None, **options: object) -> list[dict]:
-    """Robust accuracy at each epsilon in one call.
+                     progress: Callable[[str], None] | None = None, only_unbroken: bool = True,
+                     **options: object) -> list[dict]:
+    """Robust accuracy at each epsilon in one call, attacking at each ε only the examples still unbroken.
 
     Returns one row per epsilon, in the order given: ``{'attack', 'epsilon',
     'clean_accuracy', 'robust_accuracy', 'robust_accuracy_at_epsilon',
@@ -193,10 +212,18 @@ def robustness_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon
       ``robust_accuracy`` is the fraction of robust examples: never above
       ``clean_accuracy``, and non-increasing in ε (the cumulation runs over
       the sorted epsilons, per example).
-    * ``robust_accuracy_at_epsilon`` is the same without the cumulation:
-      clean-correct and not fooled by the attack run at this ε alone (also
-      never above the clean accuracy, but a weaker attack at a larger ε can
-      make it rise).
+    * The epsilons are attacked from the smallest up, and with
+      ``only_unbroken`` (the default) each ε's attack runs only on the
+      examples that are clean-correct and were not fooled at a smaller ε:
+      the others are not robust at ε whatever the attack does, so skipping
+      them changes no ``robust_accuracy`` (with per-example streams, below,
+      not a bit of it) and saves their attack.
+    * ``robust_accuracy_at_epsilon`` is clean-correct and not fooled at this
+      ε. With ``only_unbroken`` an example fooled at a smaller ε counts as
+      fooled (its adversarial lies in this ball too), so it equals
+      ``robust_accuracy``; with ``only_unbroken=False`` every ε's attack runs
+      on every example and it is that attack's alone (never above the clean
+      accuracy, but a weaker attack at a larger ε can make it rise).
     * ``success_rate`` is the fraction of clean-correct examples that are not
       robust at ε (cumulative, like ``robust_accuracy``).
 
@@ -214,4 +241,4 @@ def robustness_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon
         [0.0, 0.1]
     """
     return attack_curve(model, x, y, epsilons, attack=attack, batch_size=batch_size, generator=generator,
-                        progress=progress, **options).rows
+                        progress=progress, only_unbroken=only_unbroken, **options).rows

@@ -101,6 +101,9 @@ OPTION_HELP = {
     "cloud_attack_angle": "bound on each particle's η and φ shift in training attacks on clouds, radians",
     "cloud_attack_particles": "soft particles a training attack on clouds may inject",
     "cloud_attack_budget_gev": "total pT of the injected particles in training attacks on clouds, GeV",
+    "shuffle_block": "jets: shuffle the training jets in blocks of this many consecutive rows (0: full shuffle), "
+                     "so that files larger than the cache are read about once per epoch",
+    "shuffle_window": "jets: blocks shuffled together with --shuffle-block (default 32)",
     "latent": "size of the per-particle latent space",
     "neighbors": "k of the k-nearest-neighbour graph",
 }

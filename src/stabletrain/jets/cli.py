@@ -104,6 +104,13 @@ def add_jets_parser(sub: Any) -> None:
                    help="clouds only: also inject up to K soft particles with GEV in all, within ΔR < 1")
     g.add_argument("--attack-jets", type=_int_at_least(1), metavar="N",
                    help="attack a seeded random N of the test jets (default: all)")
+    p.add_argument("--baseline", metavar="NAME",
+                   help="also compare every tagger with this one (a checkpoint's run name, or mass-window) on the "
+                        "same jets under each effect: the AUC difference with DeLong's paired 95 %% interval; "
+                        "writes differences.{json,csv}")
+    p.add_argument("--save-scores", action="store_true",
+                   help="also write every jet's score per tagger and effect to scores.npz (with the labels), for "
+                        "comparisons across runs or seeds")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     p.add_argument("--quiet", action="store_true")
@@ -230,6 +237,10 @@ def _evaluate(args: argparse.Namespace, log: Any) -> int:
         raise StableTrainError(f"the checkpoints mix cloud taggers ({', '.join(clouds)}) and image taggers "
                                f"({', '.join(images)}); their detector effects differ, so evaluate them separately")
     kind = next(iter(kinds.values()))
+    if args.baseline is not None and args.baseline not in (*models, "mass-window"):
+        raise StableTrainError(f"--baseline {args.baseline!r} is none of the taggers evaluated: "
+                               f"{', '.join((*models, 'mass-window'))}")
+    scores: dict[tuple[str, str], Any] | None = {} if args.baseline or args.save_scores else None
     split_seed, test_fraction = split if split is not None else (0, 0.2)
     if kind == "cloud":
         from .cloud_detector import cloud_detector_sweep, evaluate_cloud_taggers
@@ -241,7 +252,8 @@ def _evaluate(args: argparse.Namespace, log: Any) -> int:
                                    "taggers get cloud_pileup-MU's soft particles")
         data = load_clouds(data_source, split_seed=split_seed, test_fraction=test_fraction)
         mass = TOP_MASS if data.info.get("signal") == "top" else W_MASS
-        rows = evaluate_cloud_taggers(models, data.test, specs, seed=args.seed, mass=mass, progress=not args.quiet)
+        rows = evaluate_cloud_taggers(models, data.test, specs, seed=args.seed, mass=mass, progress=not args.quiet,
+                                      scores=scores)
     else:
         from .data import load_jets
         from .images import ImageSpec
@@ -254,7 +266,8 @@ def _evaluate(args: argparse.Namespace, log: Any) -> int:
         test = data.test.in_memory()  # the sweep distorts the test jets whole; training reads the files lazily
         mass = TOP_MASS if data.info.get("signal") == "top" else W_MASS
         with jet_eta(test.eta_map, ImageSpec(**data.info["image"])):  # smear-A needs each cell's E = pT·cosh η
-            rows = evaluate_taggers(models, test, specs, seed=args.seed, mass=mass, progress=not args.quiet)
+            rows = evaluate_taggers(models, test, specs, seed=args.seed, mass=mass, progress=not args.quiet,
+                                    scores=scores)
     out = Path(args.out)
     labels = data.test.y
     counts = {"signal": int((labels == 1).sum()), "background": int((labels == 0).sum())}
@@ -264,6 +277,21 @@ def _evaluate(args: argparse.Namespace, log: Any) -> int:
                                       "test_counts": counts, "rows": rows})
     if attack_rows is not None:
         _write_attacks(out, attack_rows, args, kind, data_source)
+    differences = _paired_differences(scores, labels.numpy(), args.baseline) if args.baseline else None
+    if differences is not None:
+        write_csv(out / "differences.csv", differences)
+        write_json(out / "differences.json", {"data": data_source, "baseline": args.baseline,
+                                              "test_counts": counts, "rows": differences})
+    if args.save_scores:
+        import io
+
+        import numpy as np
+
+        from ..files import atomic_write_bytes
+
+        buffer = io.BytesIO()
+        np.savez(buffer, labels=labels.numpy(), **{f"{m}|{e}": v for (m, e), v in scores.items()})
+        atomic_write_bytes(out / "scores.npz", buffer.getvalue())
     plot_severity_curves([{**r, "accuracy": r["auc"]} for r in rows], out / "plots", "accuracy",
                          title_prefix="ROC AUC (%) under ")
     print(f"on the {describe_counts(counts['signal'], counts['background'])}: AUC [95 % DeLong interval]; "
@@ -271,11 +299,36 @@ def _evaluate(args: argparse.Namespace, log: Any) -> int:
     for r in rows:
         print(f"{r['model']:>12} {r['distortion']:>20}  AUC {format_auc(r)}  R50 {format_rejection(r, 50)}  "
               f"R30 {format_rejection(r, 30)}")
+    if differences is not None:
+        print(f"\nAUC − AUC({args.baseline}) on the same jets [95 % DeLong paired interval]")
+        for r in differences:
+            print(f"{r['model']:>12} {r['distortion']:>20}  {r['difference']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}]"
+                  f"  {r['verdict']}")
     print(f"\nwrote {out / 'results.json'} and {out / 'results.csv'}")
+    if differences is not None:
+        print(f"wrote {out / 'differences.json'} and {out / 'differences.csv'}")
+    if args.save_scores:
+        print(f"wrote {out / 'scores.npz'}")
     if attack_rows is not None:
         _print_attacks(attack_rows, args)
         print(f"wrote {out / 'attacks.json'} and {out / 'attacks.csv'}")
     return 0
+
+
+def _paired_differences(scores: dict[tuple[str, str], Any], labels: Any, baseline: str) -> list[dict[str, Any]]:
+    """AUC(tagger) − AUC(baseline) per effect, on the same jets, with DeLong's paired interval."""
+    from ..metrics import paired_auc_difference
+
+    rows = []
+    for (name, effect), values in scores.items():
+        if name == baseline:
+            continue
+        d = paired_auc_difference(values, scores[(baseline, effect)], labels)
+        rows.append({"model": name, "baseline": baseline, "distortion": effect, "auc": d.aucs[0],
+                     "baseline_auc": d.aucs[1], "difference": d.difference, "low": d.low, "high": d.high,
+                     "std_error": d.std_error, "signal": d.signal, "background": d.background,
+                     "verdict": "higher" if d.low > 0 else "lower" if d.high < 0 else "within noise"})
+    return rows
 
 
 def _attack_budgets(args: argparse.Namespace) -> list[Any] | None:

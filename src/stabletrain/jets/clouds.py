@@ -38,8 +38,9 @@ GeV) outside ±2; these are dropped, as the image drops what falls outside
 its frame. Generation allows R ≤ 2, so ±2 holds any jet's cone.
 
 Reading: :class:`CloudArray` reads only the rows it is indexed with, from
-the gzip-chunked ``constituents`` dataset, through h5py's chunk cache
-(``cache_mb`` per file), so the constituents are never held whole.
+the gzip-chunked ``constituents`` dataset, whole storage chunks at a time,
+through a bounded cache of decoded chunks (``cache_mb`` per file and
+process), so the constituents are never held whole unless they fit it.
 :func:`load_clouds` gives the same stratified train/test split of the same
 files as :func:`stabletrain.jets.data.load_jets`, so image and cloud
 taggers are tested on the same jets.
@@ -269,7 +270,7 @@ class CloudArray(H5Rows):
         axes: ``total×2`` jet axes (η, φ) of every global row.
         counts: ``total`` numbers of stored particles of every global row.
         slots: particle slots of every cloud.
-        cache_mb: h5py chunk cache per open file.
+        cache_mb: decoded-chunk cache per file, per process (MiB; see :func:`stabletrain.jets.data.read_rows`).
     """
 
     dataset = "constituents"
@@ -409,7 +410,7 @@ def _axes_from_constituents(paths: Sequence[str], shapes: Sequence[tuple[int, in
     """Jet axes from the stored constituents, read ``chunk`` jets at a time."""
     axes, start = [], 0
     for path, (n, _m) in zip(paths, shapes):
-        dataset = _open(path, cache_mb)["constituents"]
+        dataset = _open(path)["constituents"]
         for lo in range(0, n, chunk):
             hi = min(lo + chunk, n)
             axes.append(jet_axes(dataset[lo:hi], counts[start + lo:start + hi]))

@@ -25,6 +25,7 @@ import glob
 import json
 import os
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,12 +39,18 @@ from ..checks import StableTrainError
 from ..data import DataSplit, ImageDataset, stratified_split
 
 __all__ = ["DEFAULT_CACHE_MB", "PIXEL_UNIT_GEV", "H5Rows", "ImageRows", "JetImages", "expand_paths", "is_jet_file",
-           "load_jets", "open_h5", "pixel_moments", "read_jets"]
+           "load_jets", "open_h5", "pixel_moments", "read_jets", "read_rows"]
 
 #: GeV per unit of pixel value in model inputs (images are in TeV).
 PIXEL_UNIT_GEV = 1000.0
-#: h5py chunk cache per open file (MiB): 64 MiB holds 170 of the generator's chunks of 256 jets × 128 slots.
-DEFAULT_CACHE_MB = 64
+#: Decoded-row cache per open file and dataset, per process (MiB): 512 MiB holds the images of 200,000 jets
+#: (2.5 kB each at 25×25) or the constituents of 340,000 (1.5 kB at 128 slots), so a training set of that size
+#: is read from the file once and then served from memory, whatever the batch order; larger sets stream, and a
+#: block-shuffled order (``--shuffle blocks``) reads each storage chunk once per epoch.
+DEFAULT_CACHE_MB = 512
+#: h5py's own chunk cache per open file (MiB): the rows are cached decoded above, so this only has to hold the
+#: chunks that one read touches.
+_H5_CACHE_MB = 8
 _JETS_FORMAT = "stabletrain.jets/1"
 
 # ------------------------------------------------------------------------------------------- lazy HDF5 rows
@@ -51,19 +58,24 @@ _JETS_FORMAT = "stabletrain.jets/1"
 _HANDLES: dict[tuple[int, str, int], tuple[tuple[int, int], Any]] = {}
 
 
-def open_h5(path: str, cache_mb: int = DEFAULT_CACHE_MB) -> Any:
-    """A read-only h5py handle on ``path`` for this process, kept open (h5py handles do not cross a fork).
-
-    The handle is reopened when the file was replaced or rewritten since
-    (another inode or modification time), so a regenerated file is never
-    read through a stale handle.
-    """
-    key = (os.getpid(), str(path), int(cache_mb))
+def _file_version(path: str) -> tuple[int, int]:
     try:
         stat = os.stat(path)
     except OSError as error:
         raise StableTrainError(f"cannot read jet file {path}: {error.strerror or error}") from None
-    version = (stat.st_ino, stat.st_mtime_ns)
+    return stat.st_ino, stat.st_mtime_ns
+
+
+def open_h5(path: str, cache_mb: int = _H5_CACHE_MB) -> Any:
+    """A read-only h5py handle on ``path`` for this process, kept open (h5py handles do not cross a fork).
+
+    ``cache_mb`` is h5py's chunk cache for the handle. The handle is
+    reopened when the file was replaced or rewritten since (another inode
+    or modification time), so a regenerated file is never read through a
+    stale handle.
+    """
+    key = (os.getpid(), str(path), int(cache_mb))
+    version = _file_version(path)
     cached = _HANDLES.get(key)
     if cached is not None and cached[0] == version and cached[1].id.valid:
         return cached[1]
@@ -80,6 +92,66 @@ def open_h5(path: str, cache_mb: int = DEFAULT_CACHE_MB) -> Any:
     return handle
 
 
+class _DecodedChunks:
+    """This process's decoded storage chunks of one dataset of one file, least recently used dropped first.
+
+    HDF5 serves a fancy selection (``dataset[[3, 900, 70000]]``) one
+    hyperslab at a time, at about 1.3 ms for every storage chunk it touches
+    even when h5py's chunk cache holds them all (256 random rows of a
+    100,000-jet file: 330 ms, against 8 ms for the same number within 16
+    chunks; docs/benchmarks.md). Reading whole chunks as slices and keeping
+    them decoded here makes a cached row an array lookup.
+    """
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget = int(budget_bytes)
+        self.used = 0
+        self.blocks: OrderedDict[int, np.ndarray] = OrderedDict()
+        self.reads = 0  # storage chunks read from the file (for tests and benchmarks)
+
+    def rows(self, dataset: Any, local: np.ndarray) -> np.ndarray:
+        """The rows ``local`` (sorted, unique) of ``dataset``."""
+        n = len(dataset)
+        step = int(dataset.chunks[0]) if dataset.chunks else 1024
+        which = local // step
+        out = np.empty((len(local), *dataset.shape[1:]), dtype=dataset.dtype)
+        # ``local`` is sorted, so each chunk's rows are one run of it
+        starts = np.flatnonzero(np.r_[True, which[1:] != which[:-1]]) if len(local) else np.zeros(0, np.int64)
+        ends = np.r_[starts[1:], len(local)]
+        for start, end in zip(starts.tolist(), ends.tolist()):
+            block = int(which[start])
+            values = self.blocks.get(block)
+            if values is None:
+                values = dataset[block * step:min((block + 1) * step, n)]
+                self.reads += 1
+                self.blocks[block] = values
+                self.used += values.nbytes
+                while self.used > self.budget and len(self.blocks) > 1:
+                    self.used -= self.blocks.popitem(last=False)[1].nbytes
+            else:
+                self.blocks.move_to_end(block)
+            out[start:end] = values[local[start:end] - block * step]
+        return out
+
+
+_DECODED: dict[tuple[int, str, str], tuple[tuple[int, int], _DecodedChunks]] = {}
+
+
+def read_rows(path: str, name: str, local: np.ndarray, cache_mb: int = DEFAULT_CACHE_MB) -> np.ndarray:
+    """Rows ``local`` (sorted, unique) of dataset ``name`` of ``path``, through this process's decoded-chunk cache.
+
+    The cache (``cache_mb`` MiB per file and dataset) is dropped when the
+    file changes on disk. Every row comes back exactly as stored.
+    """
+    key = (os.getpid(), str(path), str(name))
+    version = _file_version(path)
+    cached = _DECODED.get(key)
+    if cached is None or cached[0] != version or cached[1].budget != int(cache_mb) * 2 ** 20:
+        cached = (version, _DecodedChunks(int(cache_mb) * 2 ** 20))
+        _DECODED[key] = cached
+    return cached[1].rows(open_h5(path)[name], np.asarray(local, dtype=np.int64))
+
+
 class H5Rows:
     """Rows of one HDF5 dataset across files, read when indexed: it stands where an in-memory ``x`` would.
 
@@ -89,8 +161,9 @@ class H5Rows:
     a tensor on :attr:`device`. ``len``, ``shape``, ``ndim``, ``dtype``,
     ``to(device)`` and ``subset(index)`` work without reading anything. A
     read groups the rows by file and reads each file's rows in increasing
-    order (``dataset[sorted rows]``, which h5py serves chunk by chunk from
-    its cache of ``cache_mb`` MiB per file), then turns them into a tensor
+    order, whole storage chunks at a time, through a per-process cache of
+    decoded chunks (``cache_mb`` MiB per file and dataset, see
+    :func:`read_rows`), then turns them into a tensor
     with :meth:`encode`. File handles are kept per process (see
     :func:`open_h5`), not in the object, so it pickles, and DataLoader
     workers open their own. :meth:`chunks` streams it, for full passes.
@@ -103,7 +176,7 @@ class H5Rows:
         files: the jet files, in order.
         offsets: the first global row of each file (``len(files) + 1`` values, the last the total).
         rows: the global rows this array holds, in its order.
-        cache_mb: h5py chunk cache per open file.
+        cache_mb: decoded-chunk cache per file and dataset, per process (MiB).
     """
 
     #: The HDF5 dataset the rows are read from.
@@ -184,7 +257,7 @@ class H5Rows:
             unique, inverse = np.unique(global_rows[here], return_inverse=True)
             local = unique - self.offsets[f]
             try:
-                raw = open_h5(self.files[f], self.cache_mb)[self.dataset][local]
+                raw = read_rows(self.files[f], self.dataset, local, self.cache_mb)
             except (OSError, KeyError, ValueError) as error:
                 raise StableTrainError(f"cannot read the {self.dataset} of {self.files[f]}: "
                                        f"{str(error).splitlines()[0]}") from None
@@ -446,8 +519,9 @@ def load_jets(source: str | Sequence[str], *, split_seed: int = 0, test_fraction
 
     Class 0 is the background (QCD), class 1 the signal. With ``lazy``
     (the default) the images stay in the files: the splits' ``x`` are
-    :class:`ImageRows`, which read the rows a batch asks for, through
-    h5py's chunk cache (``cache_mb`` MiB per file); labels and η maps (a few
+    :class:`ImageRows`, which read the rows a batch asks for, through a
+    cache of decoded storage chunks (``cache_mb`` MiB per file, per
+    process; see :func:`read_rows`); labels and η maps (a few
     numbers per jet) are read whole. Each batch is checked as it is read
     (finite, non-negative, no pixel above one unit). ``lazy=False`` reads
     and checks every image now and holds them as tensors; both give the

@@ -39,13 +39,14 @@ from torch import nn
 
 from ..checks import StableTrainError
 from ..data import DataSplit, ImageDataset
+from ..data.order import DEFAULT_SHUFFLE_WINDOW, block_shuffled_order
 from ..distortions import parse_distortions
 from ..devices import device_of as _device_of
 from ..evaluation import distort_examples, predict_logits
 from ..metrics import roc_auc, working_point
 from ..stats import auc_interval, format_interval, rejection_interval
 from ..models import register_model
-from ..tasks import ClassificationTask
+from ..tasks import ClassificationTask, index_batches
 from .data import PIXEL_UNIT_GEV
 from .images import ImageSpec, image_mass
 
@@ -190,6 +191,16 @@ class JetTaggingTask(ClassificationTask):
             ``cloud_attack_particles`` soft particles of
             ``cloud_attack_budget_gev`` GeV in all injected (default none).
             Image taggers keep the L∞ attack in TeV per cell.
+        shuffle_block: the training order of each epoch. 0 (default): a
+            full random permutation. ``N`` ≥ 1: the block shuffle of
+            :func:`stabletrain.data.order.block_shuffled_order`, blocks of
+            ``N`` consecutive training jets in random order, jets shuffled
+            within windows of ``shuffle_window`` blocks, so that files larger
+            than the reader's cache are read about once per epoch (256
+            matches the generator's storage chunks). Lazy and in-memory
+            data get the same order.
+        shuffle_window: blocks shuffled together (default 32); only with
+            ``shuffle_block``.
 
     ``noise`` and ``jet_input`` apply to images only and ``cloud_noise`` and
     ``cloud_attack_*`` to clouds only; setting one for the other kind of
@@ -207,7 +218,8 @@ class JetTaggingTask(ClassificationTask):
 
     def __init__(self, noise: str = "relative", jet_input: str = "log", cloud_noise: str = "particle",
                  cloud_attack_angle: float = CLOUD_ATTACK_ANGLE, cloud_attack_particles: int = 0,
-                 cloud_attack_budget_gev: float = 0.0) -> None:
+                 cloud_attack_budget_gev: float = 0.0, shuffle_block: int = 0,
+                 shuffle_window: int = DEFAULT_SHUFFLE_WINDOW) -> None:
         from ..registry import PERTURBATIONS
         from .cloud_attacks import CloudAttack
         from .cloud_perturbations import is_cloud_perturbation
@@ -224,6 +236,19 @@ class JetTaggingTask(ClassificationTask):
         self.noise, self.jet_input, self.cloud_noise = noise, jet_input, cloud_noise
         self.cloud_attack = CloudAttack(angle=cloud_attack_angle, particles=cloud_attack_particles,
                                         budget_gev=cloud_attack_budget_gev)
+        for option, value, least in (("shuffle_block", shuffle_block, 0), ("shuffle_window", shuffle_window, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise StableTrainError(f"{option} must be an integer >= {least}, got {value!r}")
+        if shuffle_window != DEFAULT_SHUFFLE_WINDOW and not shuffle_block:
+            raise StableTrainError("shuffle_window has no effect without shuffle_block")
+        self.shuffle_block, self.shuffle_window = shuffle_block, shuffle_window
+
+    def batches(self, data: DataSplit, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+        """Index batches of one epoch: a full shuffle, or the block shuffle with ``shuffle_block``."""
+        if not self.shuffle_block:
+            return super().batches(data, batch_size, generator)
+        order = block_shuffled_order(len(data.train), self.shuffle_block, self.shuffle_window, generator=generator)
+        return index_batches(order, batch_size)
 
     @staticmethod
     def _noises(clouds: bool) -> list[str]:
