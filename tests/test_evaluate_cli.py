@@ -44,6 +44,8 @@ def runs(tmp_path_factory):
     (["--chunk-size", "64"], "--chunk-size has no effect on classification"),
     (["--suite", "adversarial", "--attack", "fgsm", "--attack-steps", "3"],
      "--attack-steps has no effect with --attack fgsm"),
+    (["--smoothing-amp", "bf16", "--smoothing-channels-last"],
+     "--smoothing-amp, --smoothing-channels-last have no effect without the smoothing suite"),
 ])
 def test_a_flag_without_effect_is_an_error(runs, capsys, flags, message):
     out = runs / "ignored"
@@ -64,6 +66,22 @@ def test_flags_take_effect_where_they_apply(runs, capsys):
                                                                                "examples": 30}
     assert all(v <= summary["attack"]["clean_accuracy"] for v in summary["robust_accuracy"].values())
     assert list(summary["robust_accuracy"]) == ["0", "0.05"] and list(summary["paper"]) == ["jpeg-50"]
+
+
+def test_the_certificate_speed_flags_are_recorded_and_keep_the_certificate(runs, capsys):
+    summaries = {}
+    for label, flags in (("float32", []), ("fast", ["--smoothing-amp", "bf16", "--smoothing-channels-last"])):
+        out = runs / f"smoothing-{label}"
+        code, _, err = run(capsys, "evaluate", runs / "run", "--suite", "smoothing", "--smoothing-n", "200",
+                           "--smoothing-examples", "12", *flags, "--quiet", "--out", out)
+        assert code == 0, err
+        summaries[label] = json.loads((out / "model_plain.json").read_text())
+    assert summaries["fast"]["settings"]["smoothing"].endswith(", bf16, channels-last")
+    assert not summaries["float32"]["settings"]["smoothing"].endswith("channels-last")
+    # the same noise (per-image streams) through bfloat16: the certified accuracies agree to within a few images
+    plain, fast = (summaries[k]["smoothing"]["certified_accuracy"] for k in ("float32", "fast"))
+    assert plain.keys() == fast.keys() and any(v > 0 for v in plain.values())
+    assert all(abs(plain[r] - fast[r]) <= 2 / 12 + 1e-9 for r in plain)
 
 
 @pytest.mark.parametrize("flags", [["--suite", "common"], ["--attack", "fgsm"], ["--corruption-set", "cifar10"]])

@@ -6,6 +6,7 @@ from scipy.stats import beta, norm
 from torch import nn
 
 from stabletrain.checks import StableTrainError
+from stabletrain.seeding import ExampleRNG
 from stabletrain.smoothing import (
     ABSTAIN,
     average_certified_radius,
@@ -78,3 +79,61 @@ def test_certified_accuracy_and_acr():
     assert certified_accuracy(radius, correct, [0.0, 0.1, 0.5, 1.0]) == [0.75, 0.5, 0.25, 0.0]
     assert average_certified_radius(radius, correct) == pytest.approx((0.2 + 0.6) / 4)
     assert not math.isnan(average_certified_radius(radius, correct))
+
+
+class Threshold(nn.Module):
+    """A small conv net whose class is decided by a linear read-out, to compare layouts and precisions."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x):
+        return self.head(self.conv(x).relu().mean((2, 3)))
+
+
+def _reference_counts(model, x, num, sigma, generator):
+    """locuslab/smoothing core.py's loop, one batch per image: x repeated, N(0, σ²) noise, argmax, counts."""
+    out = []
+    with torch.no_grad():
+        for image in x:
+            batch = image.unsqueeze(0).repeat(num, 1, 1, 1)
+            noise = torch.randn(batch.shape, generator=generator) * sigma
+            out.append(torch.bincount(model(batch + noise).argmax(1), minlength=5))
+    return torch.stack(out)
+
+
+def test_counts_equal_the_reference_loop_on_the_same_noise():
+    x = torch.rand(3, 3, 8, 8)
+    expected = _reference_counts(Threshold(), x, 40, 0.25, torch.Generator().manual_seed(3))
+    got = sample_counts(Threshold(), x, 40, 0.25, batch_size=40, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(got, expected)
+
+
+def test_channels_last_gives_the_same_counts_and_restores_the_model():
+    x = torch.rand(4, 3, 8, 8)
+    model = Threshold()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    streams = lambda: ExampleRNG.for_examples(range(4), 0, "smoothing")  # noqa: E731
+    plain = sample_counts(model, x, 300, 0.3, batch_size=128, generator=streams())
+    fast = sample_counts(model, x, 300, 0.3, batch_size=128, generator=streams(), channels_last=True)
+    # the same noise through the same weights: only the convolution's summation order may differ
+    assert (plain - fast).abs().sum() <= 2
+    assert model.conv.weight.is_contiguous() and model.training  # layout and mode restored
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_bf16_counts_stay_close_and_bad_options_are_rejected():
+    x = torch.rand(4, 3, 8, 8)
+    streams = lambda: ExampleRNG.for_examples(range(4), 0, "smoothing")  # noqa: E731
+    plain = sample_counts(Threshold(), x, 500, 0.3, generator=streams())
+    half = sample_counts(Threshold(), x, 500, 0.3, generator=streams(), amp="bf16")
+    assert half.sum(1).tolist() == [500] * 4
+    # bfloat16 rounding moves only predictions near a decision boundary: most of every image's votes agree
+    assert (plain - half).abs().sum(1).max() <= 0.2 * 500
+    with pytest.raises(StableTrainError, match="amp"):
+        sample_counts(Threshold(), x, 10, 0.3, amp="fp8")
+    with pytest.raises(StableTrainError, match="channels_last"):
+        certify(Threshold(), x, 0.3, n0=5, n=10, channels_last="yes")

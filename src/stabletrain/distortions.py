@@ -123,8 +123,8 @@ class JPEG(Distortion):
         channels = x.shape[1]
         if channels not in (1, 3):
             raise StableTrainError(f"jpeg needs 1- or 3-channel images, got {channels} channels")
-        pixels = (x.detach().float().cpu() * 255.0).round_().to(torch.uint8)
-        pixels = pixels.permute(0, 2, 3, 1).numpy()  # B×H×W×C for Pillow
+        # one contiguous B×H×W×C uint8 copy for Pillow, and one array for the decoded images
+        pixels = (x.detach().float().cpu() * 255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
         out = np.empty_like(pixels)
         mode = "L" if channels == 1 else "RGB"
         for i, image in enumerate(pixels):
@@ -132,8 +132,10 @@ class JPEG(Distortion):
             Image.fromarray(image[..., 0] if channels == 1 else image, mode=mode).save(
                 buffer, format="JPEG", quality=self.param)
             buffer.seek(0)
-            decoded = np.asarray(Image.open(buffer).convert(mode))
-            out[i] = decoded[..., None] if channels == 1 else decoded
+            decoded = Image.open(buffer)
+            if decoded.mode != mode:  # Pillow writes L and RGB and reads them back as such; kept for safety
+                decoded = decoded.convert(mode)
+            out[i] = np.asarray(decoded).reshape(out.shape[1:])
         result = torch.from_numpy(out).permute(0, 3, 1, 2).to(device=x.device, dtype=x.dtype)
         return result.div_(255.0)
 

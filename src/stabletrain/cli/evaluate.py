@@ -75,6 +75,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                                                             "1000; Cohen et al. use 100000)")
     p.add_argument("--smoothing-examples", type=positive_int, help="certify only the first N images (default: all)")
     p.add_argument("--radii", type=float_list, help="L2 radii of the certified accuracy (default 0,0.25,0.5,0.75,1)")
+    p.add_argument("--smoothing-amp", choices=("off", "bf16"),
+                   help="precision of the certificate's forward passes: off (float32, default) or bf16 autocast")
+    p.add_argument("--smoothing-channels-last", action="store_true", default=None,
+                   help="run the certificate's forward passes channels-last (faster for most conv nets)")
     p.add_argument("--robustbench", metavar="DIR",
                    help="also write the result as a RobustBench model_info JSON under "
                         "DIR/<dataset>/<threat model>/ (threat model Linf for the L∞ attacks, L2 for pgd-l2, corruptions "
@@ -126,7 +130,10 @@ def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStac
 
     smoothing_flags = [flag for flag, value in (("--smoothing-sigma", args.smoothing_sigma),
                                                 ("--smoothing-n", args.smoothing_n), ("--radii", args.radii),
-                                                ("--smoothing-examples", args.smoothing_examples)) if value is not None]
+                                                ("--smoothing-examples", args.smoothing_examples),
+                                                ("--smoothing-amp", args.smoothing_amp),
+                                                ("--smoothing-channels-last", args.smoothing_channels_last))
+                       if value is not None]
     attack_flags = [flag for flag, value in (("--attack", args.attack), ("--attack-steps", args.attack_steps),
                                              ("--attack-queries", args.attack_queries), ("--epsilons", args.epsilons),
                                              ("--attack-examples", args.attack_examples)) if value is not None]
@@ -285,6 +292,10 @@ def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStac
         if any(r < 0 for r in args.radii):
             raise StableTrainError(f"--radii must be >= 0, got {args.radii}")
         smoothing["radii"] = tuple(args.radii)
+    if args.smoothing_amp is not None:
+        smoothing["amp"] = args.smoothing_amp
+    if args.smoothing_channels_last:
+        smoothing["channels_last"] = True
     baseline_model = baseline_checkpoint = None
     if args.baseline:
         baseline_model, baseline_checkpoint = load_model(args.baseline, device=device)
@@ -340,7 +351,9 @@ def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStac
         certified = len(evaluated) if args.smoothing_examples is None else min(args.smoothing_examples,
                                                                                len(evaluated))
         settings["smoothing"] = (f"σ {chosen_settings['sigma']:g}, {chosen_settings['n']} noise samples, radii "
-                                 f"{', '.join(f'{r:g}' for r in chosen_settings['radii'])} on {certified} images")
+                                 f"{', '.join(f'{r:g}' for r in chosen_settings['radii'])} on {certified} images"
+                                 + (", bf16" if chosen_settings["amp"] == "bf16" else "")
+                                 + (", channels-last" if chosen_settings["channels_last"] else ""))
     if "adversarial" in chosen:
         attacked = len(evaluated) if args.attack_examples is None else min(args.attack_examples, len(evaluated))
         budget = []

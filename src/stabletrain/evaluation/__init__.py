@@ -444,7 +444,8 @@ def degenerate_warnings(name: str, logits: torch.Tensor, labels: torch.Tensor, *
 
 SUITES = ("paper", "common", "adversarial", "smoothing", "all")
 #: Defaults of the smoothing suite: noise level, selection and estimation samples, confidence, radii (L2, pixels).
-SMOOTHING_DEFAULTS = {"sigma": 0.25, "n0": 100, "n": 1000, "alpha": 0.001, "radii": (0.0, 0.25, 0.5, 0.75, 1.0)}
+SMOOTHING_DEFAULTS = {"sigma": 0.25, "n0": 100, "n": 1000, "alpha": 0.001, "radii": (0.0, 0.25, 0.5, 0.75, 1.0),
+                      "amp": "off", "channels_last": False}
 
 
 def is_smoothing_row(row: Mapping) -> bool:
@@ -646,7 +647,8 @@ def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suit
                                    ids=held_ids[:certified_count].tolist(),
                                    sigma=float(settings["sigma"]), n0=int(settings["n0"]), n=int(settings["n"]),
                                    alpha=float(settings["alpha"]), radii=tuple(settings["radii"]),
-                                   batch_size=batch_size, seed=seed, name=name)
+                                   batch_size=batch_size, seed=seed, name=name, amp=settings["amp"],
+                                   channels_last=settings["channels_last"])
     if ("adversarial" in chosen or "smoothing" in chosen) and context is not None and context.is_distributed:
         from ..distributed import broadcast_object
 

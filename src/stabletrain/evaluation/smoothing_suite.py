@@ -53,7 +53,8 @@ def _count(value: object, name: str, low: int) -> int:
 def smoothing_rows(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, sigma: float, n0: int = 100,
                    n: int = 1000, alpha: float = 0.001, radii: Sequence[float] = (0, 0.25, 0.5, 0.75, 1.0),
                    batch_size: int = 512, seed: int = 0, name: str = "model",
-                   start_index: int = 0, ids: Sequence[int] | None = None) -> list[dict]:
+                   start_index: int = 0, ids: Sequence[int] | None = None, amp: str = "off",
+                   channels_last: bool = False) -> list[dict]:
     """Certify ``x`` with the Gaussian-smoothed ``model`` and return one evaluation row per radius.
 
     Each example is certified with ``n0`` selection and ``n`` estimation
@@ -110,7 +111,7 @@ def smoothing_rows(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, sigma:
     example_ids = range(start_index, start_index + len(x)) if ids is None else [int(i) for i in ids]
     streams = ExampleRNG.for_examples(example_ids, seed, "smoothing", name)
     result = certify_dataset(model, x, y, float(sigma), n0=n0, n=n, alpha=float(alpha), batch_size=batch_size,
-                             radii=levels, generator=streams)
+                             radii=levels, generator=streams, amp=amp, channels_last=channels_last)
     rows = []
     for radius, certified in zip(levels, result["certified_accuracy"]):
         rows.append({"model": name, "distortion": f"smoothing-σ{sigma:g}-r{radius:g}", "family": "smoothing",
