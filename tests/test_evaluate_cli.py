@@ -25,6 +25,8 @@ def runs(tmp_path_factory):
     assert main(["train", *TINY, "--method", "plain", "--out", str(root / "run")]) == 0
     other_size = [a if a != "16" else "24" for a in TINY]
     assert main(["train", *other_size, "--method", "plain", "--out", str(root / "size24")]) == 0
+    size32 = [a if a != "16" else "32" for a in TINY]
+    assert main(["train", *size32, "--method", "plain", "--out", str(root / "size32")]) == 0
     from stabletrain.data import load_digits
 
     digits = load_digits(16)
@@ -41,6 +43,7 @@ def runs(tmp_path_factory):
     (["--attack-examples", "5"], "--attack-examples has no effect without the adversarial suite"),
     (["--suite", "adversarial", "--distortions", "jpeg-50"], "--distortions has no effect without the paper suite"),
     (["--corruption-set", "imagenet"], "--corruption-set has no effect without the common suite"),
+    (["--layer-resolution", "reference"], "--layer-resolution has no effect without the common suite"),
     (["--chunk-size", "64"], "--chunk-size has no effect on classification"),
     (["--suite", "adversarial", "--attack", "fgsm", "--attack-steps", "3"],
      "--attack-steps has no effect with --attack fgsm"),
@@ -84,7 +87,32 @@ def test_the_certificate_speed_flags_are_recorded_and_keep_the_certificate(runs,
     assert all(abs(plain[r] - fast[r]) <= 2 / 12 + 1e-9 for r in plain)
 
 
-@pytest.mark.parametrize("flags", [["--suite", "common"], ["--attack", "fgsm"], ["--corruption-set", "cifar10"]])
+def test_the_layer_resolution_takes_effect_below_the_reference_side_and_is_an_error_above(runs, capsys):
+    results = {}
+    for setting in ("default", "reference"):
+        out = runs / f"layers-{setting}"
+        flags = [] if setting == "default" else ["--layer-resolution", setting]
+        code, _, err = run(capsys, "evaluate", runs / "run", "--suite", "common", *flags, "--quiet", "--out", out)
+        assert code == 0, err
+        summary = json.loads((out / "model_plain.json").read_text())
+        assert summary["corruption_set"] == "cifar10"  # 16-px digits: below CIFAR-10-C's 32-px side
+        assert summary["settings"]["corruption layers"] == ("native" if setting == "default" else "reference") + " grid"
+        results[setting] = summary["corruptions"]
+    layered = {"snow", "spatter", "elastic_transform"}
+    assert results["default"].keys() == results["reference"].keys() and layered <= results["default"].keys()
+    for name in results["default"]:  # only the three layered corruptions change, and at least one of them does
+        if name not in layered:
+            assert results["default"][name] == results["reference"][name], name
+    assert any(results["default"][name] != results["reference"][name] for name in layered)
+    # from the reference side up both settings are the same computation: the flag is rejected
+    code, _, err = run(capsys, "evaluate", runs / "size32", "--suite", "common", "--layer-resolution", "reference",
+                       "--quiet", "--out", runs / "layers-32")
+    assert code == 2 and "--layer-resolution has no effect on 32×32 px images with the cifar10 corruptions" in err
+    assert err.count("\n") == 1 and not (runs / "layers-32").exists()
+
+
+@pytest.mark.parametrize("flags", [["--suite", "common"], ["--attack", "fgsm"], ["--corruption-set", "cifar10"],
+                                   ["--layer-resolution", "native"]])
 def test_classification_flags_are_errors_with_task_similarity(runs, capsys, flags):
     code, _, err = run(capsys, "evaluate", runs / "run", "--task", "similarity", *flags, "--quiet",
                        "--out", runs / "similarity")

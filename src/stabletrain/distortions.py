@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .checks import StableTrainError, check_images, check_nonnegative
+from .data.decode import decode_jpeg_like_pillow
 from .perturbations import randn_like
 from .registry import DISTORTIONS
 
@@ -123,21 +124,31 @@ class JPEG(Distortion):
         channels = x.shape[1]
         if channels not in (1, 3):
             raise StableTrainError(f"jpeg needs 1- or 3-channel images, got {channels} channels")
-        # one contiguous B×H×W×C uint8 copy for Pillow, and one array for the decoded images
-        pixels = (x.detach().float().cpu() * 255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
-        out = np.empty_like(pixels)
+        # Image by image, so that each conversion stays in cache: H×W×C uint8 for the encoder, and the decoded
+        # pixels divided by 255 straight into the output.
+        source = x.detach().to("cpu")
+        batch, _, height, width = source.shape
+        out = torch.empty(batch, height, width, channels, dtype=x.dtype)
+        scaled = torch.empty(height, width, channels, dtype=torch.float32)
+        pixels = torch.empty(height, width, channels, dtype=torch.uint8)
         mode = "L" if channels == 1 else "RGB"
-        for i, image in enumerate(pixels):
+        for i in range(batch):
+            scaled.copy_(source[i].permute(1, 2, 0)).mul_(255.0)  # in float32 whatever x's dtype
+            pixels.copy_(scaled.round_())
+            image = pixels.numpy()
             buffer = io.BytesIO()
             Image.fromarray(image[..., 0] if channels == 1 else image, mode=mode).save(
                 buffer, format="JPEG", quality=self.param)
-            buffer.seek(0)
-            decoded = Image.open(buffer)
-            if decoded.mode != mode:  # Pillow writes L and RGB and reads them back as such; kept for safety
-                decoded = decoded.convert(mode)
-            out[i] = np.asarray(decoded).reshape(out.shape[1:])
-        result = torch.from_numpy(out).permute(0, 3, 1, 2).to(device=x.device, dtype=x.dtype)
-        return result.div_(255.0)
+            # Pillow encodes; simplejpeg, where installed, decodes with Pillow's settings: the same pixels, faster.
+            decoded = decode_jpeg_like_pillow(buffer.getvalue(), gray=channels == 1)
+            if decoded is None:
+                buffer.seek(0)
+                decoded = Image.open(buffer)
+                if decoded.mode != mode:  # Pillow writes L and RGB and reads them back as such; kept for safety
+                    decoded = decoded.convert(mode)
+            decoded = torch.from_numpy(np.asarray(decoded).reshape(height, width, channels))
+            out[i].copy_(decoded).div_(255.0)  # in x's dtype
+        return out.permute(0, 3, 1, 2).to(x.device)
 
 
 class Thumbnail(Distortion):

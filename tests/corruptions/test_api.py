@@ -7,7 +7,15 @@ import pytest
 import torch
 
 from stabletrain.checks import StableTrainError
-from stabletrain.corruptions import CORRUPTIONS, HELD_OUT, PARAMETER_SETS, Corruption, corrupt, corruption_suite
+from stabletrain.corruptions import (
+    CORRUPTIONS,
+    DEFAULT_LAYER_RESOLUTION,
+    HELD_OUT,
+    PARAMETER_SETS,
+    Corruption,
+    corrupt,
+    corruption_suite,
+)
 from stabletrain.distortions import known_families, parse_distortion, parse_distortions
 
 from ._support import ALL, AVERAGING, DETERMINISTIC, gen
@@ -105,10 +113,15 @@ def test_bad_arguments_raise_stabletrain_errors():
         corrupt(torch.full((1, 3, 16, 16), 2.0), "fog", 1)
     with pytest.raises(StableTrainError):
         corruption_suite(names=[])
-    with pytest.raises(StableTrainError, match="unknown layer resolution 'image'.*reference, native"):
+    with pytest.raises(StableTrainError, match="unknown layer resolution 'image'.*native, reference"):
         corrupt(x, "snow", 1, layer_resolution="image")
-    assert repr(Corruption("snow", 2, layer_resolution="native")) == "Corruption('snow-2', layer_resolution='native')"
-    assert {c.layer_resolution for c in corruption_suite(layer_resolution="native")} == {"native"}
+    # the default is native layers, and the repr names only a setting that differs from it
+    assert DEFAULT_LAYER_RESOLUTION == "native" and Corruption("snow", 2).layer_resolution == "native"
+    assert repr(Corruption("snow", 2)) == "Corruption('snow-2')"
+    assert repr(Corruption("snow", 2, layer_resolution="reference")) == \
+        "Corruption('snow-2', layer_resolution='reference')"
+    assert {c.layer_resolution for c in corruption_suite()} == {"native"}
+    assert {c.layer_resolution for c in corruption_suite(layer_resolution="reference")} == {"reference"}
     assert Corruption("fog", 3.0).severity == 3 and Corruption("fog", np.int64(2), "c10").parameter_set == "cifar10"
 
 

@@ -46,11 +46,15 @@ def test_native_and_reference_layers_agree_from_the_reference_side_up(name):
         x = torch.rand(1, 3, side, side, generator=gen(side))
         for severity in (1, 3, 5):
             native = corrupt(x, name, severity, parameter_set, gen(severity), layer_resolution="native")
-            assert torch.equal(native, corrupt(x, name, severity, parameter_set, gen(severity))), (parameter_set, side)
+            reference = corrupt(x, name, severity, parameter_set, gen(severity), layer_resolution="reference")
+            assert torch.equal(native, reference), (parameter_set, side)
     # Below it they differ.
     x = torch.rand(1, 3, 32, 32, generator=gen(0))
     assert not torch.equal(corrupt(x, name, 3, "imagenet", gen(1), layer_resolution="native"),
-                           corrupt(x, name, 3, "imagenet", gen(1)))
+                           corrupt(x, name, 3, "imagenet", gen(1), layer_resolution="reference"))
+    # and the default is the native layer
+    assert torch.equal(corrupt(x, name, 3, "imagenet", gen(1)),
+                       corrupt(x, name, 3, "imagenet", gen(1), layer_resolution="native"))
 
 
 def test_native_snow_brightens_like_the_reference_layer():

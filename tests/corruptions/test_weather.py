@@ -5,16 +5,17 @@ import pytest
 import torch
 from scipy import ndimage
 
-from stabletrain.corruptions import PARAMETER_SETS, Corruption, corrupt, frost_texture
+from stabletrain.corruptions import LAYER_RESOLUTIONS, PARAMETER_SETS, Corruption, corrupt, frost_texture
 
 from ._support import _skimage_hsv_map, _test_image, gen
 
 
+@pytest.mark.parametrize("layer_resolution", LAYER_RESOLUTIONS)
 @pytest.mark.parametrize("parameter_set", PARAMETER_SETS)
-def test_snow_only_brightens(parameter_set, photos):
+def test_snow_only_brightens(parameter_set, layer_resolution, photos):
     for image in (photos[:4], photos[:4, :1]):
         for severity in range(1, 6):
-            out = corrupt(image, "snow", severity, parameter_set, gen(severity))
+            out = corrupt(image, "snow", severity, parameter_set, gen(severity), layer_resolution=layer_resolution)
             assert bool((out >= image - 1e-6).all())
             assert float((out - image).mean()) > 0.01
 
@@ -77,12 +78,13 @@ def test_brightness_adds_to_the_hsv_value(parameter_set):
         torch.testing.assert_close(corrupt(grey, "brightness", severity, parameter_set), (grey + c).clamp(0, 1))
 
 
+@pytest.mark.parametrize("layer_resolution", LAYER_RESOLUTIONS)
 @pytest.mark.parametrize("parameter_set", PARAMETER_SETS)
-def test_spatter_adds_water_or_covers_with_mud(parameter_set):
+def test_spatter_adds_water_or_covers_with_mud(parameter_set, layer_resolution):
     x = torch.rand(4, 3, 64, 64, generator=gen(3)) * 0.6 + 0.2
     mud = torch.tensor([63, 42, 20]).view(1, 3, 1, 1) / 255
     for severity in range(1, 6):
-        out = corrupt(x, "spatter", severity, parameter_set, gen(severity))
+        out = corrupt(x, "spatter", severity, parameter_set, gen(severity), layer_resolution=layer_resolution)
         delta = out - x
         assert float(delta.abs().amax()) > 0.05
         if severity <= 3:  # water only adds light

@@ -54,6 +54,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--corruption-set", choices=["imagenet", "cifar10"],
                    help="parameters of the common corruptions (default: cifar10 up to 64 px, imagenet above); "
                         "needs the common suite")
+    p.add_argument("--layer-resolution", choices=["native", "reference"],
+                   help="where snow, spatter and elastic_transform build their layers on images smaller than the "
+                        "corruption set's reference side (224 px imagenet, 32 px cifar10): native (default: on the "
+                        "image grid, statistics matched) or reference (on the reference grid, then resized; up to "
+                        "49x the work); needs the common suite and images below that side")
     p.add_argument("--epsilons", help="comma-separated attack strengths in pixel units "
                                       "(default 0,1/255,2/255,4/255,8/255,16/255; k pixels for l0); "
                                       "needs the adversarial suite")
@@ -189,7 +194,8 @@ def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStac
     name = stored["method"]
     if task == "similarity":
         ignored = [flag for flag, value in (("--suite", args.suite), ("--baseline", args.baseline),
-                                            ("--corruption-set", args.corruption_set)) if value is not None]
+                                            ("--corruption-set", args.corruption_set),
+                                            ("--layer-resolution", args.layer_resolution)) if value is not None]
         if args.robustbench is not None:
             ignored.append("--robustbench")
         if ignored + attack_flags + smoothing_flags:
@@ -243,8 +249,10 @@ def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStac
                                                     "--task similarity)"))
     if args.distortions is not None and "paper" not in chosen:
         problems.append(no_effect(["--distortions"], "without the paper suite (add paper to --suite)"))
-    if args.corruption_set is not None and "common" not in chosen:
-        problems.append(no_effect(["--corruption-set"], "without the common suite (add common to --suite)"))
+    corruption_flags = [flag for flag, value in (("--corruption-set", args.corruption_set),
+                                                 ("--layer-resolution", args.layer_resolution)) if value is not None]
+    if corruption_flags and "common" not in chosen:
+        problems.append(no_effect(corruption_flags, "without the common suite (add common to --suite)"))
     if attack_flags and "adversarial" not in chosen:
         problems.append(no_effect(attack_flags, "without the adversarial suite (add adversarial to --suite)"))
     if smoothing_flags and "smoothing" not in chosen:
@@ -325,7 +333,15 @@ def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStac
                 evaluated_model, training_images, examples=bn_images, batch_size=args.batch_size, device=device,
                 workers=args.workers, inplace=True, return_report=True, name=f"model {model_name}")
     corruption_set = args.corruption_set or ("cifar10" if max(data.image_size) <= 64 else "imagenet")
+    from ..corruptions import DEFAULT_LAYER_RESOLUTION, REFERENCE_SIDE
+
+    if args.layer_resolution is not None and min(data.image_size) >= REFERENCE_SIDE[corruption_set]:
+        raise StableTrainError(no_effect(["--layer-resolution"], (
+            f"on {'×'.join(map(str, data.image_size))} px images with the {corruption_set} corruptions (the layers "
+            f"are built on the image grid from the reference side, {REFERENCE_SIDE[corruption_set]} px, up)")))
+    layer_resolution = args.layer_resolution or DEFAULT_LAYER_RESOLUTION
     result = evaluate_suites(models, evaluated, suites, paper_distortions=distortions, corruption_set=corruption_set,
+                             layer_resolution=layer_resolution,
                              epsilons=epsilons, attack=attack, attack_steps=args.attack_steps,
                              attack_queries=args.attack_queries, attack_examples=args.attack_examples, baseline=baseline_name, seed=args.seed,
                              smoothing=smoothing, smoothing_examples=args.smoothing_examples,
@@ -344,6 +360,8 @@ def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStac
         settings["paper distortions"] = ", ".join(d.spec for d in distortions)
     if "common" in chosen:
         settings["corruption parameters"] = corruption_set
+        if min(data.image_size) < REFERENCE_SIDE[corruption_set]:
+            settings["corruption layers"] = f"{layer_resolution} grid"
     if "smoothing" in chosen:
         from ..evaluation import SMOOTHING_DEFAULTS
 

@@ -59,7 +59,15 @@ import torch  # noqa: F401  (the doctests above use it)
 from ..distortions import register_distortion
 from ._corruption import Corruption, corrupt, corruption_suite
 from ._ops import motion_blur_taps
-from ._tables import _ALL, CORRUPTIONS, HELD_OUT, LAYER_RESOLUTIONS, PARAMETER_SETS, REFERENCE_SIDE
+from ._tables import (
+    _ALL,
+    CORRUPTIONS,
+    DEFAULT_LAYER_RESOLUTION,
+    HELD_OUT,
+    LAYER_RESOLUTIONS,
+    PARAMETER_SETS,
+    REFERENCE_SIDE,
+)
 from .blur import defocus_kernel
 from .weather import frost_texture
 
@@ -70,6 +78,7 @@ from .weather import _equalize_hist, _truncated_distance  # noqa: E402,F401  iso
 
 __all__ = [
     "CORRUPTIONS",
+    "DEFAULT_LAYER_RESOLUTION",
     "HELD_OUT",
     "LAYER_RESOLUTIONS",
     "PARAMETER_SETS",

@@ -13,6 +13,7 @@ from ._ops import Generator, _Context
 from ._tables import (
     _PARAMS,
     CORRUPTIONS,
+    DEFAULT_LAYER_RESOLUTION,
     REFERENCE_SIDE,
     _check_layer_resolution,
     _check_name,
@@ -58,10 +59,11 @@ class Corruption(Distortion):
         parameter_set: ``"imagenet"`` (default) or ``"cifar10"`` (alias ``"c10"``).
         layer_resolution: where ``snow``, ``spatter`` and ``elastic_transform``
             build their random layers on images smaller than the reference
-            side: ``"reference"`` (default; on the reference grid, then
-            resized) or ``"native"`` (on the image grid, with the layer's
-            statistics matched; many times faster on small images). See
-            :data:`LAYER_RESOLUTIONS`.
+            side: ``"native"`` (default; on the image grid, with the layer's
+            statistics matched to the reference layer's) or ``"reference"``
+            (on the reference grid, then resized: the reference corruption
+            itself, area-averaged, at up to 49 times the cost on 32-px
+            images). See :data:`LAYER_RESOLUTIONS`.
 
     The spec (and family) is ``name`` for the ImageNet-C set and
     ``c10/name`` for the CIFAR-10-C set, with the severity as parameter; the
@@ -79,14 +81,14 @@ class Corruption(Distortion):
         ('c10/zoom_blur-2', 2, 12)
         >>> c(torch.full((1, 3, 16, 16), 0.5)).shape
         torch.Size([1, 3, 16, 16])
-        >>> Corruption("snow", 3, layer_resolution="native")
-        Corruption('snow-3', layer_resolution='native')
+        >>> Corruption("snow", 3, layer_resolution="reference")
+        Corruption('snow-3', layer_resolution='reference')
     """
 
     stronger_when_larger = True
 
     def __init__(self, name: str, severity: int, parameter_set: str = "imagenet",
-                 layer_resolution: str = "reference") -> None:
+                 layer_resolution: str = DEFAULT_LAYER_RESOLUTION) -> None:
         self.name = _check_name(name)
         self.parameter_set = _check_parameter_set(parameter_set)
         self.layer_resolution = _check_layer_resolution(layer_resolution)
@@ -107,7 +109,7 @@ class Corruption(Distortion):
         return REFERENCE_SIDE[self.parameter_set]
 
     def __repr__(self) -> str:
-        if self.layer_resolution == "reference":
+        if self.layer_resolution == DEFAULT_LAYER_RESOLUTION:
             return super().__repr__()
         return f"{type(self).__name__}({self.spec!r}, layer_resolution={self.layer_resolution!r})"
 
@@ -134,7 +136,7 @@ class Corruption(Distortion):
 
 
 def corrupt(x: torch.Tensor, name: str, severity: int, parameter_set: str = "imagenet",
-            generator: Generator = None, layer_resolution: str = "reference") -> torch.Tensor:
+            generator: Generator = None, layer_resolution: str = DEFAULT_LAYER_RESOLUTION) -> torch.Tensor:
     """Apply one corruption at one severity to a batch; a new ``B×C×H×W`` tensor in [0, 1].
 
     ``generator`` and ``layer_resolution`` are those of :class:`Corruption`.
@@ -149,7 +151,7 @@ def corrupt(x: torch.Tensor, name: str, severity: int, parameter_set: str = "ima
 
 def corruption_suite(parameter_set: str = "imagenet", names: Iterable[str] | str | None = None,
                      severities: Sequence[int] = (1, 2, 3, 4, 5),
-                     layer_resolution: str = "reference") -> list[Corruption]:
+                     layer_resolution: str = DEFAULT_LAYER_RESOLUTION) -> list[Corruption]:
     """Corruptions for a robustness sweep: every name at every severity, name-major.
 
     ``names`` defaults to the fifteen :data:`CORRUPTIONS`; pass

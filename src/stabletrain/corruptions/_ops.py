@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..seeding import ExampleRNG, draw, draw_poisson, draw_randint
+from ._tables import DEFAULT_LAYER_RESOLUTION
 
 #: Where a corruption's random draws come from: one generator for the whole
 #: batch, one stream per example (row ``i`` draws only from stream ``i``), or
@@ -33,7 +34,7 @@ class _Context:
     parameter_set: str
     scale: float  # min(H, W) / reference side
     generator: Generator
-    layer_resolution: str = "reference"
+    layer_resolution: str = DEFAULT_LAYER_RESOLUTION
 
     @property
     def native(self) -> bool:

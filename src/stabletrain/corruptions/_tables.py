@@ -28,12 +28,15 @@ PARAMETER_SETS: tuple[str, ...] = ("imagenet", "cifar10")
 #: The image side (pixels) each parameter set was written for.
 REFERENCE_SIDE: dict[str, int] = {"imagenet": 224, "cifar10": 32}
 #: Where snow, spatter and elastic_transform build their random layers when the
-#: image is smaller than the parameter set's reference side: ``"reference"``
-#: (default) on the reference grid, then resized; ``"native"`` on the image's
-#: own grid, with parameters converted so the layer keeps the reference's
-#: statistics (see ``docs/corruptions.md``). The two are identical when the
-#: image is at least the reference side.
-LAYER_RESOLUTIONS: tuple[str, ...] = ("reference", "native")
+#: image is smaller than the parameter set's reference side: ``"native"``
+#: (default) on the image's own grid, with parameters converted so the layer
+#: keeps the reference layer's statistics, or ``"reference"`` on the reference
+#: grid (1/s² times the image's pixels), then resized (see
+#: ``docs/corruptions.md``). The two are identical when the image is at least
+#: the reference side. The default comes first.
+LAYER_RESOLUTIONS: tuple[str, ...] = ("native", "reference")
+#: The default of every ``layer_resolution`` argument.
+DEFAULT_LAYER_RESOLUTION: str = LAYER_RESOLUTIONS[0]
 
 
 def _aranges(spec: Sequence[tuple[float, float]]) -> tuple[tuple[float, ...], ...]:

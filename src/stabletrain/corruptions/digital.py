@@ -129,17 +129,41 @@ def _upscale_index(n_small: int, n: int, nearest: bool) -> torch.Tensor:
     return torch.tensor(index, dtype=torch.int64).clamp_(0, n_small - 1)
 
 
+@lru_cache(maxsize=64)
+def _box_taps(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_box_matrix` as taps: ``(weights, indices)``, each ``n_out×K`` for the K ≤ ⌈n_in/n_out⌉ + 1 nonzeros.
+
+    Rows with fewer nonzeros are padded with zero weights (on valid indices).
+    """
+    matrix = _box_matrix(n_in, n_out)
+    taps = max(1, int((matrix > 0).sum(1).max()))
+    weights, indices = matrix.topk(taps, dim=1)
+    return weights, indices
+
+
+def _box_rows(x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """``matrix @ x`` along dim -2 for a box ``matrix`` given as taps: whole rows gathered and summed."""
+    out = x.index_select(-2, indices[:, 0]) * weights[:, :1]
+    for k in range(1, weights.shape[1]):
+        out.addcmul_(x.index_select(-2, indices[:, k]), weights[:, k:k + 1])
+    return out
+
+
 def _pixelate(x: torch.Tensor, c: float, ctx: _Context) -> torch.Tensor:
     height, width = x.shape[-2:]
     small_h, small_w = max(1, int(height * c)), max(1, int(width * c))
-    rows = _box_matrix(height, small_h).to(device=x.device, dtype=x.dtype)
-    cols = _box_matrix(width, small_w).to(device=x.device, dtype=x.dtype)
-    small = torch.matmul(torch.matmul(rows, x), cols.T)
+    # Every step gathers whole rows (fast contiguous copies); the columns are done as rows of the transposed image.
+    # A few taps per output pixel instead of a dense matrix product: the same sums, about 3× faster.
+    row_w, row_i = (t.to(x.device) for t in _box_taps(height, small_h))
+    col_w, col_i = (t.to(x.device) for t in _box_taps(width, small_w))
+    rows = _box_rows(x, row_w.to(x.dtype), row_i).transpose(-1, -2).contiguous()  # …×W×h
+    small_t = _box_rows(rows, col_w.to(x.dtype), col_i)                            # …×w×h
     # imagecorruptions enlarges with NEAREST, make_cifar_c with BOX.
     nearest = ctx.parameter_set == "imagenet"
     up_rows = _upscale_index(small_h, height, nearest).to(x.device)
     up_cols = _upscale_index(small_w, width, nearest).to(x.device)
-    return small.index_select(-2, up_rows).index_select(-1, up_cols)
+    wide = small_t.index_select(-2, up_cols).transpose(-1, -2).contiguous()        # …×h×W
+    return wide.index_select(-2, up_rows)
 
 
 def _jpeg_compression(x: torch.Tensor, c: int, ctx: _Context) -> torch.Tensor:

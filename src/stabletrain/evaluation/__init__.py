@@ -510,7 +510,7 @@ def mean_corruption_error(rows: Sequence[Mapping], model: str, corruptions: Sequ
 
 def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suites: Sequence[str], *,
                     paper_distortions: Sequence[Distortion] | None = None, corruption_set: str = "cifar10",
-                    severities: Sequence[int] = (1, 2, 3, 4, 5), epsilons: Sequence[float] = DEFAULT_EPSILONS,
+                    layer_resolution: str = "native", severities: Sequence[int] = (1, 2, 3, 4, 5), epsilons: Sequence[float] = DEFAULT_EPSILONS,
                     attack: str = "pgd", attack_steps: int | None = None, attack_examples: int | None = None,
                     attack_queries: int | None = None, masking_check: bool | None = None,
                     baseline: str | None = None, seed: int = 0, batch_size: int = 512,
@@ -546,6 +546,10 @@ def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suit
     ε' ≤ ε of the curve, so it never exceeds the clean accuracy and never
     rises with ε.
 
+    ``corruption_set`` and ``layer_resolution`` are the ``parameter_set`` and
+    ``layer_resolution`` of :func:`~stabletrain.corruptions.corruption_suite`
+    for the common suite.
+
     Every random draw is per example: distortions from
     ``(seed, 'distortion', spec, index)``, the attack's random starts from
     ``(seed, 'attack', model name, index)``, so the result does not depend on
@@ -579,7 +583,8 @@ def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suit
         common, held_out = list(CORRUPTIONS), list(HELD_OUT)
         paper_specs = {d.spec for d in paper}
         distortions += [d for d in corruption_suite(corruption_set, names=common + held_out,
-                                                    severities=tuple(severities)) if d.spec not in paper_specs]
+                                                    severities=tuple(severities), layer_resolution=layer_resolution)
+                        if d.spec not in paper_specs]
     rows, clean, correct = _sweep(models, dataset, distortions, seed=seed, batch_size=batch_size,
                                   progress=progress, context=context, workers=workers)
     for row in rows:
@@ -670,6 +675,7 @@ def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suit
                     per.setdefault(r["family"], {})[str(r["param"])] = r["accuracy"]
             summary["corruptions"] = per
             summary["corruption_set"] = corruption_set
+            summary["layer_resolution"] = layer_resolution
             summary["common"] = mean_corruption_error(rows, name, common, baseline if baseline != name else None)
             summary["held_out"] = mean_corruption_error(rows, name, held_out, baseline if baseline != name else None)
             if corruption_set == "imagenet" and clean[name]["num_classes"] == 1000:
