@@ -107,3 +107,45 @@ def test_spatter_distance_and_equalization_steps_match_scipy_and_opencv():
         image = (rng.random((40, 50)) ** 3 * 200).astype(np.uint8)
         ours = _equalize_hist(torch.from_numpy(image).float()[None, None])[0, 0].numpy()
         np.testing.assert_array_equal(ours, cv2.equalizeHist(image))
+
+
+@pytest.mark.parametrize("short_blocks", [False, True])
+def test_sparse_seeds_are_independent_bernoulli_draws_per_pixel(monkeypatch, short_blocks):
+    # The geometric-gap sampler against the per-pixel definition: counts per region follow
+    # maps · scale · Σ base² (a Poisson-binomial, so within a few standard deviations), the
+    # brightness is uniform on [0.5, 1), and no pixel holds two seeds in one map. With short
+    # blocks the sampler must extend its draws many times and still give the same law.
+    from scipy import stats
+
+    from stabletrain.corruptions import weather
+
+    if short_blocks:
+        monkeypatch.setattr(weather, "_SEED_MARGIN", 0.0)
+        monkeypatch.setattr(weather, "_SEED_SLACK", 1.0)
+    batch, maps, side, scale = 16, 3, 48, 0.05
+    ramp = torch.linspace(0.0, 1.0, side).view(1, 1, 1, side).expand(batch, 1, side, side).contiguous()
+    ramp[1] = 0.0  # an image without any chance of a seed
+    (b, k, y, x), values = weather._bernoulli_seeds(scale, ramp, maps, gen(11))
+    assert not bool((b == 1).any())
+    flat = ((b * maps + k) * side + y) * side + x
+    assert flat.unique().numel() == flat.numel()
+    chance = (scale * ramp ** 2).double()
+    for lo, hi in ((0, 16), (16, 32), (32, 48)):  # three column bands of rising chance
+        p = chance[..., lo:hi]
+        mean, var = maps * p.sum().item(), maps * (p * (1 - p)).sum().item()
+        count = int(((x >= lo) & (x < hi)).sum())
+        assert abs(count - mean) < 5 * var ** 0.5 + 1, (lo, count, mean)
+    assert stats.kstest(((values - 0.5) * 2).numpy(), "uniform").pvalue > 1e-3
+    assert bool(((values >= 0.5) & (values < 1.0)).all())
+
+
+def test_sparse_seeds_come_from_each_image_s_own_stream():
+    from stabletrain.corruptions import weather
+    from stabletrain.seeding import ExampleRNG
+
+    base = torch.rand(4, 1, 20, 30, generator=gen(2))
+    whole, values = weather._bernoulli_seeds(0.1, base, 3, ExampleRNG.for_examples([5, 6, 7, 8], 0, "seeds"))
+    part, part_values = weather._bernoulli_seeds(0.1, base[2:3], 3, ExampleRNG.for_examples([7], 0, "seeds"))
+    mine = whole[0] == 2
+    assert torch.equal(torch.stack([i[mine] for i in whole[1:]]), torch.stack(part[1:]))
+    assert torch.equal(values[mine], part_values)

