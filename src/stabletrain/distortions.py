@@ -124,21 +124,26 @@ class JPEG(Distortion):
         channels = x.shape[1]
         if channels not in (1, 3):
             raise StableTrainError(f"jpeg needs 1- or 3-channel images, got {channels} channels")
-        # Image by image, so that each conversion stays in cache: H×W×C uint8 for the encoder, and the decoded
-        # pixels divided by 255 straight into the output.
+        # Image by image, so that each conversion stays in cache: C×H×W uint8 planes, which Pillow interleaves
+        # itself (Image.merge, cheaper than a permuted copy), and the decoded pixels divided by 255 straight
+        # into the output.
         source = x.detach().to("cpu")
         batch, _, height, width = source.shape
         out = torch.empty(batch, height, width, channels, dtype=x.dtype)
-        scaled = torch.empty(height, width, channels, dtype=torch.float32)
-        pixels = torch.empty(height, width, channels, dtype=torch.uint8)
+        scaled = torch.empty(channels, height, width, dtype=torch.float32)
+        pixels = torch.empty(channels, height, width, dtype=torch.uint8)
+        planes = pixels.numpy()
         mode = "L" if channels == 1 else "RGB"
         for i in range(batch):
-            scaled.copy_(source[i].permute(1, 2, 0)).mul_(255.0)  # in float32 whatever x's dtype
+            if source.dtype == torch.float32:
+                torch.mul(source[i], 255.0, out=scaled)
+            else:
+                scaled.copy_(source[i]).mul_(255.0)  # in float32 whatever x's dtype
             pixels.copy_(scaled.round_())
-            image = pixels.numpy()
+            image = Image.fromarray(planes[0]) if channels == 1 else \
+                Image.merge("RGB", [Image.fromarray(plane) for plane in planes])
             buffer = io.BytesIO()
-            Image.fromarray(image[..., 0] if channels == 1 else image, mode=mode).save(
-                buffer, format="JPEG", quality=self.param)
+            image.save(buffer, format="JPEG", quality=self.param)
             # Pillow encodes; simplejpeg, where installed, decodes with Pillow's settings: the same pixels, faster.
             decoded = decode_jpeg_like_pillow(buffer.getvalue(), gray=channels == 1)
             if decoded is None:
