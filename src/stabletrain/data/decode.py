@@ -154,7 +154,7 @@ def decode_jpeg_like_pillow(data: bytes, gray: bool) -> np.ndarray | None:
         >>> buffer = io.BytesIO()
         >>> Image.new("RGB", (16, 8), (200, 30, 90)).save(buffer, format="JPEG", quality=90)
         >>> fast = decode_jpeg_like_pillow(buffer.getvalue(), gray=False)
-        >>> fast is None or (fast.shape == (8, 16, 3) and (fast == np.asarray(Image.open(buffer))).all())
+        >>> fast is None or (fast.shape == (8, 16, 3) and bool((fast == np.asarray(Image.open(buffer))).all()))
         True
     """
     if jpeg_decoder() != "simplejpeg":
