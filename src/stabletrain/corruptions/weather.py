@@ -62,21 +62,16 @@ def _snow(x: torch.Tensor, c: tuple, ctx: _Context) -> torch.Tensor:
     return x + layer + layer.flip(-2, -1)
 
 
-def _splat_lines(shape: tuple[int, int, int, int], index: tuple[torch.Tensor, ...], values: torch.Tensor,
-                 weights: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor,
-                 out: torch.Tensor | None = None, map_offset: int = 0) -> torch.Tensor:
-    """Draw a line through every seed: ``out[b, k, p + d[t]] += weights[t] · value``.
+def _splat_lines(out: torch.Tensor, index: tuple[torch.Tensor, ...], values: torch.Tensor, weights: torch.Tensor,
+                 dy: torch.Tensor, dx: torch.Tensor, map_offset: int = 0) -> torch.Tensor:
+    """Draw a line through every seed into ``out`` (``B×M×H×W``): ``out[b, map_offset + k, p + d[t]] += weights[t] · value``.
 
-    ``index`` is ``(b, k, y, x)``, the positions of the seeds in a
-    ``B×K×H×W`` map (``shape``), and ``values`` their brightness; ``dy``/``dx``
-    are ``B×K×T`` offsets (one line direction per map). Scattering the few
-    seeds is much cheaper than convolving whole maps; parts of lines leaving
-    the image are dropped. The lines go into maps ``map_offset ..
-    map_offset + K - 1`` of ``out`` (``B×M×H×W``, zeros by default).
+    ``index`` is ``(b, k, y, x)``, the seeds' positions, and ``values`` their
+    brightness; ``dy``/``dx`` are ``B×K×T`` offsets (one line direction per
+    map k). Scattering the few seeds is much cheaper than convolving whole
+    maps; parts of lines leaving the image are dropped.
     """
-    batch, maps, height, width = shape
-    if out is None:
-        out = torch.zeros(shape, device=values.device, dtype=values.dtype)
+    height, width = out.shape[-2:]
     b, k, y, x = index
     ys = y.view(-1, 1) + dy.to(values.device)[b, k]
     xs = x.view(-1, 1) + dx.to(values.device)[b, k]
@@ -211,7 +206,7 @@ def frost_texture(batch: int, height: int, width: int, channels: int = 3,
     # Both needle layers, three axes each, are drawn into the six maps of one buffer.
     needles = torch.zeros(batch, 6, height, width, device=device, dtype=dtype)
     for layer, (index, values, weights, dy, dx) in enumerate(layers):
-        _splat_lines((batch, 3, height, width), index, values, weights, dy, dx, out=needles, map_offset=3 * layer)
+        _splat_lines(needles, index, values, weights, dy, dx, map_offset=3 * layer)
     crystals = _gaussian_blur(needles.amax(1, keepdim=True).clamp_(0.0, 1.0), 0.5)
     glow = _gaussian_blur(crystals, 0.02 * side)  # the soft halo of a frosted pane
     grain = _gaussian_blur(grain, 0.7)
