@@ -145,6 +145,25 @@ def test_cli_autoattack_reports_each_component(run_dir, capsys):
     assert "Robust accuracy after each AutoAttack component" in report and "Gradient-masking check" in report
     settings = json.loads((out / "results.json").read_text())["settings"]["attack"]
     assert settings.startswith("autoattack (apgd-ce, apgd-t, square; FAB-T left out), 3 APGD iterations, 20 queries")
+    assert captured.err == ""  # --quiet: no progress at all
+
+
+def test_cli_attack_progress_is_plain_lines_without_a_terminal(run_dir, capsys):
+    """Under pytest stderr is not a terminal, so the tqdm bars are off; the plain progress lines still come."""
+    from stabletrain.cli import main
+
+    code = main(["evaluate", str(run_dir / "run"), "--suite", "adversarial", "--attack", "autoattack",
+                 "--attack-steps", "2", "--attack-queries", "10", "--attack-examples", "16", "--epsilons", "0,0.05",
+                 "--out", str(run_dir / "progress")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    lines = err.splitlines()
+    assert "autoattack attack on 16 examples: model plain (1 of 1)" in lines
+    for part in ("apgd-ce", "apgd-t", "square"):
+        assert any(line.startswith(f"autoattack ε=0.05: {part}: ") and "still robust" in line for line in lines)
+    assert any(line.startswith("autoattack ε=0.05: ") and " of 16 attacked, robust accuracy " in line
+               for line in lines)
+    assert any(line.startswith("pgd ε=0.05: ") for line in lines)  # the gradient-masking check's PGD too
 
 
 def test_compare_checks_the_attack_and_fills_its_budget():

@@ -476,7 +476,7 @@ def test_bad_budgets_of_curves_attacks_and_the_task_are_refused():
         get_task("jets", cloud_attack_angle=-1.0)
     with pytest.raises(StableTrainError, match="steps must be a whole number"):
         cloud_pgd(model, x, y, 0.1, steps=0)
-    with pytest.raises(StableTrainError, match="attack must be 'pgd' or 'fgsm'"):
+    with pytest.raises(StableTrainError, match="unknown attack 'cw'; known: pgd, fgsm, apgd-ce"):
         cloud_attack_curve(model, x, y, [0.1], attack="cw")
     with pytest.raises(StableTrainError, match="B×1×M×4"):
         cloud_pgd(model, torch.rand(2, 1, 5, 5), torch.tensor([0, 1]), 0.1)

@@ -232,7 +232,8 @@ def _evaluation_key(config: CompareConfig, image_size: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _evaluate_one(model: torch.nn.Module, name: str, data, config: CompareConfig, seed: int) -> dict:
+def _evaluate_one(model: torch.nn.Module, name: str, data, config: CompareConfig, seed: int,
+                  log: Callable[[str], None] | None = None) -> dict:
     """Distortion rows, the robustness curve and the certification of one trained model.
 
     Every random draw is per example (distortions from ``(seed,
@@ -240,7 +241,8 @@ def _evaluate_one(model: torch.nn.Module, name: str, data, config: CompareConfig
     method, index)``, smoothing noise from ``(seed, 'smoothing', method,
     index)``), so the numbers do not depend on batch sizes. Robust accuracy
     is that of :func:`~stabletrain.attacks.robustness_curve`: clean-correct
-    and not fooled at this or any smaller epsilon.
+    and not fooled at this or any smaller epsilon. ``log`` receives the
+    attack's progress lines (per epsilon, and per AutoAttack component).
     """
     from .attacks import robustness_curve
     from .seeding import ExampleRNG
@@ -254,6 +256,7 @@ def _evaluate_one(model: torch.nn.Module, name: str, data, config: CompareConfig
     count = min(int(ev["attack_examples"]), len(data.test))
     curve = robustness_curve(model, data.test.x[:count], data.test.y[:count], [float(e) for e in ev["epsilons"]],
                              attack=ev["attack"], generator=ExampleRNG.for_examples(range(count), seed, "attack", name),
+                             progress=None if log is None else (lambda line: log(f"  {name} seed {seed}: {line}")),
                              **_attack_options(ev))
     # each example's correctness, bit-packed in example order: the paired intervals between methods need it
     packed = {spec: base64.b64encode(np.packbits(flags).tobytes()).decode()
@@ -602,7 +605,7 @@ def _run_compare(config: CompareConfig, out_dir: str | Path, *, progress: bool =
                 results[(label, seed)] = cached["result"]
             else:
                 emit(f"{label} seed {seed}: evaluating")
-                result = _evaluate_one(model, method, data, config, seed)
+                result = _evaluate_one(model, method, data, config, seed, log=emit if progress else None)
                 write_json(cache, {"key": key, "result": result})
                 results[(label, seed)] = result
             for line in results[(label, seed)].get("warnings", []):

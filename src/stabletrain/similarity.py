@@ -29,7 +29,6 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .checks import StableTrainError, check_images
 from .data import DataSplit, sample_triplets
@@ -43,6 +42,7 @@ from .metrics import (
     precision_recall_curve,
 )
 from .seeding import make_generator
+from .progress import progress_bar
 
 __all__ = ["NearDuplicateBenchmark", "build_benchmark", "pairwise_distances", "pair_distances", "retrieval_ranks",
            "evaluate_similarity", "similarity_sweep", "check_features", "similarity_differences"]
@@ -275,7 +275,7 @@ def evaluate_similarity(models: Mapping[str, nn.Module], benchmark: NearDuplicat
     positives: dict[str, dict[str, torch.Tensor]] = {name: {} for name in models}
     ranks: dict[str, dict[str, torch.Tensor]] = {name: {} for name in models}
     distorted_triplets: dict[str, dict[str, float]] = {name: {} for name in models}
-    bar = tqdm(benchmark.distortions, desc="near-duplicates", unit="spec", disable=not progress or None, leave=False)
+    bar = progress_bar(benchmark.distortions, desc="near-duplicates", unit="spec", enabled=progress, leave=False)
     for distortion in bar:
         bar.set_postfix_str(distortion.spec)
         copies = {name: [] for name in models}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Union
 
 import numpy as np
 import torch
@@ -29,7 +29,8 @@ class AttackResult:
     adversarial: torch.Tensor
     success: torch.Tensor
     predictions: torch.Tensor
-    epsilon: float
+    #: the radius attacked: a number, or the per-coordinate radii
+    epsilon: float | torch.Tensor
     #: model evaluations spent on each example (the query-based :func:`~stabletrain.attacks.square` fills it)
     queries: torch.Tensor | None = None
     #: for :func:`~stabletrain.attacks.autoattack`: ``{component: success mask}``, cumulative, in the order run
@@ -48,12 +49,23 @@ def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _prepare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, target: torch.Tensor | None,
-             name: str = "epsilon") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, float]:
+#: An L∞ radius or a box limit: one number for every coordinate, or a tensor with one value per coordinate.
+Bound = Union[float, torch.Tensor]
+
+
+def _prepare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float | torch.Tensor,
+             target: torch.Tensor | None, name: str = "epsilon", per_coordinate: bool = False
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, Bound]:
+    """Checked inputs on the model's device. With ``per_coordinate``, ``epsilon`` may be a tensor of radii
+    broadcastable to ``x`` (returned at ``x``'s full shape); otherwise it must be a number."""
     if not isinstance(model, nn.Module):
         raise StableTrainError(f"the model must be a torch.nn.Module, got {type(model).__name__}")
     check_images(x)
-    epsilon = check_nonnegative(epsilon, name)
+    if isinstance(epsilon, torch.Tensor) and not per_coordinate:
+        raise StableTrainError(f"this attack takes one number as {name}, not a tensor of per-coordinate radii "
+                               f"(apgd-ce, apgd-dlr, apgd-t, square and autoattack take one)")
+    if not isinstance(epsilon, torch.Tensor):
+        epsilon = check_nonnegative(epsilon, name)
     y = torch.as_tensor(y)
     if y.ndim != 1 or len(y) != len(x):
         raise StableTrainError(f"labels must be a vector of {len(x)} class indices, got shape {tuple(y.shape)}")
@@ -62,7 +74,75 @@ def _prepare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float,
         target = torch.as_tensor(target).to(device)
         if target.shape != y.shape:
             raise StableTrainError(f"targets must be a vector of {len(x)} class indices, got {tuple(target.shape)}")
-    return x.detach().to(device), y.to(device), target, epsilon
+    x = x.detach().to(device)
+    if isinstance(epsilon, torch.Tensor):
+        epsilon = _coordinates(epsilon, x, name)
+        if bool((epsilon < 0).any()):
+            raise StableTrainError(f"{name} must be >= 0 in every coordinate")
+    return x, y.to(device), target, epsilon
+
+
+def _coordinates(value: torch.Tensor, x: torch.Tensor, name: str) -> torch.Tensor:
+    """``value`` (finite, broadcastable to ``x``) as a tensor of ``x``'s shape, device and dtype."""
+    if not torch.is_floating_point(value) and value.dtype not in (torch.int32, torch.int64, torch.uint8):
+        raise StableTrainError(f"{name} must be a real tensor, got dtype {value.dtype}")
+    value = value.detach().to(x.device, x.dtype)
+    if not bool(torch.isfinite(value).all()):
+        raise StableTrainError(f"{name} must be finite in every coordinate")
+    try:
+        return torch.broadcast_to(value, x.shape).clone()
+    except RuntimeError:
+        raise StableTrainError(f"{name} of shape {tuple(value.shape)} does not broadcast to the images' shape "
+                               f"{tuple(x.shape)}") from None
+
+
+def _limits(x: torch.Tensor, limits: tuple[float | torch.Tensor, float | torch.Tensor] | None
+            ) -> tuple[Bound, Bound]:
+    """The box every attacked input stays in: ``(0, 1)`` by default, or ``(low, high)`` numbers or tensors
+    broadcastable to ``x`` (returned both numbers or both full tensors); ``x`` must lie inside it."""
+    if limits is None:
+        return 0.0, 1.0
+    if not isinstance(limits, (tuple, list)) or len(limits) != 2:
+        raise StableTrainError(f"limits must be a (low, high) pair, got {limits!r}")
+    low, high = limits
+    if not isinstance(low, torch.Tensor) and not isinstance(high, torch.Tensor):
+        low, high = _number(low, "the lower limit"), _number(high, "the upper limit")
+        if low > high:
+            raise StableTrainError(f"the lower limit {low:g} is above the upper limit {high:g}")
+        if bool((x < low).any()) or bool((x > high).any()):
+            raise StableTrainError(f"the images must lie inside the limits [{low:g}, {high:g}]")
+        return low, high
+    low = _coordinates(torch.as_tensor(low), x, "the lower limit")
+    high = _coordinates(torch.as_tensor(high), x, "the upper limit")
+    if bool((low > high).any()):
+        raise StableTrainError("the lower limit is above the upper limit in some coordinate")
+    if bool((x < low).any()) or bool((x > high).any()):
+        raise StableTrainError("the images must lie inside the limits (low <= x <= high in every coordinate)")
+    return low, high
+
+
+def _number(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or \
+            not math.isfinite(float(value)):
+        raise StableTrainError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _clip(t: torch.Tensor, low: Bound, high: Bound) -> torch.Tensor:
+    """``t`` clipped into the box ``[low, high]`` (numbers, or tensors of ``t``'s shape)."""
+    if isinstance(low, torch.Tensor):
+        return torch.maximum(torch.minimum(t, high), low)
+    return t.clamp(low, high)
+
+
+def _take(value: Bound, rows: torch.Tensor) -> Bound:
+    """The rows ``rows`` of a per-coordinate bound (a number is every row's)."""
+    return value[rows] if isinstance(value, torch.Tensor) else value
+
+
+def _is_zero(epsilon: Bound) -> bool:
+    """Whether the radius allows no change at all."""
+    return not bool((epsilon > 0).any()) if isinstance(epsilon, torch.Tensor) else epsilon == 0.0
 
 
 def _loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
@@ -100,13 +180,15 @@ def _l2_norm(t: torch.Tensor) -> torch.Tensor:
     return t.flatten(1).norm(dim=1).view(-1, *([1] * (t.ndim - 1)))
 
 
-def _project(delta: torch.Tensor, x: torch.Tensor, epsilon: float, norm: str) -> torch.Tensor:
+def _project(delta: torch.Tensor, x: torch.Tensor, epsilon: Bound, norm: str, low: Bound = 0.0,
+             high: Bound = 1.0) -> torch.Tensor:
     if norm == "linf":
-        delta = delta.clamp(-epsilon, epsilon)
+        delta = delta.clamp(-epsilon, epsilon) if not isinstance(epsilon, torch.Tensor) else \
+            torch.maximum(torch.minimum(delta, epsilon), -epsilon)
     else:
         delta = delta * torch.clamp(epsilon / (_l2_norm(delta) + 1e-12), max=1.0)
-    # Clipping x + δ into [0, 1] never increases |δ| in any coordinate, so the ball constraint still holds.
-    return (x + delta).clamp(0.0, 1.0) - x
+    # Clipping x + δ into the box never increases |δ| in any coordinate (x is inside it), so the ball still holds.
+    return _clip(x + delta, low, high) - x
 
 
 def _random_start(x: torch.Tensor, epsilon: float, norm: str,

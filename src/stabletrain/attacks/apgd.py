@@ -53,7 +53,8 @@ from torch import nn
 from ..checks import StableTrainError
 from ..devices import eval_mode
 from ..seeding import ExampleRNG
-from ._common import (AttackResult, _Streams, _check_count, _check_norm, _l2_norm, _logits, _prepare, _project)
+from ._common import (AttackResult, Bound, _Streams, _check_count, _check_norm, _clip, _is_zero, _l2_norm, _limits,
+                      _logits, _prepare, _project, _take)
 
 __all__ = ["apgd", "apgd_targeted", "apgd_checkpoints", "dlr_loss", "dlr_loss_targeted", "APGD_LOSSES"]
 
@@ -117,14 +118,16 @@ def apgd_checkpoints(steps: int) -> list[int]:
     return out
 
 
-def _ball(candidate: torch.Tensor, x: torch.Tensor, epsilon: float, norm: str) -> torch.Tensor:
-    """``candidate`` projected onto the ε-ball around ``x`` and the [0, 1] box."""
-    return x + _project(candidate - x, x, epsilon, norm)
+def _ball(candidate: torch.Tensor, x: torch.Tensor, epsilon: Bound, norm: str, low: Bound, high: Bound
+          ) -> torch.Tensor:
+    """``candidate`` projected onto the ε-ball around ``x`` and the box ``[low, high]`` (default [0, 1])."""
+    return x + _project(candidate - x, x, epsilon, norm, low, high)
 
 
-def _run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, norm: str, steps: int, rho: float,
+def _run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: Bound, norm: str, steps: int, rho: float,
          loss_fn: Callable[[torch.Tensor], torch.Tensor], streams: _Streams, rows: torch.Tensor,
-         trace: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict | None]:
+         trace: bool, low: Bound = 0.0, high: Bound = 1.0
+         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict | None]:
     """One APGD run on the examples ``rows`` (``x``, ``y`` are theirs): ``(fooled, adversarial, predictions,
     trace)``; the adversarial is the first misclassified iterate, else the iterate of highest loss."""
     shape = tuple(x.shape[1:])
@@ -134,7 +137,7 @@ def _run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, nor
     else:
         t = streams.randn(rows, shape, x.dtype)
         start = x + epsilon * t / (_l2_norm(t) + 1e-12)
-    current = start.clamp(0.0, 1.0)
+    current = _clip(start, low, high)
 
     def gradient(point: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         point = point.detach().requires_grad_(True)
@@ -148,7 +151,10 @@ def _run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, nor
     fooled = predictions != y
     adversarial = torch.where(fooled.view(-1, *[1] * len(shape)), current, x)
     best, best_loss, best_grad = current.clone(), loss.clone(), grad.clone()
-    eta = torch.full((len(x),) + (1,) * len(shape), 2.0 * epsilon, device=x.device, dtype=x.dtype)
+    if isinstance(epsilon, torch.Tensor):  # per-coordinate radii: each coordinate's step is 2 of its radius
+        eta = 2.0 * epsilon
+    else:
+        eta = torch.full((len(x),) + (1,) * len(shape), 2.0 * epsilon, device=x.device, dtype=x.dtype)
     previous = current.clone()
     checkpoints = set(apgd_checkpoints(steps))
     last_check, best_at_last_check = 0, best_loss.clone()
@@ -163,9 +169,9 @@ def _run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, nor
                 step = eta * grad.sign()
             else:
                 step = eta * grad / (_l2_norm(grad) + 1e-12)
-            z = _ball(current + step, x, epsilon, norm)
-            current = _ball(current + alpha * (z - current) + (1 - alpha) * momentum, x, epsilon, norm)
-        step_sizes.append(eta.flatten().clone())
+            z = _ball(current + step, x, epsilon, norm, low, high)
+            current = _ball(current + alpha * (z - current) + (1 - alpha) * momentum, x, epsilon, norm, low, high)
+        step_sizes.append(eta.flatten(1).amax(1).clone())
         grad, logits, loss = gradient(current)
         with torch.no_grad():
             predicted = logits.argmax(1)
@@ -193,16 +199,20 @@ def _run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, nor
     return fooled, adversarial, predictions, recorded
 
 
-def _driver(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, *, norm: str, steps: int,
-            restarts: int, rho: float, generator: torch.Generator | ExampleRNG | None, losses: list,
-            min_classes: int, what: str, trace: bool = False) -> AttackResult:
+def _driver(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float | torch.Tensor, *, norm: str,
+            steps: int, restarts: int, rho: float, generator: torch.Generator | ExampleRNG | None, losses: list,
+            min_classes: int, what: str, trace: bool = False,
+            limits: tuple[float | torch.Tensor, float | torch.Tensor] | None = None) -> AttackResult:
     """Score the clean input, then run each ``(loss_fn(logits, rows), …)`` of ``losses`` ``restarts`` times, each
     run on the examples not fooled yet."""
     _check_norm(norm)
     steps, restarts = _check_count(steps, "steps"), _check_count(restarts, "restarts")
     if not (isinstance(rho, (int, float)) and 0 < rho <= 1):
         raise StableTrainError(f"rho must be in (0, 1], got {rho!r}")
-    x, y, _, epsilon = _prepare(model, x, y, epsilon, None)
+    x, y, _, epsilon = _prepare(model, x, y, epsilon, None, per_coordinate=True)
+    if isinstance(epsilon, torch.Tensor) and norm != "linf":
+        raise StableTrainError("per-coordinate radii (a tensor epsilon) need norm='linf'")
+    low, high = _limits(x, limits)
     with eval_mode(model):
         with torch.no_grad():
             clean = _logits(model, x)
@@ -213,7 +223,7 @@ def _driver(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, 
         success = predictions != y
         adversarial = x.clone()
         recorded = None
-        if epsilon == 0.0:
+        if _is_zero(epsilon):
             return AttackResult(adversarial, success, predictions, epsilon)
         streams = _Streams(generator, len(x), x.device)
         for make_loss in losses(clean, y):
@@ -221,8 +231,9 @@ def _driver(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, 
                 rows = (~success).nonzero().flatten()
                 if len(rows) == 0:
                     break
-                fooled, adv, pred, run_trace = _run(model, x[rows], y[rows], epsilon, norm, steps, rho,
-                                                    make_loss(rows), streams, rows, trace and recorded is None)
+                fooled, adv, pred, run_trace = _run(model, x[rows], y[rows], _take(epsilon, rows), norm, steps, rho,
+                                                    make_loss(rows), streams, rows, trace and recorded is None,
+                                                    _take(low, rows), _take(high, rows))
                 recorded = recorded if recorded is not None else run_trace
                 adversarial[rows] = adv
                 hit = rows[fooled]
@@ -231,20 +242,26 @@ def _driver(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, 
     return AttackResult(adversarial.detach(), success, predictions, epsilon, trace=recorded)
 
 
-def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, *, loss: str = "ce", norm: str = "linf",
-         steps: int = 100, restarts: int = 1, rho: float = 0.75, generator: torch.Generator | ExampleRNG | None = None,
-         trace: bool = False) -> AttackResult:
+def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float | torch.Tensor, *, loss: str = "ce",
+         norm: str = "linf", steps: int = 100, restarts: int = 1, rho: float = 0.75,
+         generator: torch.Generator | ExampleRNG | None = None, trace: bool = False,
+         limits: tuple[float | torch.Tensor, float | torch.Tensor] | None = None) -> AttackResult:
     """Untargeted APGD with the cross-entropy (``loss='ce'``, APGD-CE) or the DLR loss (``'dlr'``, APGD-DLR).
 
     Args:
-        epsilon: radius of the L∞ ball in [0, 1] pixel units, or of the L2 ball.
+        epsilon: radius of the L∞ ball in [0, 1] pixel units, or of the L2 ball; for L∞ also a tensor of
+            per-coordinate radii broadcastable to ``x`` (a box around each input; every step is twice its
+            coordinate's radius at first, halved as the schedule halves it).
         steps: iterations per restart (AutoAttack's standard version: 100).
         restarts: runs from fresh random starts, each on the examples not fooled yet.
         rho: the share of rising steps below which the step size is halved.
         generator: the random starts (an :class:`~stabletrain.seeding.ExampleRNG` makes each example's
             result independent of its batch).
         trace: record the first run's per-iteration losses and step sizes in ``result.trace``
-            (``losses``: (steps + 1) × examples, ``step_sizes``: steps × examples, ``rows``: the examples run).
+            (``losses``: (steps + 1) × examples, ``step_sizes``: steps × examples, ``rows``: the examples run;
+            with per-coordinate radii the step size of an example's largest coordinate).
+        limits: the box every input stays in, ``(low, high)`` numbers or tensors broadcastable to ``x``
+            (default ``(0, 1)``); ``x`` must lie inside it.
 
     Example:
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
@@ -262,18 +279,21 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, *, 
         return [lambda rows: (lambda logits: dlr_loss(logits, labels[rows]))]
 
     return _driver(model, x, y, epsilon, norm=norm, steps=steps, restarts=restarts, rho=rho, generator=generator,
-                   losses=losses, min_classes=3 if loss == "dlr" else 2, what=f"apgd-{loss}", trace=trace)
+                   losses=losses, min_classes=3 if loss == "dlr" else 2, what=f"apgd-{loss}", trace=trace,
+                   limits=limits)
 
 
-def apgd_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, *, norm: str = "linf",
-                  steps: int = 100, target_classes: int = 9, restarts: int = 1, rho: float = 0.75,
-                  generator: torch.Generator | ExampleRNG | None = None) -> AttackResult:
+def apgd_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float | torch.Tensor, *,
+                  norm: str = "linf", steps: int = 100, target_classes: int = 9, restarts: int = 1,
+                  rho: float = 0.75, generator: torch.Generator | ExampleRNG | None = None,
+                  limits: tuple[float | torch.Tensor, float | torch.Tensor] | None = None) -> AttackResult:
     """APGD-T: targeted APGD-DLR against each of the ``target_classes`` most likely other classes, in turn.
 
     The targets of an example are the classes ranked 2nd, 3rd, … by its
     clean logits (at most ``classes − 1`` of them); each target's runs
     attack only the examples no earlier run fooled. Success is any
-    misclassification, as in AutoAttack.
+    misclassification, as in AutoAttack. ``epsilon`` and ``limits`` are
+    those of :func:`apgd`.
 
     Example:
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(16, 5))
@@ -293,4 +313,4 @@ def apgd_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: f
         return [for_rank(rank) for rank in range(1, count + 1)]
 
     return _driver(model, x, y, epsilon, norm=norm, steps=steps, restarts=restarts, rho=rho, generator=generator,
-                   losses=losses, min_classes=4, what="apgd-t")
+                   losses=losses, min_classes=4, what="apgd-t", limits=limits)

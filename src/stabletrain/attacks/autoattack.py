@@ -12,6 +12,7 @@ ensemble's robust accuracy, like every attack's.
 
 from __future__ import annotations
 
+import time
 from typing import Callable, Sequence
 
 import torch
@@ -20,7 +21,7 @@ from torch import nn
 from ..checks import StableTrainError
 from ..devices import eval_mode
 from ..seeding import ExampleRNG
-from ._common import AttackResult, _check_count, _logits, _prepare, _subset
+from ._common import AttackResult, _check_count, _is_zero, _limits, _logits, _prepare, _subset, _take
 from .apgd import apgd, apgd_targeted
 from .square import square
 
@@ -31,16 +32,23 @@ AUTOATTACK_COMPONENTS = ("apgd-ce", "apgd-dlr", "apgd-t", "square")
 AUTOATTACK_STANDARD = ("apgd-ce", "apgd-t", "square")
 
 
-def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, *, steps: int = 100,
-               target_classes: int = 9, queries: int = 5000, p_init: float = 0.8,
+def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float | torch.Tensor, *,
+               steps: int = 100, target_classes: int = 9, queries: int = 5000, p_init: float = 0.8,
                components: Sequence[str] = AUTOATTACK_STANDARD,
-               generator: torch.Generator | ExampleRNG | None = None) -> AttackResult:
+               generator: torch.Generator | ExampleRNG | None = None,
+               limits: tuple[float | torch.Tensor, float | torch.Tensor] | None = None,
+               progress: Callable[[str], None] | None = None) -> AttackResult:
     """The components in order, each on the examples still robust; L∞.
 
     ``result.components`` maps each component to the examples broken once
     it has run (cumulative, the clean misclassifications included), so the
     robust accuracy after each component is ``1 − mean(mask)``;
-    ``result.queries`` counts Square's queries.
+    ``result.queries`` counts Square's queries. ``epsilon`` may be a tensor
+    of per-coordinate radii and ``limits`` a box other than [0, 1], as for
+    :func:`~stabletrain.attacks.apgd` and :func:`~stabletrain.attacks.square`.
+    ``progress``, if given, receives one line per component (examples
+    still robust, seconds). APGD-DLR needs 3 classes and APGD-T 4: for a
+    binary classifier run ``components=('apgd-ce', 'square')``.
 
     Example:
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(16, 4))
@@ -55,23 +63,36 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: floa
                                f"{', '.join(AUTOATTACK_COMPONENTS)}")
     steps, queries = _check_count(steps, "steps"), _check_count(queries, "queries")
     target_classes = _check_count(target_classes, "target_classes")
-    x, y, _, epsilon = _prepare(model, x, y, epsilon, None)
+    x, y, _, epsilon = _prepare(model, x, y, epsilon, None, per_coordinate=True)
+    low, high = _limits(x, limits)
     runs: dict[str, Callable[..., AttackResult]] = {
-        "apgd-ce": lambda xs, ys, g: apgd(model, xs, ys, epsilon, loss="ce", steps=steps, generator=g),
-        "apgd-dlr": lambda xs, ys, g: apgd(model, xs, ys, epsilon, loss="dlr", steps=steps, generator=g),
-        "apgd-t": lambda xs, ys, g: apgd_targeted(model, xs, ys, epsilon, steps=steps, target_classes=target_classes,
-                                                  generator=g),
-        "square": lambda xs, ys, g: square(model, xs, ys, epsilon, queries=queries, p_init=p_init, generator=g)}
+        "apgd-ce": lambda xs, ys, g, e, box: apgd(model, xs, ys, e, loss="ce", steps=steps, generator=g, limits=box),
+        "apgd-dlr": lambda xs, ys, g, e, box: apgd(model, xs, ys, e, loss="dlr", steps=steps, generator=g,
+                                                   limits=box),
+        "apgd-t": lambda xs, ys, g, e, box: apgd_targeted(model, xs, ys, e, steps=steps,
+                                                          target_classes=target_classes, generator=g, limits=box),
+        "square": lambda xs, ys, g, e, box: square(model, xs, ys, e, queries=queries, p_init=p_init, generator=g,
+                                                   limits=box)}
     with eval_mode(model), torch.no_grad():
-        predictions = _logits(model, x).argmax(1)
+        logits = _logits(model, x)
+    predictions = logits.argmax(1)
+    needs = {"apgd-dlr": 3, "apgd-t": 4}
+    short = [c for c in components if logits.shape[1] < needs.get(c, 2)]
+    if short:
+        runnable = tuple(c for c in components if c not in short) or ("apgd-ce", "square")
+        raise StableTrainError(f"AutoAttack's {', '.join(short)} need(s) at least {max(needs[c] for c in short)} "
+                               f"classes and the model has {logits.shape[1]}; run components="
+                               f"{runnable!r} instead")
     success = predictions != y
     adversarial = x.clone()
     spent = torch.zeros(len(x), dtype=torch.long, device=x.device)
     broken: dict[str, torch.Tensor] = {}
     for name in components:
         rows = (~success).nonzero().flatten()
-        if len(rows) and epsilon > 0:
-            result = runs[name](x[rows], y[rows], _subset(generator, rows))
+        began = time.perf_counter()
+        if len(rows) and not _is_zero(epsilon):
+            box = None if limits is None else (_take(low, rows), _take(high, rows))
+            result = runs[name](x[rows], y[rows], _subset(generator, rows), _take(epsilon, rows), box)
             hit = rows[result.success]
             adversarial[hit] = result.adversarial[result.success]
             predictions[hit] = result.predictions[result.success]
@@ -79,4 +100,7 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: floa
             if result.queries is not None:
                 spent[rows] += result.queries
         broken[name] = success.clone()
+        if progress is not None:
+            progress(f"{name}: {int((~success).sum())} of {len(x)} still robust "
+                     f"({time.perf_counter() - began:.0f} s)")
     return AttackResult(adversarial, success, predictions, epsilon, queries=spent, components=broken)

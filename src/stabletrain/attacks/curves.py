@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -37,7 +38,7 @@ _TABLE: dict[str, tuple[Callable[..., AttackResult], dict]] = {
     "apgd-ce": (apgd, {"loss": "ce"}), "apgd-dlr": (apgd, {"loss": "dlr"}), "apgd-t": (apgd_targeted, {}),
     "square": (square, {}), "autoattack": (autoattack, {})}
 _TARGETED = ("fgsm", "pgd", "pgd-linf", "pgd-l2", "l0")
-_NOT_OPTIONS = {"model", "x", "y", "epsilon", "k", "generator", "target"}
+_NOT_OPTIONS = {"model", "x", "y", "epsilon", "k", "generator", "target", "limits", "progress"}
 
 
 def _options_of(name: str) -> dict[str, object]:
@@ -74,9 +75,14 @@ def build_attack(name: str, **options: object) -> Callable[..., AttackResult]:
         raise StableTrainError(f"unknown option(s) {', '.join(unknown)} for attack {name!r}; it takes: "
                                f"{', '.join(known) or 'none'}")
 
+    takes_progress = "progress" in inspect.signature(function).parameters
+
     def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
-            generator: torch.Generator | ExampleRNG | None = None, target: torch.Tensor | None = None) -> AttackResult:
+            generator: torch.Generator | ExampleRNG | None = None, target: torch.Tensor | None = None,
+            progress: Callable[[str], None] | None = None) -> AttackResult:
         extra: dict[str, object] = {}
+        if progress is not None and takes_progress:
+            extra["progress"] = progress
         if target is not None:
             if name not in _TARGETED:
                 raise StableTrainError(f"attack {name!r} is untargeted; targeted attacks: {', '.join(_TARGETED)}")
@@ -120,6 +126,7 @@ def attack_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilons: S
     if y.ndim != 1 or len(y) != len(x):
         raise StableTrainError(f"labels must be a vector of {len(x)} class indices, got shape {tuple(y.shape)}")
     per_example = isinstance(generator, ExampleRNG)
+    began = time.perf_counter()
     if per_example and len(generator) != len(x):
         raise StableTrainError(f"the attack's ExampleRNG has {len(generator)} streams for {len(x)} examples")
     n = len(x)
@@ -144,6 +151,7 @@ def attack_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilons: S
         rows = torch.nonzero(~broken).flatten() if only_unbroken else torch.arange(n)
         fooled = broken.clone() if only_unbroken else torch.zeros(n, dtype=torch.bool)
         parts: dict[str, torch.Tensor] = {}
+        batches = -(-len(rows) // batch_size)
         for start in range(0, len(rows), batch_size):
             index = rows[start:start + batch_size]
             contiguous = bool(len(index)) and int(index[-1]) - int(index[0]) == len(index) - 1
@@ -155,12 +163,17 @@ def attack_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilons: S
             # fresh per-example streams at every ε, from the same seeds: each example's starts are a function of its
             # seed only, whatever the batch it lands in
             gen = ExampleRNG([generator.seeds[int(i)] for i in index], generator.device) if per_example else generator
-            result = run(model, xb, yb, eps, generator=gen)
+            where = f"{attack} ε={eps:g}" + (f" batch {start // batch_size + 1}/{batches}" if batches > 1 else "")
+            result = run(model, xb, yb, eps, generator=gen,
+                         progress=None if progress is None else (lambda line, where=where: progress(f"{where}: {line}")))
             fooled[index] = result.success.cpu()
             for name, mask in (result.components or {}).items():
                 parts.setdefault(name, torch.zeros(n, dtype=torch.bool))[index] = mask.cpu()
         fooled_at[position], parts_at[position], attacked[position] = fooled, parts, len(rows)
         broken = broken | fooled
+        if progress is not None:
+            progress(f"{attack} ε={eps:g}: {len(rows)} of {n} attacked, robust accuracy {int((~broken).sum()) / n:.3f}"
+                     f" ({time.perf_counter() - began:.0f} s so far)" if n else f"{attack} ε={eps:g}: no examples")
     # cumulative over the sorted epsilons: broken at a smaller ε means broken at every larger one
     broken = ~correct
     cumulative: dict[int, torch.Tensor] = {}
@@ -182,8 +195,6 @@ def attack_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilons: S
         if by_part[position]:
             row["components"] = {name: int(flags.sum()) / n if n else 0.0 for name, flags in by_part[position].items()}
         rows.append(row)
-        if progress is not None:
-            progress(f"{attack} ε={eps:g}: robust accuracy {rows[-1]['robust_accuracy']:.3f}")
     robust_flags = torch.stack([~cumulative[p] for p in range(len(epsilons))]) if len(epsilons) else \
         torch.zeros((0, n), dtype=torch.bool)
     return CurveResult(rows, robust_flags, correct, {p: by_part[p] for p in range(len(epsilons))}, attacked)

@@ -34,7 +34,7 @@ from torch import nn
 from ..checks import StableTrainError
 from ..devices import eval_mode
 from ..seeding import ExampleRNG
-from ._common import AttackResult, _Streams, _check_count, _logits, _margin, _prepare
+from ._common import AttackResult, _Streams, _check_count, _clip, _is_zero, _limits, _logits, _margin, _prepare, _take
 
 __all__ = ["square", "square_p"]
 
@@ -54,18 +54,22 @@ def square_p(iteration: int, p_init: float = 0.8, queries: int = 5000, rescale_s
     return p_init / 2 ** halvings
 
 
-def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, *, queries: int = 5000,
+def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float | torch.Tensor, *, queries: int = 5000,
            p_init: float = 0.8, restarts: int = 1, rescale_schedule: bool = False,
-           generator: torch.Generator | ExampleRNG | None = None) -> AttackResult:
+           generator: torch.Generator | ExampleRNG | None = None,
+           limits: tuple[float | torch.Tensor, float | torch.Tensor] | None = None) -> AttackResult:
     """Untargeted L∞ Square attack with the margin loss; ``result.queries`` holds each example's count.
 
     Args:
-        epsilon: radius of the L∞ ball in [0, 1] pixel units.
+        epsilon: radius of the L∞ ball in [0, 1] pixel units, or a tensor of per-coordinate radii
+            broadcastable to ``x`` (the window then sets each coordinate to ``x ± its radius``).
         queries: model evaluations per example and restart, the start included.
         p_init: the share of the image the first windows cover.
         restarts: fresh starts for the examples not fooled yet.
         rescale_schedule: stretch the schedule of ``p`` to ``queries`` (for budgets other than 10000).
         generator: the random search's randomness (see :class:`~stabletrain.seeding.ExampleRNG`).
+        limits: the box every input stays in, ``(low, high)`` numbers or tensors broadcastable to ``x``
+            (default ``(0, 1)``); ``x`` must lie inside it.
 
     Example:
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
@@ -77,7 +81,8 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, *
     queries, restarts = _check_count(queries, "queries"), _check_count(restarts, "restarts")
     if not (isinstance(p_init, (int, float)) and 0 < p_init <= 1):
         raise StableTrainError(f"p_init must be in (0, 1], got {p_init!r}")
-    x, y, _, epsilon = _prepare(model, x, y, epsilon, None)
+    x, y, _, epsilon = _prepare(model, x, y, epsilon, None, per_coordinate=True)
+    low, high = _limits(x, limits)
     if x.ndim != 4:
         raise StableTrainError(f"the Square attack needs B×C×H×W images, got shape {tuple(x.shape)}")
     channels, height, width = x.shape[1:]
@@ -86,7 +91,7 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, *
         predictions = _logits(model, x).argmax(1)
         success = predictions != y
         adversarial = x.clone()
-        if epsilon == 0.0:
+        if _is_zero(epsilon):
             return AttackResult(adversarial, success, predictions, epsilon, queries=spent)
         streams = _Streams(generator, len(x), x.device)
         lines_h = torch.arange(height, device=x.device)
@@ -96,7 +101,8 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, *
             if len(rows) == 0:
                 break
             xs, ys = x[rows], y[rows]
-            best = (xs + epsilon * streams.signs(rows, (channels, 1, width), x.dtype)).clamp(0.0, 1.0)
+            radius, lows, highs = _take(epsilon, rows), _take(low, rows), _take(high, rows)
+            best = _clip(xs + radius * streams.signs(rows, (channels, 1, width), x.dtype), lows, highs)
             logits = _logits(model, best)
             margin = _margin(logits, ys)
             fooled = logits.argmax(1) != ys
@@ -114,7 +120,8 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, *
                 signs = streams.signs(who, (channels, 1, 1), x.dtype)
                 inside = (((lines_h >= top) & (lines_h < top + side))[:, None, :, None]
                           & ((lines_w >= left) & (lines_w < left + side))[:, None, None, :])
-                candidate = torch.where(inside, (xs[active] + epsilon * signs).clamp(0.0, 1.0), best[active])
+                candidate = torch.where(inside, _clip(xs[active] + _take(radius, active) * signs,
+                                                      _take(lows, active), _take(highs, active)), best[active])
                 logits = _logits(model, candidate)
                 new_margin = _margin(logits, ys[active])
                 predicted = logits.argmax(1)

@@ -118,12 +118,12 @@ def run(args: argparse.Namespace, log: Log) -> int:
     context = distributed.setup(args.device)
     try:
         with contextlib.ExitStack() as stack:  # holds the output folder's lock once the folder is known
-            return _evaluate(args, context, stack)
+            return _evaluate(args, context, stack, log)
     finally:
         distributed.teardown()
 
 
-def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStack) -> int:
+def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStack, log: Log) -> int:
     from ..data import load_data, load_patches
     from ..distortions import paper_sweep, parse_distortions
     from ..evaluation import DEFAULT_EPSILONS, SUITES, evaluate_suites
@@ -346,7 +346,8 @@ def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStac
                              attack_queries=args.attack_queries, attack_examples=args.attack_examples, baseline=baseline_name, seed=args.seed,
                              smoothing=smoothing, smoothing_examples=args.smoothing_examples,
                              workers=args.workers,
-                             batch_size=args.batch_size, progress=not args.quiet, context=context)
+                             batch_size=args.batch_size, progress=not args.quiet, context=context,
+                             log=log if context.is_main else None)
     if not context.is_main:
         return 0
     rows = result["rows"]

@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..checks import StableTrainError
 from ..devices import device_of as _device_of, eval_mode
@@ -35,6 +34,7 @@ from ..data import ImageDataset
 from ..distortions import Distortion, Identity
 from ..objectives import stability_kl
 from ..seeding import ExampleRNG
+from ..progress import progress_bar
 
 if TYPE_CHECKING:
     from ..distributed import DistContext
@@ -153,8 +153,8 @@ def _sweep(models: Mapping[str, nn.Module], dataset: object, distortions: Sequen
     rank, world = (context.rank, context.world_size) if ranked else (0, 1)
     records = {name: {spec: _Records() for spec in ["clean"] + [d.spec for d in sweep]} for name in models}
     total = example_count(dataset)
-    bar = tqdm(total=None if total is None else -(-total // batch_size), desc="evaluation", unit="batch",
-               disable=not progress or (ranked and not context.is_main) or None, leave=False)
+    bar = progress_bar(total=None if total is None else -(-total // batch_size), desc="evaluation", unit="batch",
+                       enabled=progress and not (ranked and not context.is_main), leave=False)
     for x, y, ids in example_batches(dataset, batch_size=batch_size, device=device, workers=workers, rank=rank,
                                      world_size=world):
         clean_logits = {name: predict_logits(model, x, batch_size) for name, model in models.items()}
@@ -515,8 +515,14 @@ def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suit
                     attack_queries: int | None = None, masking_check: bool | None = None,
                     baseline: str | None = None, seed: int = 0, batch_size: int = 512,
                     smoothing: Mapping | None = None, smoothing_examples: int | None = None,
-                    workers: int = 0, progress: bool = True, context: "DistContext | None" = None) -> dict:
+                    workers: int = 0, progress: bool = True, context: "DistContext | None" = None,
+                    log: Callable[[str], None] | None = None) -> dict:
     """Run the ``paper``, ``common`` (corruptions) and ``adversarial`` suites on several models.
+
+    With ``progress`` and a ``log`` function, the adversarial suite also
+    reports in plain lines (one per model, ε and AutoAttack component, with
+    the robust accuracy so far and the seconds spent), which reach a log
+    file where a progress bar would not.
 
     Returns ``{'rows': [...], 'models': {name: summary}, 'warnings': [...]}``.
     The ``smoothing`` suite certifies the first ``smoothing_examples``
@@ -623,13 +629,15 @@ def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suit
     if "adversarial" in chosen and attack_main:
         from ..attacks import attack_curve, masking_rows
 
-        bar = tqdm(list(models.items()), desc=f"{attack} attack", unit="model", disable=not progress or None,
-                   leave=False)
-        for name, model in bar:
+        bar = progress_bar(list(models.items()), desc=f"{attack} attack", unit="model", enabled=progress, leave=False)
+        say = log if progress and log is not None else None
+        for number, (name, model) in enumerate(bar, 1):
+            if say is not None:
+                say(f"{attack} attack on {count} examples: model {name} ({number} of {len(models)})")
             # one stream per (model, example): the random starts do not depend on the batch size
             streams = ExampleRNG.for_examples(held_ids[:count].tolist(), seed, "attack", name)
             curve = attack_curve(model, held_x[:count], held_y[:count], list(epsilons), attack=attack,
-                                 batch_size=batch_size, generator=streams, **attack_options)
+                                 batch_size=batch_size, generator=streams, progress=say, **attack_options)
             rows += [attack_row(name, point, steps) for point in curve.rows]
             components_by_model[name] = {f"{r['epsilon']:.6g}": r["components"] for r in curve.rows
                                          if r.get("components")}
@@ -637,7 +645,7 @@ def evaluate_suites(models: Mapping[str, nn.Module], dataset: ImageDataset, suit
                 check = attack_curve(model, held_x[:count], held_y[:count], list(epsilons), attack="pgd",
                                      batch_size=batch_size, steps=10,
                                      generator=ExampleRNG.for_examples(held_ids[:count].tolist(), seed, "attack",
-                                                                       name, "pgd"))
+                                                                       name, "pgd"), progress=say)
                 masking_by_model[name] = masking_rows(name, list(epsilons), check.robust, curve.robust, attack)
     if "smoothing" in chosen and attack_main:
         from .smoothing_suite import smoothing_rows

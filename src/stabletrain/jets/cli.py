@@ -92,12 +92,17 @@ def add_jets_parser(sub: Any) -> None:
                         "cloud_deadcells-F, cloud_threshold-T, cloud_shift-K")
     p.add_argument("--pileup-pool", help=".npz pile-up pool of image taggers' pileup-MU (default: the cached pool)")
     g = p.add_argument_group("attacks at matched physical budgets (stabletrain.jets.cloud_attacks)")
-    g.add_argument("--attack", choices=("pgd", "fgsm"),
+    g.add_argument("--attack", choices=("pgd", "fgsm", "apgd-ce", "apgd-dlr", "apgd-t", "square", "autoattack"),
                    help="also attack every tagger: a relative pT change of at most ε per cell (images) or per "
-                        "particle (clouds), the same threat for both; writes attacks.{json,csv} (default: no attack)")
+                        "particle (clouds), the same threat for both; writes attacks.{json,csv} (default: no attack). "
+                        "apgd-*, square and autoattack are AutoAttack's components in the same box "
+                        "(stabletrain.jets.box_attacks; autoattack on a binary tagger: APGD-CE then Square)")
     g.add_argument("--attack-budgets", default="0,0.02,0.05,0.1,0.2,0.5", metavar="E,E,...",
                    help="the relative pT budgets ε (default 0,0.02,0.05,0.1,0.2,0.5)")
-    g.add_argument("--attack-steps", type=_int_at_least(1), default=10, help="PGD steps (default 10)")
+    g.add_argument("--attack-steps", type=_int_at_least(1),
+                   help="PGD or APGD steps (default 10 for pgd, 100 for apgd-* and autoattack)")
+    g.add_argument("--attack-queries", type=_int_at_least(1),
+                   help="the Square attack's queries per jet (square, autoattack; default 5000)")
     g.add_argument("--attack-angle", type=float, default=0.0, metavar="RAD",
                    help="clouds only: also shift each particle by up to RAD in η and φ (default 0)")
     g.add_argument("--attack-inject", metavar="K:GEV",
@@ -271,7 +276,9 @@ def _evaluate(args: argparse.Namespace, log: Any) -> int:
     out = Path(args.out)
     labels = data.test.y
     counts = {"signal": int((labels == 1).sum()), "background": int((labels == 0).sum())}
-    attack_rows = _attack_curves(args, models, kind, data.test, budgets) if budgets is not None else None
+    attack_scores: dict[str, Any] | None = {} if args.save_scores and budgets is not None else None
+    attack_rows = _attack_curves(args, models, kind, data.test, budgets, attack_scores) \
+        if budgets is not None else None
     write_csv(out / "results.csv", rows)
     write_json(out / "results.json", {"data": data_source, "input": "clouds" if kind == "cloud" else "images",
                                       "test_counts": counts, "rows": rows})
@@ -292,6 +299,10 @@ def _evaluate(args: argparse.Namespace, log: Any) -> int:
         buffer = io.BytesIO()
         np.savez(buffer, labels=labels.numpy(), **{f"{m}|{e}": v for (m, e), v in scores.items()})
         atomic_write_bytes(out / "scores.npz", buffer.getvalue())
+        if attack_scores is not None:  # the attacked jets' scores, per tagger and budget, with their rows
+            buffer = io.BytesIO()
+            np.savez(buffer, **attack_scores)
+            atomic_write_bytes(out / "attack_scores.npz", buffer.getvalue())
     plot_severity_curves([{**r, "accuracy": r["auc"]} for r in rows], out / "plots", "accuracy",
                          title_prefix="ROC AUC (%) under ")
     print(f"on the {describe_counts(counts['signal'], counts['background'])}: AUC [95 % DeLong interval]; "
@@ -308,7 +319,8 @@ def _evaluate(args: argparse.Namespace, log: Any) -> int:
     if differences is not None:
         print(f"wrote {out / 'differences.json'} and {out / 'differences.csv'}")
     if args.save_scores:
-        print(f"wrote {out / 'scores.npz'}")
+        print(f"wrote {out / 'scores.npz'}" + (f" and {out / 'attack_scores.npz'}" if attack_scores is not None
+                                                else ""))
     if attack_rows is not None:
         _print_attacks(attack_rows, args)
         print(f"wrote {out / 'attacks.json'} and {out / 'attacks.csv'}")
@@ -335,14 +347,19 @@ def _attack_budgets(args: argparse.Namespace) -> list[Any] | None:
     """The :class:`~stabletrain.jets.cloud_attacks.CloudBudget` list of ``--attack``, checked before loading."""
     import math
 
-    from .cloud_attacks import CloudBudget
+    from .cloud_attacks import CloudBudget, _attack_plan
 
     extras = [name for name, given in (("--attack-angle", args.attack_angle), ("--attack-inject", args.attack_inject),
-                                       ("--attack-jets", args.attack_jets)) if given]
+                                       ("--attack-jets", args.attack_jets), ("--attack-steps", args.attack_steps),
+                                       ("--attack-queries", args.attack_queries)) if given]
     if args.attack is None:
         if extras:
-            raise StableTrainError(f"{', '.join(extras)} only take effect with --attack pgd|fgsm")
+            raise StableTrainError(f"{', '.join(extras)} only take effect with --attack")
         return None
+    _attack_plan(args.attack, args.attack_steps, None, True, args.attack_queries)  # options that fit the attack
+    if args.attack_inject and args.attack not in ("pgd", "fgsm"):
+        raise StableTrainError(f"--attack-inject needs --attack pgd or fgsm: {args.attack} attacks boxes (relative pT, "
+                               f"angles), and injected particles live in a disc and a capped simplex")
     try:
         epsilons = [float(e) for e in args.attack_budgets.split(",") if e.strip()]
     except ValueError:
@@ -369,8 +386,9 @@ def _attack_budgets(args: argparse.Namespace) -> list[Any] | None:
 
 
 def _attack_curves(args: argparse.Namespace, models: dict[str, Any], kind: str, test: Any,
-                   budgets: list[Any]) -> list[dict[str, Any]]:
-    """Every tagger's robustness curve on the test jets (or a seeded ``--attack-jets`` subset of them)."""
+                   budgets: list[Any], scores: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every tagger's robustness curve on the test jets (or a seeded ``--attack-jets`` subset of them); ``scores``
+    (a dict) receives ``labels``, ``rows`` (the attacked test rows) and ``MODEL|clean``, ``MODEL|BUDGET``."""
     import numpy as np
 
     from .cloud_attacks import cloud_attack_curve, image_attack_curve
@@ -379,20 +397,28 @@ def _attack_curves(args: argparse.Namespace, models: dict[str, Any], kind: str, 
         raise StableTrainError("--attack-angle and --attack-inject act on particles; image taggers take the "
                                "relative pT budgets only")
     n = len(test.y)
+    index = np.arange(n)
     if args.attack_jets and args.attack_jets < n:
         index = np.sort(np.random.default_rng(args.seed).choice(n, args.attack_jets, replace=False))
         test = test.subset(index)
+    if scores is not None:
+        scores["labels"], scores["rows"] = np.asarray(test.y), index
     rows: list[dict[str, Any]] = []
     for name, model in models.items():
         if not args.quiet:
             print(f"attacking {name} ({args.attack}, {len(test.y)} test jets)", file=sys.stderr)
         progress = None if args.quiet else (lambda line, name=name: print(f"  {name}: {line}", file=sys.stderr))
+        kept: dict[str, Any] | None = {} if scores is not None else None
         if kind == "cloud":
             curve = cloud_attack_curve(model, test.x, test.y, budgets, attack=args.attack, steps=args.attack_steps,
-                                       seed=args.seed, progress=progress)
+                                       queries=args.attack_queries, seed=args.seed, progress=progress,
+                                       keep_scores=kept)
         else:
             curve = image_attack_curve(model, test.x, test.y, [b.pt for b in budgets], attack=args.attack,
-                                       steps=args.attack_steps, seed=args.seed, progress=progress)
+                                       steps=args.attack_steps, queries=args.attack_queries, seed=args.seed,
+                                       progress=progress, keep_scores=kept)
+        if scores is not None and kept is not None:
+            scores.update({f"{name}|{key}": value for key, value in kept.items()})
         rows.extend({"model": name, "epsilon": r["strength"], **r} for r in curve)
     return rows
 
@@ -403,7 +429,11 @@ def _write_attacks(out: Path, rows: list[dict[str, Any]], args: argparse.Namespa
     from ..reports import plot_robustness
 
     write_csv(out / "attacks.csv", rows)
-    settings = {"attack": args.attack, "steps": args.attack_steps if args.attack == "pgd" else 1,
+    from .cloud_attacks import _attack_plan
+
+    _, steps, _, queries = _attack_plan(args.attack, args.attack_steps, None, True, args.attack_queries)
+    settings = {"attack": args.attack, "steps": None if args.attack == "square" else 1 if args.attack == "fgsm" else steps,
+                "queries": queries or None,
                 "budgets": args.attack_budgets, "angle": args.attack_angle, "inject": args.attack_inject,
                 "jets": rows[0]["n"] if rows else 0, "seed": args.seed,
                 "threat": "relative pT change per particle" if kind == "cloud" else "relative pT change per cell"}

@@ -109,6 +109,7 @@ __all__ = [
     "cloud_attack_curve",
     "cloud_fgsm",
     "cloud_pgd",
+    "CURVE_ATTACKS",
     "image_attack_curve",
     "maximize_cloud_loss",
     "relative_image_fgsm",
@@ -647,8 +648,8 @@ def relative_image_fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsi
 
 
 def _curve(model: nn.Module, x: Any, y: torch.Tensor, budgets: Sequence[CloudBudget], run: Callable[..., Any],
-           attack: str, kind: str, batch_size: int, seed: int, progress: Callable[[str], None] | None
-           ) -> list[dict[str, Any]]:
+           attack: str, kind: str, batch_size: int, seed: int, progress: Callable[[str], None] | None,
+           keep_scores: dict[str, np.ndarray] | None = None) -> list[dict[str, Any]]:
     if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
         raise StableTrainError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
     y = torch.as_tensor(y).cpu()
@@ -668,6 +669,8 @@ def _curve(model: nn.Module, x: Any, y: torch.Tensor, budgets: Sequence[CloudBud
     clean_scores = np.concatenate([scores_of(xb).numpy() for xb in clean_batches]) if n else np.zeros(0)
     clean = tagging_metrics(clean_scores, labels)
     right = (clean_scores >= 0.5).astype(int) == labels
+    if keep_scores is not None:
+        keep_scores["clean"] = clean_scores
     fooled_at: list[np.ndarray] = []
     metrics_at: list[dict[str, Any]] = []
     changed_at: list[float] = []
@@ -680,7 +683,9 @@ def _curve(model: nn.Module, x: Any, y: torch.Tensor, budgets: Sequence[CloudBud
             scores.append(scores_of(adv).numpy())
             changed.append(((adv - xb.cpu()).abs() > 0).any(dim=-1).flatten(1).sum(1).double()
                            if kind == "cloud" else ((adv - xb.cpu()).abs() > 0).flatten(1).sum(1).double())
-        s = np.concatenate(scores)
+        s = np.concatenate(scores) if scores else np.zeros(0)
+        if keep_scores is not None:
+            keep_scores[budget.describe()] = s
         fooled_at.append((s >= 0.5).astype(int) != labels)
         metrics_at.append(tagging_metrics(s, labels))
         changed_at.append(float(torch.cat(changed).mean()) if n else 0.0)
@@ -708,16 +713,50 @@ def _curve(model: nn.Module, x: Any, y: torch.Tensor, budgets: Sequence[CloudBud
     return rows
 
 
-def _attack_name(attack: str) -> str:
-    if attack not in ("pgd", "fgsm"):
-        raise StableTrainError(f"attack must be 'pgd' or 'fgsm', got {attack!r}")
-    return attack
+#: The attacks of the curves: this module's PGD and FGSM, and AutoAttack's components in the budget's box
+#: (:mod:`stabletrain.jets.box_attacks`).
+CURVE_ATTACKS = ("pgd", "fgsm", "apgd-ce", "apgd-dlr", "apgd-t", "square", "autoattack")
+
+
+def _attack_plan(attack: str, steps: int | None, step_size: float | None, random_start: bool,
+                 queries: int | None) -> tuple[str, int, float, int]:
+    """``(attack, steps, step fraction, queries)`` with each option checked against the attack it goes with."""
+    if attack not in CURVE_ATTACKS:
+        raise StableTrainError(f"unknown attack {attack!r}; known: {', '.join(CURVE_ATTACKS)}")
+    if attack in ("pgd", "fgsm"):
+        if queries is not None:
+            raise StableTrainError(f"attack {attack!r} takes no query budget (square and autoattack do)")
+        count, fraction = _steps(10 if steps is None else steps, step_size)
+        return attack, count, fraction, 0
+    if step_size is not None or random_start is not True:
+        raise StableTrainError(f"attack {attack!r} sets its own step sizes and random start (APGD's schedule); "
+                               f"step_size and random_start go with pgd")
+    if attack == "square" and steps is not None:
+        raise StableTrainError("attack 'square' takes no steps (it has a query budget: queries)")
+    if attack.startswith("apgd") and queries is not None:
+        raise StableTrainError(f"attack {attack!r} takes no query budget (square and autoattack do)")
+    count = 100 if steps is None else steps
+    if isinstance(count, bool) or int(count) != count or count < 1:
+        raise StableTrainError(f"steps must be a whole number >= 1, got {steps!r}")
+    budget = 5000 if queries is None else queries
+    if isinstance(budget, bool) or int(budget) != budget or budget < 1:
+        raise StableTrainError(f"queries must be a whole number >= 1, got {queries!r}")
+    return attack, int(count), 0.0, int(budget)
+
+
+def _component_log(progress: Callable[[str], None] | None, name: str,
+                   budget: CloudBudget) -> Callable[[str], None] | None:
+    """AutoAttack's line per component, labelled with the attack and the budget."""
+    if progress is None:
+        return None
+    return lambda line: progress(f"{name} {budget.describe()}: {line}")
 
 
 def cloud_attack_curve(model: nn.Module, x: Any, y: torch.Tensor, budgets: Sequence[CloudBudget | float], *,
-                       attack: str = "pgd", steps: int = 10, step_size: float | None = None,
-                       random_start: bool = True, batch_size: int = 256, seed: int = 0,
-                       progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+                       attack: str = "pgd", steps: int | None = None, step_size: float | None = None,
+                       random_start: bool = True, queries: int | None = None, batch_size: int = 256, seed: int = 0,
+                       progress: Callable[[str], None] | None = None,
+                       keep_scores: dict[str, np.ndarray] | None = None) -> list[dict[str, Any]]:
     """Robust accuracy, success rate and tagging metrics of a cloud tagger under the attack at each budget.
 
     ``x`` is a cloud tensor or a lazy :class:`~stabletrain.jets.clouds.CloudArray`
@@ -740,6 +779,17 @@ def cloud_attack_curve(model: nn.Module, x: Any, y: torch.Tensor, budgets: Seque
       ``budget_budget_gev``, ``budget_radius``; ``strength`` = ``pt``;
       ``changed_particles`` (slots changed per jet, mean) and ``n``.
 
+    ``attack`` is ``pgd`` (``steps``, default 10, of ``step_size``, default
+    2.5/steps of each bound, from a random start unless ``random_start`` is
+    False), ``fgsm``, or one of AutoAttack's components in the budget's box
+    (``apgd-ce``, ``apgd-dlr``, ``apgd-t``, ``square``, ``autoattack``; see
+    :mod:`stabletrain.jets.box_attacks`: ``steps`` default 100, ``queries``
+    Square's budget, default 5000; relative pT and angular budgets only).
+    A dict passed as ``keep_scores`` receives every jet's signal score:
+    ``'clean'`` and, per budget, ``budget.describe()`` (the attacked jets),
+    from which each jet's robust flags follow (paired comparisons of
+    attacks or taggers).
+
     A jet counts as right when its signal score is ≥ 0.5 exactly when it
     is signal, as in :func:`~stabletrain.jets.study.attack_rows`. The
     random starts come from one stream per jet, seeded by ``(seed, its row)``
@@ -753,25 +803,34 @@ def cloud_attack_curve(model: nn.Module, x: Any, y: torch.Tensor, budgets: Seque
         >>> [row["budget_pt"] for row in rows], rows[0]["robust_accuracy"] == rows[0]["clean_accuracy"]
         ([0.0, 0.2], True)
     """
-    name = _attack_name(attack)
+    name, steps, fraction, queries = _attack_plan(attack, steps, step_size, random_start, queries)
     parsed = [as_budget(b) for b in budgets]
-    steps, fraction = _steps(steps, step_size)
+    if name not in ("pgd", "fgsm") and any(b.injects for b in parsed):
+        raise StableTrainError(f"attack {name!r} works in boxes (relative pT, angles); injected soft particles "
+                               f"need attack 'pgd'")
 
     def run(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, budget: CloudBudget,
             generator: ExampleRNG) -> CloudAttackResult:
         if name == "fgsm":
             return cloud_fgsm(model, xb, yb, budget)
-        return cloud_pgd(model, xb, yb, budget, steps=steps, step_size=fraction, random_start=random_start,
-                         generator=generator)
+        if name == "pgd":
+            return cloud_pgd(model, xb, yb, budget, steps=steps, step_size=fraction, random_start=random_start,
+                             generator=generator)
+        from .box_attacks import box_attack
 
-    return _curve(model, x, y, parsed, run, name, "cloud", batch_size, seed, progress)
+        return box_attack(name, model, xb, yb, budget, kind="cloud", steps=steps, queries=queries,
+                          generator=generator, progress=_component_log(progress, name, budget))
+
+    return _curve(model, x, y, parsed, run, name, "cloud", batch_size, seed, progress, keep_scores)
 
 
 def image_attack_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilons: Sequence[float], *,
-                       attack: str = "pgd", steps: int = 10, step_size: float | None = None,
-                       random_start: bool = True, upper: float = 1.0, batch_size: int = 256, seed: int = 0,
-                       progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
-    """:func:`cloud_attack_curve` for an image tagger under :func:`relative_image_pgd` (or its FGSM), same rows.
+                       attack: str = "pgd", steps: int | None = None, step_size: float | None = None,
+                       random_start: bool = True, queries: int | None = None, upper: float = 1.0,
+                       batch_size: int = 256, seed: int = 0, progress: Callable[[str], None] | None = None,
+                       keep_scores: dict[str, np.ndarray] | None = None) -> list[dict[str, Any]]:
+    """:func:`cloud_attack_curve` for an image tagger under :func:`relative_image_pgd` (or its FGSM, or
+    AutoAttack's components in the same per-cell box), same rows and options.
 
     ``epsilons`` are relative pT changes per cell: at the same number as a
     cloud budget's ``pt`` the two curves measure the same threat (see the
@@ -783,18 +842,22 @@ def image_attack_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsil
         >>> rows[1]["robust_accuracy"] <= rows[0]["robust_accuracy"]
         True
     """
-    name = _attack_name(attack)
+    name, steps, fraction, queries = _attack_plan(attack, steps, step_size, random_start, queries)
     parsed = [as_budget(e) for e in epsilons]
     for budget in parsed:
         if not budget.is_zero and (budget.angle or budget.injects):
             raise StableTrainError("image attacks take relative pT budgets only (numbers), not angles or injections")
-    steps, fraction = _steps(steps, step_size)
 
     def run(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, budget: CloudBudget,
             generator: ExampleRNG) -> CloudAttackResult:
         if name == "fgsm":
             return relative_image_fgsm(model, xb, yb, budget.pt, upper=upper)
-        return relative_image_pgd(model, xb, yb, budget.pt, steps=steps, step_size=fraction,
-                                  random_start=random_start, upper=upper, generator=generator)
+        if name == "pgd":
+            return relative_image_pgd(model, xb, yb, budget.pt, steps=steps, step_size=fraction,
+                                      random_start=random_start, upper=upper, generator=generator)
+        from .box_attacks import box_attack
 
-    return _curve(model, x, y, parsed, run, name, "image", batch_size, seed, progress)
+        return box_attack(name, model, xb, yb, budget, kind="image", steps=steps, queries=queries, upper=upper,
+                          generator=generator, progress=_component_log(progress, name, budget))
+
+    return _curve(model, x, y, parsed, run, name, "image", batch_size, seed, progress, keep_scores)

@@ -409,7 +409,7 @@ def evaluate_cloud_taggers(models: Mapping[str, nn.Module], dataset: Any, specs:
     jet ``i`` from its own stream (:func:`effect_stream`), so the results do
     not depend on ``chunk``. ``mass`` defaults to the W mass.
     """
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     from ..evaluation import distort_examples
     from .detector import jet_eta
@@ -426,7 +426,7 @@ def evaluate_cloud_taggers(models: Mapping[str, nn.Module], dataset: Any, specs:
     axis_eta = getattr(dataset, "jet_eta", None)
     n = len(labels)
     rows: list[dict[str, Any]] = []
-    for distortion in tqdm(distortions, desc="detector effects", unit="effect", disable=not progress or None):
+    for distortion in progress_bar(distortions, desc="detector effects", unit="effect", enabled=progress):
         window, tagged, particles = [], {name: [] for name in models}, 0.0
         for start in range(0, n, int(chunk)):
             x = dataset.x[start:start + int(chunk)].cpu()

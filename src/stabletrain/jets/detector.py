@@ -348,12 +348,12 @@ def build_pileup_pool(n_events: int = DEFAULT_POOL_EVENTS, seed: int = 0, spec: 
         except Exception:
             path.unlink(missing_ok=True)  # a damaged cache entry is rebuilt
     ak = require_hep("awkward")
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     rng = np.random.default_rng(seed)
     images = np.zeros((n_events, spec.pixels, spec.pixels), dtype=np.float32)
     done, chunk = 0, 250
-    with tqdm(total=n_events, desc="pile-up pool", unit="event", disable=not progress or None) as bar:
+    with progress_bar(total=n_events, desc="pile-up pool", unit="event", enabled=progress) as bar:
         while done < n_events:
             pythia = _make_pythia(pythia_settings("minbias", Selection(), seed=(seed * 7919 + done) % 900_000_000 + 1))
             run = pythia.nextBatch(min(chunk, n_events - done) + 5)  # a few spare for skipped events

@@ -186,14 +186,14 @@ def _generate_pool(n_events: int, seed: int, progress: bool) -> MinBiasPool:
     from .generation import Selection, _make_pythia, _visible_particles, pythia_settings, require_hep
 
     ak = require_hep("awkward")
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     pythia_seed = _pool_pythia_seed(seed)
     pythia = _make_pythia(pythia_settings("minbias", Selection(), seed=pythia_seed))
     blocks: list[np.ndarray] = []
     counts: list[np.ndarray] = []
     done = 0
-    with tqdm(total=n_events, desc="minimum-bias pool", unit="event", disable=not progress or None) as bar:
+    with progress_bar(total=n_events, desc="minimum-bias pool", unit="event", enabled=progress) as bar:
         while done < n_events:
             run = pythia.nextBatch(min(_POOL_BATCH, n_events - done))
             particles = _visible_particles(run)[: n_events - done]

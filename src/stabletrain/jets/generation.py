@@ -648,9 +648,9 @@ def generate_jets(config: GenerationConfig, out: str | Path, *, workers: int = 1
     resumed = sum(len(r) for r in results.values())
     if resumed:
         emit(f"resuming: {resumed} finished chunk(s) found in {parts}")
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
-    bar = tqdm(total=sum(targets.values()), desc="jets", unit="jet", disable=not progress or None)
+    bar = progress_bar(total=sum(targets.values()), desc="jets", unit="jet", enabled=progress)
     bar.update(sum(min(prefix_jets(p), targets[p]) for p in targets))
     started = time.perf_counter()
     new_events = 0

@@ -167,7 +167,7 @@ def attack_rows(models: Mapping[str, nn.Module], x: torch.Tensor, y: torch.Tenso
     ``unit`` converts budgets for reporting (1000 reports TeV images in GeV);
     ``pgd_label`` names the PGD rows (e.g. to tell budgets apart).
     """
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     labels = y.numpy()
     jobs = [("pgd", e) for e in sorted(epsilons)] + [("fgsm", e) for e in sorted(fgsm_epsilons)] + \
@@ -178,7 +178,7 @@ def attack_rows(models: Mapping[str, nn.Module], x: torch.Tensor, y: torch.Tenso
         clean = tagging_metrics(clean_scores, labels)
         right_before = (clean_scores >= 0.5).astype(int) == labels
         broken = {attack: ~right_before for attack in ("pgd", "fgsm", "sparse")}
-        for attack, strength in tqdm(jobs, desc=f"attacks on {name}", disable=not progress or None):
+        for attack, strength in progress_bar(jobs, desc=f"attacks on {name}", enabled=progress):
             if attack == "pgd":
                 adv = physical_pgd(model, x, y, float(strength), steps=steps, budget=budget, upper=upper)
             elif attack == "fgsm":

@@ -498,14 +498,14 @@ def evaluate_taggers(models: Mapping[str, nn.Module], dataset: ImageDataset, spe
     score per ``(model, spec)``, in the data set's order: what paired
     comparisons of taggers on the same jets need.
     """
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     distortions = parse_distortions(["clean", *[s for s in specs if s != "clean"]])
     labels = dataset.y.numpy()
     rows: list[dict[str, Any]] = []
     device = _device_of(next(iter(models.values()))) if models else torch.device("cpu")
     images = dataset.x if isinstance(dataset.x, torch.Tensor) else dataset.x[:]  # lazy rows: the sweep distorts all
-    for distortion in tqdm(distortions, desc="detector effects", unit="effect", disable=not progress or None):
+    for distortion in progress_bar(distortions, desc="detector effects", unit="effect", enabled=progress):
         # each jet's detector effect comes from its own stream: the same at any batch size
         x = distort_examples(distortion, images.to(device), 0, seed, "detector", distortion.spec).cpu()
         common = {"distortion": distortion.spec, "family": distortion.family if distortion.spec != "clean" else "clean",

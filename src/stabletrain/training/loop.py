@@ -13,7 +13,6 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .. import __version__
 from .. import distributed as dist_utils
@@ -31,6 +30,7 @@ from .optim import build_optimizer, build_scheduler, freeze_batchnorm
 from ..data.streams import iterate as iterate_batches, make_loader
 from .config import TrainConfig
 from .runs import differing_options
+from ..progress import progress_bar
 
 __all__ = ["TrainResult", "train"]
 
@@ -296,8 +296,8 @@ def _train(config: TrainConfig, out_dir: str | Path, *, resume: bool, init: str 
                                                       **loader_kwargs)
         else:
             inputs = (task.inputs(x_source, y_source, shard.index.to(device)) for shard in shards)
-        bar = tqdm(zip(shards, inputs), total=len(shards), desc=f"{config.method} epoch {epoch + 1}/{config.epochs}",
-                   unit="batch", leave=False, disable=not progress or not ctx.is_main or None)
+        bar = progress_bar(zip(shards, inputs), total=len(shards), desc=f"{config.method} epoch {epoch + 1}/"
+                           f"{config.epochs}", unit="batch", leave=False, enabled=progress and ctx.is_main)
         steps_done = 0
         for shard, (xb, yb) in bar:
             steps_done += 1
