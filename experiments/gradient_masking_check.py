@@ -10,6 +10,10 @@ lies above the reference's 95 % Wilson interval and the paired (Newcombe) interv
     python experiments/gradient_masking_check.py --out runs/masking --seeds 0,1
     python experiments/gradient_masking_check.py --out runs/masking --report      # the table only
 
+``--compare-config configs/compare-digits.yaml`` trains each (method, seed) with the comparison's settings instead
+(``CompareConfig.train_config``: its epochs, σ, α and adversarial budget) and attacks at the comparison's budgets
+and on its ``attack_examples``, so the check stands beside the PGD columns of the compare table in docs/results.md.
+
 Models and per-seed results are cached in ``--out``; a rerun reuses them.
 """
 
@@ -21,6 +25,7 @@ from pathlib import Path
 
 
 from stabletrain.attacks import gradient_masking
+from stabletrain.compare import load_compare_config
 from stabletrain.data import load_data
 from stabletrain.files import write_json
 from stabletrain.stats import wilson_interval
@@ -30,8 +35,14 @@ METHODS = ("plain", "gaussian", "gaussian-noisy", "stability", "trades", "advers
 EPSILONS = (2 / 255, 4 / 255, 8 / 255)
 
 
-def run(out: Path, methods: list[str], seeds: list[int], norm: str, reference: str, examples: int | None) -> None:
-    data = load_data("digits")
+def run(out: Path, methods: list[str], seeds: list[int], norm: str, reference: str, examples: int | None,
+        compare: Path | None = None) -> None:
+    config = load_compare_config(compare).resolved() if compare is not None else None
+    epsilons = list(EPSILONS)
+    if config is not None:
+        epsilons = [e for e in config.evaluation["epsilons"] if e > 0]
+        examples = examples or int(config.evaluation["attack_examples"])
+    data = load_data(config.data if config is not None else "digits")
     x, y = data.test.x, data.test.y
     if examples:
         x, y = x[:examples], y[:examples]
@@ -42,10 +53,11 @@ def run(out: Path, methods: list[str], seeds: list[int], norm: str, reference: s
                 continue
             folder = result.parent / "model"
             if not (folder / "checkpoint.pt").exists():
-                train(TrainConfig(data="digits", method=method, seed=seed, norm=norm), folder, progress=False,
-                      overwrite=True)
+                train_config = config.train_config(method, seed, norm) if config is not None else \
+                    TrainConfig(data="digits", method=method, seed=seed, norm=norm)
+                train(train_config, folder, progress=False, overwrite=True)
             model = load_model(folder / "checkpoint.pt")[0]
-            check = gradient_masking({method: model}, x, y, [0.0, *EPSILONS], reference=reference, seed=seed)
+            check = gradient_masking({method: model}, x, y, [0.0, *epsilons], reference=reference, seed=seed)
             write_json(result, {"method": method, "seed": seed, "norm": norm, "reference": reference, **check})
             for row in check["rows"]:
                 print(f"{method} s{seed} ε={row['epsilon'] * 255:.0f}/255: PGD {100 * row['pgd_robust_accuracy']:.1f} %"
@@ -86,11 +98,14 @@ def main() -> None:
     parser.add_argument("--norm", default="batch", choices=("batch", "group"))
     parser.add_argument("--reference", default="autoattack")
     parser.add_argument("--examples", type=int, default=None, help="the first N test digits (default: all 359)")
+    parser.add_argument("--compare-config", type=Path, default=None,
+                        help="train with this comparison's settings and attack at its budgets (default: the library's "
+                             "defaults, ε = 2, 4 and 8/255)")
     parser.add_argument("--report", action="store_true", help="only print the table of what has run")
     args = parser.parse_args()
     if not args.report:
         run(args.out, args.methods.split(","), [int(s) for s in args.seeds.split(",")], args.norm, args.reference,
-            args.examples)
+            args.examples, args.compare_config)
     print(report(args.out, args.reference))
 
 

@@ -100,3 +100,24 @@ def test_zoom_blur_zooms_about_the_centre():
             # … and the image is blurred outward: the centre changes least
             change = (out - x).abs().mean((0, 1))
             assert float(change[12:20, 12:20].mean()) < float(change.mean())
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 30, 41), (1, 3, 30, 41), (2, 3, 30, 41), (4, 1, 33, 28)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_large_kernels_filter_like_scipy_correlate_for_any_plane_count(shape, dtype):
+    # 25×25 taps go by FFT: one plane through real FFTs, several through complex
+    # FFTs that carry two planes at once (an odd count pairs the last with zeros)
+    from stabletrain.corruptions._ops import _MAX_SHIFTED_TAPS, _filter_per_image
+
+    x = torch.rand(shape, generator=gen(3), dtype=torch.float64)
+    kernel = torch.rand(1, 25, 25, generator=gen(4), dtype=torch.float64)
+    kernel /= kernel.sum()
+    assert int((kernel != 0).sum()) > _MAX_SHIFTED_TAPS
+    expected = ndimage.correlate(x.numpy(), kernel.numpy()[None], mode="mirror")
+    out = _filter_per_image(x.to(dtype), kernel.to(dtype), "reflect101")
+    assert out.dtype == dtype and out.shape == x.shape
+    np.testing.assert_allclose(out.double().numpy(), expected, atol=1e-12 if dtype == torch.float64 else 2e-6)
+    # each image's planes come out the same whatever shares its transforms
+    alone = torch.cat([_filter_per_image(x[b:b + 1, c:c + 1].to(dtype), kernel.to(dtype), "reflect101")
+                       for b in range(shape[0]) for c in range(shape[1])], 1).view(shape)
+    torch.testing.assert_close(out, alone, atol=1e-12 if dtype == torch.float64 else 2e-6, rtol=0)

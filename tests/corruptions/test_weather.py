@@ -149,3 +149,20 @@ def test_sparse_seeds_come_from_each_image_s_own_stream():
     mine = whole[0] == 2
     assert torch.equal(torch.stack([i[mine] for i in whole[1:]]), torch.stack(part[1:]))
     assert torch.equal(values[mine], part_values)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_snow_layer_threshold_keeps_values_at_the_threshold_and_zeroes_those_below(dtype):
+    # the reference zeroes layer < threshold and clips the rest to [0, 1]; F.threshold zeroes x <= t, so snow
+    # passes the largest number below the threshold, and no number of the dtype lies between the two
+    from stabletrain.corruptions.weather import _below
+
+    for threshold in (0.1, 0.3, 0.5, 0.7, 0.78, 1.0):
+        t = float(torch.tensor(threshold, dtype=dtype))
+        below = _below(t, dtype)
+        assert below < t and float(torch.nextafter(torch.tensor(below, dtype=dtype), torch.tensor(2.0, dtype=dtype))) == t
+        layer = torch.tensor([-1.0, 0.0, below, t, (t + 1) / 2, 1.0, 1.5], dtype=dtype)
+        layer = torch.cat([layer, torch.randn(200, generator=gen(1)).to(dtype)])
+        expected = layer.masked_fill(layer < t, 0.0).clamp(0.0, 1.0)
+        ours = torch.nn.functional.threshold(layer.clone(), below, 0.0).clamp_max_(1.0)
+        assert torch.equal(ours, expected)

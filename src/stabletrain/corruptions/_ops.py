@@ -260,8 +260,31 @@ def _filter_per_image(x: torch.Tensor, kernels: torch.Tensor, mode: str = "refle
     # Transform lengths with only factors 2, 3 and 5 are several times faster;
     # the extra zeros sit beyond the padding and never reach the output.
     size = (_fft_length(xp.shape[-2]), _fft_length(xp.shape[-1]))
+    crop = (..., slice(kh - 1, kh - 1 + height), slice(kw - 1, kw - 1 + width))
+    if kernels.shape[0] == 1 and xp.shape[0] * xp.shape[1] > 1 and xp.dtype in (torch.float32, torch.float64):
+        return _packed_fft_filter(xp, kernels[0].flip(-2, -1), size)[crop]
     spectrum = torch.fft.rfft2(xp, s=size) * torch.fft.rfft2(kernels.flip(-2, -1), s=size).unsqueeze(1)
-    return torch.fft.irfft2(spectrum, s=size)[..., kh - 1:kh - 1 + height, kw - 1:kw - 1 + width]
+    return torch.fft.irfft2(spectrum, s=size)[crop]
+
+
+def _packed_fft_filter(xp: torch.Tensor, kernel: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The circular convolution of every plane of ``xp`` with one real ``kernel``, two planes per complex FFT.
+
+    With one kernel for all planes, planes a and b go through one complex
+    transform as a + ib: the product with the kernel's spectrum transforms back
+    to (a * k) + i(b * k), both real. One complex FFT pair for two planes runs
+    about 1.5× faster on the CPU than two real ones (torch's inverse real FFT
+    is the slow part). Returns ``B×C×size``.
+    """
+    batch, channels = xp.shape[:2]
+    planes = xp.reshape(batch * channels, *xp.shape[-2:])
+    half = (len(planes) + 1) // 2
+    second = planes[half:]
+    if len(second) < half:  # an odd number of planes: the last one is paired with zeros
+        second = torch.cat([second, second.new_zeros(1, *second.shape[1:])])
+    spectrum = torch.fft.fft2(torch.complex(planes[:half], second), s=size) * torch.fft.fft2(kernel, s=size)
+    out = torch.fft.ifft2(spectrum)
+    return torch.cat([out.real, out.imag[:len(planes) - half]]).view(batch, channels, *size)
 
 
 def _filter2d(x: torch.Tensor, kernel: torch.Tensor, mode: str = "reflect101",
