@@ -37,7 +37,7 @@ EPSILONS = (2 / 255, 4 / 255, 8 / 255)
 
 def run(out: Path, methods: list[str], seeds: list[int], norm: str, reference: str, examples: int | None,
         compare: Path | None = None) -> None:
-    config = load_compare_config(compare).resolved() if compare is not None else None
+    config = load_compare_config(compare, {"norms": [norm]}) if compare is not None else None
     epsilons = list(EPSILONS)
     if config is not None:
         epsilons = [e for e in config.evaluation["epsilons"] if e > 0]
