@@ -363,6 +363,10 @@ def main() -> None:
 
         cv2.setNumThreads(args.threads)
     elif not args.no_reference:
+        if args.write_docs:  # the documented table compares against the reference: never replace it with ours alone
+            print("bench_corruptions: error: --write-docs needs the reference "
+                  "(pip install imagecorruptions==1.1.2 numba)", file=sys.stderr)
+            raise SystemExit(2)
         print("imagecorruptions is not installed (pip install imagecorruptions==1.1.2); timing stabletrain only")
     batches = {32: 8 if args.quick else args.batch32, 224: 2 if args.quick else args.batch224}
     # Reference images per (corruption, severity): the whole batch that stabletrain corrupts, and fewer for the
