@@ -37,6 +37,16 @@ def test_simplejpeg_decode_equals_pillow(quality: int, size: tuple[int, int], gr
     np.testing.assert_array_equal(ours, ref)
 
 
+def test_decode_into_a_given_array() -> None:
+    if decode.jpeg_decoder() != "simplejpeg":
+        pytest.skip("simplejpeg is not the decoder in use")
+    img = np.random.default_rng(3).integers(0, 256, size=(12, 20, 3), dtype=np.uint8)
+    data = _encode(img, 60)
+    out = np.zeros((12, 20, 3), np.uint8)
+    decode.decode_jpeg_like_pillow(data, False, out=out)
+    np.testing.assert_array_equal(out, np.asarray(Image.open(io.BytesIO(data))))
+
+
 def test_pillow_decoder_returns_none(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(decode, "jpeg_decoder", lambda: "pillow")
     data = _encode(np.zeros((8, 8, 3), np.uint8), 50)

@@ -3,6 +3,7 @@ import io
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from stabletrain.checks import StableTrainError
@@ -35,6 +36,26 @@ def test_jpeg_matches_an_independent_pillow_round_trip(photo_patches):
     expected = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"), dtype=np.float32) / 255
     got = JPEG(40)(image)[0].permute(1, 2, 0).numpy()
     np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("size", [(64, 64), (65, 64), (96, 80)])   # both sides of the interleaving switch at 64²
+@pytest.mark.parametrize("channels", [3, 1])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_jpeg_batch_equals_pillow_image_by_image(photo_patches, size, channels, dtype):
+    # The batch path converts the whole batch at once; every image must still be exactly Pillow's own round trip
+    # of its uint8 pixels (x·255 rounded in float32), decoded back and divided by 255 in x's dtype.
+    x = F.interpolate(photo_patches[:3, :channels], size=size, mode="bilinear", align_corners=False).clamp(0, 1)
+    x = x.to(dtype)
+    got = JPEG(35)(x)
+    assert got.dtype == dtype and got.shape == x.shape and got.is_contiguous()
+    for i in range(len(x)):
+        pixels = (x[i].float() * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        buffer = io.BytesIO()
+        Image.fromarray(pixels[..., 0] if channels == 1 else pixels).save(buffer, format="JPEG", quality=35)
+        decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue()))).reshape(*size, channels)
+        expected = torch.from_numpy(decoded.copy()).permute(2, 0, 1).to(dtype) / 255
+        assert torch.equal(got[i], expected), i
+        assert torch.equal(JPEG(35)(x[i:i + 1])[0], got[i])   # the same alone as in the batch
 
 
 def test_jpeg_grayscale_stays_single_channel(digits):

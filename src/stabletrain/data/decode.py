@@ -140,7 +140,7 @@ def _normalize(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode_jpeg_like_pillow(data: bytes, gray: bool) -> np.ndarray | None:
+def decode_jpeg_like_pillow(data: bytes, gray: bool, out: np.ndarray | None = None) -> np.ndarray | None:
     """Decode a JPEG that Pillow wrote to an ``H×W×C`` uint8 array with simplejpeg, or None.
 
     simplejpeg is asked for Pillow's decoding settings, the accurate integer
@@ -148,7 +148,9 @@ def decode_jpeg_like_pillow(data: bytes, gray: bool) -> np.ndarray | None:
     pixels as ``np.asarray(Image.open(...))`` in about half the time
     (tests/test_data_decode.py checks it across qualities and sizes). None
     when the decoder in use (:func:`jpeg_decoder`) is Pillow, or when
-    simplejpeg rejects the data: then decode with Pillow.
+    simplejpeg rejects the data: then decode with Pillow. ``out``, a
+    C-contiguous ``H×W×C`` uint8 array, receives the pixels in place of a new
+    array.
 
     Example:
         >>> buffer = io.BytesIO()
@@ -160,7 +162,8 @@ def decode_jpeg_like_pillow(data: bytes, gray: bool) -> np.ndarray | None:
     if jpeg_decoder() != "simplejpeg":
         return None
     try:
-        return _simplejpeg.decode_jpeg(data, colorspace="GRAY" if gray else "RGB", fastdct=False, fastupsample=False)
+        return _simplejpeg.decode_jpeg(data, colorspace="GRAY" if gray else "RGB", fastdct=False, fastupsample=False,
+                                       buffer=out)
     except Exception:  # noqa: BLE001 - let Pillow decode it, and report any error
         return None
 
