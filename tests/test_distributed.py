@@ -137,6 +137,45 @@ def test_stability_step_synchronizes_gradients_once_like_a_plain_step():
         assert all(same for _, same in counts.values())  # and every rank holds the same averaged gradient
 
 
+def _teardown_worker(rank, world, port, results, left):
+    """Worker: rank 1 arrives late at teardown; record what rank 0 saw when its teardown returned."""
+    import datetime
+    import time
+
+    import torch.distributed as dist
+
+    from stabletrain.distributed import teardown
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=30))
+    synchronize = results["synchronize"]
+    if rank == 0:
+        teardown(synchronize=synchronize)
+        results["rank 1 had arrived"] = results.get("rank 1 arrived", False)
+        left.set()
+    else:
+        if synchronize:
+            time.sleep(0.5)  # arrive late: without the barrier rank 0 would be gone by now
+            results["rank 1 arrived"] = True
+        else:
+            # an error path: rank 0 must leave without waiting for this rank, which waits for it to leave
+            results["rank 0 left first"] = left.wait(timeout=25)
+        teardown(synchronize=synchronize)
+
+
+@pytest.mark.parametrize("synchronize", [True, False])
+def test_teardown_waits_for_every_rank_unless_told_not_to(synchronize):
+    # Without the barrier, one rank could destroy its gloo group while the other was still in a collective
+    # (an abort at exit, seen about once in ten two-rank runs); on an error path, waiting would hang instead.
+    manager = mp.Manager()
+    results, left = manager.dict(synchronize=synchronize), manager.Event()
+    mp.spawn(_teardown_worker, args=(2, free_port(), results, left), nprocs=2, join=True)
+    if synchronize:
+        assert results["rank 1 had arrived"] is True
+    else:
+        assert results["rank 0 left first"] is True
+
+
 def _single_and_two_ranks(args, tmp_path):
     """results.json of ``stabletrain <args>`` in one process and under torchrun with two ranks."""
     assert main(args + ["--out", str(tmp_path / "single")]) == 0

@@ -119,10 +119,26 @@ def setup(device: str = "auto") -> DistContext:
     return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, resolved, backend)
 
 
-def teardown() -> None:
-    """Close the process group if one is open."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+def teardown(synchronize: bool = True) -> None:
+    """Close the process group if one is open; with ``synchronize``, first wait for every rank to get here.
+
+    The barrier keeps one rank from destroying its Gloo group and exiting
+    while another still has collectives in flight: Gloo's worker threads can
+    otherwise abort the slower process at interpreter exit ("terminate called
+    without an active exception"). Pass ``synchronize=False`` on an error
+    path: a rank that failed alone must exit, not wait for ranks that are
+    still inside a collective of their own.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if synchronize and dist.get_world_size() > 1:
+        try:
+            dist.barrier()
+        except Exception:  # another rank already failed or left; close our side anyway
+            pass
+    dist.destroy_process_group()
 
 
 def barrier(ctx: DistContext) -> None:

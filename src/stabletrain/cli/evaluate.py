@@ -118,9 +118,12 @@ def run(args: argparse.Namespace, log: Log) -> int:
     context = distributed.setup(args.device)
     try:
         with contextlib.ExitStack() as stack:  # holds the output folder's lock once the folder is known
-            return _evaluate(args, context, stack, log)
-    finally:
-        distributed.teardown()
+            status = _evaluate(args, context, stack, log)
+    except BaseException:
+        distributed.teardown(synchronize=False)
+        raise
+    distributed.teardown()
+    return status
 
 
 def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStack, log: Log) -> int:

@@ -77,8 +77,10 @@ def run(args: argparse.Namespace, log: Log) -> int:
     try:
         result = train(config, args.out, resume=args.resume, overwrite=args.overwrite,
                        progress=not args.quiet, log=log)
-    finally:
-        distributed.teardown()
+    except BaseException:
+        distributed.teardown(synchronize=False)
+        raise
+    distributed.teardown()
     if result.extra.get("rank", 0) != 0:
         return 0
     metric = get_task(config.task, **config.task_args).metric
