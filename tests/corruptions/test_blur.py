@@ -88,6 +88,34 @@ def test_gaussian_blur_matches_scipy_at_the_reference_size():
             np.testing.assert_allclose(out.numpy(), expected, atol=1e-12)
 
 
+def _map_coordinates_zoom_blur(x: np.ndarray, factors) -> np.ndarray:
+    """The mean of the image and its bilinear zooms about the pixel-centre midpoint, edges repeated (scipy)."""
+    *_, height, width = x.shape
+    yy, xx = np.meshgrid(np.arange(height, dtype=np.float64), np.arange(width, dtype=np.float64), indexing="ij")
+    cy, cx = (height - 1) / 2, (width - 1) / 2
+    out = x.copy()
+    for z in factors:
+        coordinates = [cy + (yy - cy) / z, cx + (xx - cx) / z]
+        for plane in np.ndindex(*x.shape[:-2]):
+            out[plane] += ndimage.map_coordinates(x[plane], coordinates, order=1, mode="nearest")
+    return out / (len(factors) + 1)
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+@pytest.mark.parametrize("shape", [(2, 3, 32, 32), (1, 1, 30, 41)])
+def test_zoom_blur_is_the_mean_of_bilinear_zooms_like_scipy(shape, sparse, monkeypatch):
+    # the sparse operator (all factors in one product) and the grid_sample path it replaces on large images
+    from stabletrain.corruptions import blur
+    if not sparse:
+        monkeypatch.setattr(blur, "_ZOOM_OPERATOR_ENTRIES", 0)
+    x = torch.rand(shape, generator=gen(11), dtype=torch.float64)
+    for parameter_set in PARAMETER_SETS:
+        for severity in (1, 5):
+            factors = Corruption("zoom_blur", severity, parameter_set).parameters
+            out = corrupt(x, "zoom_blur", severity, parameter_set)
+            np.testing.assert_allclose(out.numpy(), _map_coordinates_zoom_blur(x.numpy(), factors), atol=1e-12)
+
+
 def test_zoom_blur_zooms_about_the_centre():
     # zooming about the centre commutes with a half turn, so a half-turn
     # symmetric image stays symmetric

@@ -399,6 +399,65 @@ def _resize_matrix(n_in: int, n_out: int) -> torch.Tensor:
     return _resize(rows, 1, n_out).view(n_in, n_out).T.contiguous()
 
 
+@lru_cache(maxsize=64)
+def _resize_bands(n_in: int, n_out: int) -> tuple[tuple[int, int], ...]:
+    """For each row of :func:`_resize_matrix`, the span ``[start, stop)`` of its non-zero weights."""
+    nonzero = _resize_matrix(n_in, n_out) != 0
+    spans = []
+    for row in nonzero:
+        where = row.nonzero().flatten()
+        spans.append((int(where[0]), int(where[-1]) + 1))
+    return tuple(spans)
+
+
+#: Planes of a channels-last resize are padded to a multiple of this many, so that every plane goes through
+#: the vectorized loop: the scalar tail rounds differently, and a plane's bits would depend on its batch.
+_LANES = 16
+
+
+def _upsample_threshold_shrink(noise: torch.Tensor, fine: tuple[int, int], size: tuple[int, int],
+                               threshold: float) -> torch.Tensor:
+    """``_resize(F.threshold(upsampled, threshold, 0).clamp_max(1), *size)`` without a fine ``B×1`` layout.
+
+    ``noise`` (``B×1×h×w``) is enlarged bilinearly (``align_corners=True``)
+    to ``fine``, values ``<= threshold`` become 0 and the rest are clipped to
+    1, and the result is area-averaged to ``size`` (smaller than ``fine``)
+    with :func:`_resize`'s antialiased weights. The same computation as
+    those three calls, to float rounding, about three times faster on the
+    CPU: the batch is the innermost axis of the fine layer (torch
+    vectorizes a channels-last resize over it, where a ``B×1`` layout runs
+    one plane at a time), and the area average is two banded matrix
+    products over that layout, each output row a product with its few
+    non-zero weights. Every image's result is independent of the rest of
+    the batch, bit for bit.
+
+    Example:
+        >>> noise = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+        >>> fast = _upsample_threshold_shrink(noise, (64, 64), (16, 16), 0.5)
+        >>> fine = F.interpolate(noise, size=(64, 64), mode="bilinear", align_corners=True)
+        >>> slow = _resize(F.threshold(fine, 0.5, 0.0).clamp_max(1.0), 16, 16)
+        >>> bool(torch.allclose(fast, slow, atol=1e-6))
+        True
+    """
+    batch, _, h, w = noise.shape
+    (fh, fw), (height, width) = fine, size
+    lanes = -(-batch // _LANES) * _LANES
+    planes = noise.new_zeros(1, h, w, lanes)
+    planes[0, :, :, :batch] = noise[:, 0].permute(1, 2, 0)
+    planes = planes.permute(0, 3, 1, 2)  # 1×lanes×h×w, channels last
+    if (h, w) != (fh, fw):
+        planes = F.interpolate(planes, size=(fh, fw), mode="bilinear", align_corners=True)
+    layer = planes.permute(0, 2, 3, 1).reshape(fh, fw * lanes)  # the fine layer, batch innermost
+    layer = F.threshold(layer, threshold, 0.0, inplace=True).clamp_max_(1.0)  # a fresh buffer either way
+    rows = _resize_matrix(fh, height).to(device=noise.device, dtype=noise.dtype)
+    out = layer.new_empty(height, fw * lanes)
+    for i, (start, stop) in enumerate(_resize_bands(fh, height)):
+        torch.matmul(rows[i:i + 1, start:stop], layer[start:stop], out=out[i:i + 1])
+    cols = _resize_matrix(fw, width).to(device=noise.device, dtype=noise.dtype)
+    out = torch.matmul(cols, out.view(height, fw, lanes))  # height×width×lanes
+    return out[..., :batch].permute(2, 0, 1).unsqueeze(1).contiguous()
+
+
 def _kernel_energy(sigma: float, truncate: float = 4.0) -> float:
     """``Σ g²`` of the sampled 1-D Gaussian; white noise of std 1 blurred in 2-D has std ``Σ g²``."""
     if sigma <= 0 or int(truncate * sigma + 0.5) == 0:

@@ -31,6 +31,7 @@ from ._ops import (
     _randn,
     _rands,
     _resize,
+    _upsample_threshold_shrink,
     motion_blur_taps,
 )
 
@@ -50,20 +51,24 @@ def _snow(x: torch.Tensor, c: tuple, ctx: _Context) -> torch.Tensor:
     zoom = c[2]
     small = (max(1, math.ceil(rh / zoom)), max(1, math.ceil(rw / zoom)))
     layer = _randn((batch, 1, *small), ctx.generator, x.device, x.dtype, mean=c[0], std=c[1])
-    if small != (rh, rw):
-        layer = F.interpolate(layer, size=(rh, rw), mode="bilinear", align_corners=True)
     # Values below the threshold c[3] (> 0) become 0, the rest are clipped to
     # 1: F.threshold zeroes x <= t, so t is the float just below c[3]. One
     # pass, where a comparison and masked_fill took four times as long.
-    layer = F.threshold(layer, _below(c[3], layer.dtype), 0.0, inplace=True).clamp_max_(1.0)
+    threshold = _below(c[3], layer.dtype)
+    if ctx.native:
+        layer = _upsample_threshold_shrink(layer, (rh, rw), (height, width), threshold)
+    else:
+        if small != (rh, rw):
+            layer = F.interpolate(layer, size=(rh, rw), mode="bilinear", align_corners=True)
+        layer = F.threshold(layer, threshold, 0.0, inplace=True).clamp_max_(1.0)
     angles = _rand((batch,), ctx.generator, torch.device("cpu"), torch.float64, -135.0, -45.0)
     taps = motion_blur_taps(c[4], c[5], angles)
     if ctx.native:
         # The motion blur, the costly part, runs on the image grid: the
-        # thresholded layer is area-averaged first and the line kernel is
-        # area-averaged onto the image's pixels (as defocus does).
-        layer = _filter_lines(_resize(layer, height, width), *taps, mode="edge", per_example=ctx.per_example,
-                              shrink=ctx.scale)
+        # thresholded layer is area-averaged first (above, without a B×1 copy
+        # of the reference grid) and the line kernel is area-averaged onto the
+        # image's pixels (as defocus does).
+        layer = _filter_lines(layer, *taps, mode="edge", per_example=ctx.per_example, shrink=ctx.scale)
     else:
         layer = _resize(_filter_lines(layer, *taps, mode="edge", per_example=ctx.per_example), height, width)
     grey = x if channels == 1 else _luma(x)
