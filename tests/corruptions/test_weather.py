@@ -166,3 +166,26 @@ def test_snow_layer_threshold_keeps_values_at_the_threshold_and_zeroes_those_bel
         expected = layer.masked_fill(layer < t, 0.0).clamp(0.0, 1.0)
         ours = torch.nn.functional.threshold(layer.clone(), below, 0.0).clamp_max_(1.0)
         assert torch.equal(ours, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("small, fine, size", [((75, 75), (224, 224), (32, 32)), ((23, 37), (70, 111), (20, 31)),
+                                               ((50, 50), (50, 50), (24, 24))])
+def test_native_snow_flakes_are_enlarged_thresholded_and_area_averaged(small, fine, size, dtype):
+    # The batch-innermost layout of native snow against the three plain calls it replaces
+    import torch.nn.functional as F
+
+    from stabletrain.corruptions._ops import _resize, _upsample_threshold_shrink
+    noise = torch.randn(5, 1, *small, generator=gen(3), dtype=dtype) * 0.3 + 0.55
+    fast = _upsample_threshold_shrink(noise, fine, size, 0.85)
+    layer = noise if small == fine else F.interpolate(noise, size=fine, mode="bilinear", align_corners=True)
+    slow = _resize(F.threshold(layer, 0.85, 0.0).clamp_max(1.0), *size)
+    assert fast.shape == (5, 1, *size) and fast.dtype == dtype
+    torch.testing.assert_close(fast, slow, atol=1e-6, rtol=0)
+    assert float(slow.amax()) > 0.1  # some flakes survive the threshold
+    # every image gets the same bits in any batch, across the 16-plane padding boundaries
+    for batch in (1, 16, 17, 40):
+        many = torch.randn(batch, 1, *small, generator=gen(batch), dtype=dtype) * 0.3 + 0.55
+        whole = _upsample_threshold_shrink(many, fine, size, 0.85)
+        alone = torch.cat([_upsample_threshold_shrink(many[i:i + 1], fine, size, 0.85) for i in range(batch)])
+        assert torch.equal(whole, alone), batch

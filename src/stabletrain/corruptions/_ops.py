@@ -10,6 +10,7 @@ kernels and the diamond-square plasma fractal.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -400,18 +401,16 @@ def _resize_matrix(n_in: int, n_out: int) -> torch.Tensor:
 
 
 @lru_cache(maxsize=64)
-def _resize_bands(n_in: int, n_out: int) -> tuple[tuple[int, int], ...]:
-    """For each row of :func:`_resize_matrix`, the span ``[start, stop)`` of its non-zero weights."""
-    nonzero = _resize_matrix(n_in, n_out) != 0
-    spans = []
-    for row in nonzero:
-        where = row.nonzero().flatten()
-        spans.append((int(where[0]), int(where[-1]) + 1))
-    return tuple(spans)
+def _sparse_resize_matrix(n_in: int, n_out: int, dtype: torch.dtype) -> torch.Tensor:
+    """:func:`_resize_matrix` as a CSR matrix of ``dtype``: a few non-zero weights per row."""
+    with warnings.catch_warnings():  # "sparse CSR tensor support is in beta state"
+        warnings.simplefilter("ignore", UserWarning)
+        return _resize_matrix(n_in, n_out).to(dtype).to_sparse_csr()
 
 
-#: Planes of a channels-last resize are padded to a multiple of this many, so that every plane goes through
-#: the vectorized loop: the scalar tail rounds differently, and a plane's bits would depend on its batch.
+#: The batch axis of a batch-innermost layout is padded to a multiple of this many planes, so that every plane
+#: goes through the vectorized loops (16 floats fill an AVX-512 register): a scalar tail rounds differently, and
+#: an image's bits would then depend on its place in the batch.
 _LANES = 16
 
 
@@ -424,12 +423,13 @@ def _upsample_threshold_shrink(noise: torch.Tensor, fine: tuple[int, int], size:
     1, and the result is area-averaged to ``size`` (smaller than ``fine``)
     with :func:`_resize`'s antialiased weights. The same computation as
     those three calls, to float rounding, about three times faster on the
-    CPU: the batch is the innermost axis of the fine layer (torch
-    vectorizes a channels-last resize over it, where a ``B×1`` layout runs
-    one plane at a time), and the area average is two banded matrix
-    products over that layout, each output row a product with its few
-    non-zero weights. Every image's result is independent of the rest of
-    the batch, bit for bit.
+    CPU: the batch is the innermost axis of the fine layer (torch vectorizes
+    a channels-last resize over it, where a ``B×1`` layout runs one plane at
+    a time), and the area average is two sparse products with the resize
+    weights, which treat every column alike. No step puts images in
+    different positions of one dense matrix product, whose edge tiles may
+    round differently, so every image's result is independent of the rest
+    of the batch, bit for bit.
 
     Example:
         >>> noise = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -449,13 +449,11 @@ def _upsample_threshold_shrink(noise: torch.Tensor, fine: tuple[int, int], size:
         planes = F.interpolate(planes, size=(fh, fw), mode="bilinear", align_corners=True)
     layer = planes.permute(0, 2, 3, 1).reshape(fh, fw * lanes)  # the fine layer, batch innermost
     layer = F.threshold(layer, threshold, 0.0, inplace=True).clamp_max_(1.0)  # a fresh buffer either way
-    rows = _resize_matrix(fh, height).to(device=noise.device, dtype=noise.dtype)
-    out = layer.new_empty(height, fw * lanes)
-    for i, (start, stop) in enumerate(_resize_bands(fh, height)):
-        torch.matmul(rows[i:i + 1, start:stop], layer[start:stop], out=out[i:i + 1])
-    cols = _resize_matrix(fw, width).to(device=noise.device, dtype=noise.dtype)
-    out = torch.matmul(cols, out.view(height, fw, lanes))  # height×width×lanes
-    return out[..., :batch].permute(2, 0, 1).unsqueeze(1).contiguous()
+    rows = _sparse_resize_matrix(fh, height, noise.dtype).to(noise.device)
+    cols = _sparse_resize_matrix(fw, width, noise.dtype).to(noise.device)
+    out = (rows @ layer).view(height, fw, lanes).transpose(0, 1).reshape(fw, height * lanes)
+    out = (cols @ out).view(width, height, lanes)
+    return out[..., :batch].permute(2, 1, 0).unsqueeze(1).contiguous()
 
 
 def _kernel_energy(sigma: float, truncate: float = 4.0) -> float:
