@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ._ops import (
+    _LANES,
     _Context,
     _filter2d,
     _filter_lines,
@@ -150,11 +151,6 @@ def _zoom_operator(height: int, width: int, factors: tuple[float, ...], dtype: t
         return (matrix / (len(factors) + 1)).to(dtype).to_sparse_csr()
 
 
-#: Columns (image planes) of the sparse product are padded to a multiple of this many, so that every column
-#: goes through the vectorized loop and an image's bits do not depend on its batch.
-_PLANE_LANES = 16
-
-
 def _zoom_blur(x: torch.Tensor, factors: tuple, ctx: _Context) -> torch.Tensor:
     batch, channels, height, width = x.shape
     factors = tuple(float(z) for z in factors)
@@ -163,7 +159,7 @@ def _zoom_blur(x: torch.Tensor, factors: tuple, ctx: _Context) -> torch.Tensor:
         # on the CPU, the same zooms to float rounding (the sampling positions are computed in float64 here).
         operator = _zoom_operator(height, width, factors, x.dtype)
         planes = batch * channels
-        lanes = -(-planes // _PLANE_LANES) * _PLANE_LANES
+        lanes = -(-planes // _LANES) * _LANES  # every column in the vectorized loops
         columns = x.new_zeros(height * width, lanes)
         columns[:, :planes] = x.reshape(planes, height * width).T
         return (operator @ columns)[:, :planes].T.reshape(batch, channels, height, width)
