@@ -174,7 +174,8 @@ def test_empty_image_folder_for_similarity(tmp_path, capsys):
 def test_evaluate_adversarial_suite_with_baseline(tmp_path, capsys):
     out = tmp_path / "run"
     assert run(capsys, "train", *TINY, "--method", "plain", "--epochs", "2", "--out", str(out))[0] == 0
-    code, stdout, _ = run(capsys, "evaluate", str(out), "--suite", "adversarial", "--epsilons", "0,0.02,0.2",
+    # budgets as fractions too, as the help's default is written: 51/255 is the float 0.2
+    code, stdout, _ = run(capsys, "evaluate", str(out), "--suite", "adversarial", "--epsilons", "0,0.02,51/255",
                           "--attack-steps", "3", "--attack-examples", "40", "--baseline", str(out), "--quiet")
     assert code == 0 and "robust acc" in stdout
     summary = json.loads((out / "evaluation" / "model_plain.json").read_text())
@@ -185,6 +186,9 @@ def test_evaluate_adversarial_suite_with_baseline(tmp_path, capsys):
     assert code == 2 and "unknown suite fuzz" in err
     code, _, err = run(capsys, "evaluate", str(out), "--suite", "adversarial", "--epsilons", "-1", "--quiet")
     assert code == 2 and "--epsilons must be finite numbers >= 0" in err
+    for bad in ("8/0", "x/255", "0,1e"):
+        code, _, err = run(capsys, "evaluate", str(out), "--suite", "adversarial", "--epsilons", bad, "--quiet")
+        assert code == 2 and err.startswith("stabletrain: error: --epsilons must be comma-separated numbers"), bad
 
 
 @pytest.mark.parametrize("method", ["jsd", "trades", "adversarial", "consistency"])

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Callable
 
-__all__ = ["log_to_stderr", "positive_int"]
+__all__ = ["log_to_stderr", "positive_int", "parse_number"]
 
 
 def log_to_stderr(quiet: bool) -> Callable[[str], None]:
@@ -27,6 +27,22 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+def parse_number(text: str) -> float:
+    """A number as users write attack budgets: ``0.031``, ``8/255`` or ``1e-3``; ValueError otherwise.
+
+    Example:
+        >>> parse_number("8/255") == 8 / 255, parse_number(" 0.5 ")
+        (True, 0.5)
+    """
+    from fractions import Fraction
+
+    text = text.strip()
+    if "/" in text:
+        numerator, _, denominator = text.partition("/")
+        return float(Fraction(numerator.strip()) / Fraction(denominator.strip()))
+    return float(text)
 
 
 def float_list(text: str) -> list[float]:

@@ -11,7 +11,7 @@ from typing import Any
 from ..checks import StableTrainError
 from ..commands import Command, Log
 from ..locking import output_lock
-from .common import float_list, positive_int
+from .common import float_list, parse_number, positive_int
 
 __all__ = ["COMMAND", "add_parser", "run"]
 
@@ -286,9 +286,10 @@ def _evaluate(args: argparse.Namespace, context: Any, stack: contextlib.ExitStac
     epsilons = list(DEFAULT_EPSILONS) if attack != "l0" else [0, 1, 2, 5, 10, 20]
     if args.epsilons:
         try:
-            epsilons = [float(e) for e in args.epsilons.split(",") if e.strip()]
-        except ValueError:
-            raise StableTrainError(f"--epsilons must be comma-separated numbers, got {args.epsilons!r}") from None
+            epsilons = [parse_number(e) for e in args.epsilons.split(",") if e.strip()]
+        except (ValueError, ZeroDivisionError):
+            raise StableTrainError(f"--epsilons must be comma-separated numbers (0.031 or 8/255), "
+                                   f"got {args.epsilons!r}") from None
         bad = [e for e in epsilons if not 0 <= e < float("inf")]
         if bad or not epsilons:
             raise StableTrainError(f"--epsilons must be finite numbers >= 0, got {args.epsilons!r}")
